@@ -1,0 +1,154 @@
+# Copyright (c) 2026 The TDGAN bundle authors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Center folders (MSD layout), ``centers.json``, and the dataset that serves several online centers at once."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.config import KeysCollection
+from monai.data import load_decathlon_datalist
+from monai.transforms import MapTransform
+from torch.utils.data import ConcatDataset, Dataset
+
+__all__ = [
+    "read_center_order",
+    "center_dirs",
+    "center_name",
+    "center_datalist",
+    "OnlineCenters",
+    "EnsureSpatialDimsd",
+    "label_maps",
+]
+
+
+def read_center_order(data_root: str | os.PathLike) -> list[str]:
+    """The center names, in visiting order, from ``<data_root>/centers.json`` (``{"order": [...]}``).
+
+    Raises:
+        FileNotFoundError: no ``centers.json``, or a listed center has no folder with a ``dataset.json``.
+        ValueError: the file is not of the expected form.
+    """
+    path = Path(data_root) / "centers.json"
+    if not path.is_file():
+        raise FileNotFoundError(f'{path}: not found; expected a file {{"order": ["center_a", ...]}}.')
+    order = json.loads(path.read_text()).get("order")
+    if not isinstance(order, list) or not order or not all(isinstance(c, str) for c in order):
+        raise ValueError(f"{path}: expected a non-empty list of center names under 'order', got {order!r}.")
+    if len(set(order)) != len(order):
+        raise ValueError(f"{path}: center names in 'order' must be unique, got {order}.")
+    for name in order:
+        if not (Path(data_root) / name / "dataset.json").is_file():
+            raise FileNotFoundError(f"{path}: center {name!r} has no folder {Path(data_root) / name}/dataset.json.")
+    return order
+
+
+def center_dirs(data_root: str | os.PathLike) -> list[str]:
+    """The center folders under ``data_root``, in the order of its ``centers.json``."""
+    return [str(Path(data_root) / name) for name in read_center_order(data_root)]
+
+
+def center_name(center_dir: str | os.PathLike) -> str:
+    """A center's name: its folder's name."""
+    return Path(os.path.normpath(center_dir)).name
+
+
+def center_datalist(center_dir: str | os.PathLike, code: int, key: str = "training") -> list[dict[str, Any]]:
+    """A center's data list (image/label file pairs) from its ``dataset.json``, each item tagged with its center code.
+
+    Raises:
+        FileNotFoundError: no ``dataset.json``, or a listed file is missing.
+        ValueError: the list under ``key`` is empty.
+    """
+    meta = Path(center_dir) / "dataset.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta}: not found; a center folder needs an MSD-style dataset.json.")
+    items = load_decathlon_datalist(str(meta), is_segmentation=True, data_list_key=key, base_dir=str(center_dir))
+    if not items:
+        raise ValueError(f"{meta}: the '{key}' list is empty; a visit needs at least one image/label pair.")
+    for item in items:
+        for k in ("image", "label"):
+            if not os.path.isfile(item[k]):
+                raise FileNotFoundError(f"{meta}: {k} file {item[k]} listed under '{key}' does not exist.")
+        item["center"] = int(code)
+    return items
+
+
+class OnlineCenters(Dataset):
+    """The centers online in one visit, served together: item ``i`` is a tuple with one sample per group.
+
+    With one discriminator per center, each center is its own group; with a shared discriminator (joint
+    training), all centers form one group. Groups shorter than the longest are cycled.
+
+    Args:
+        datasets: one dataset per online center (items carry ``image``, ``label``, ``center``).
+        shared_discriminator: put all centers in one group.
+    """
+
+    def __init__(self, datasets: Sequence[Dataset], shared_discriminator: bool = False) -> None:
+        if not datasets:
+            raise ValueError("OnlineCenters needs at least one center dataset.")
+        self.groups: list[Dataset] = [ConcatDataset(list(datasets))] if shared_discriminator else list(datasets)
+
+    @property
+    def num_groups(self) -> int:
+        """Number of groups, i.e. of temporary discriminators needed."""
+        return len(self.groups)
+
+    def __len__(self) -> int:
+        return max(len(g) for g in self.groups)
+
+    def __getitem__(self, index: int) -> tuple[dict, ...]:
+        # a tuple, not a list: MONAI's list_data_collate would flatten a list into extra samples
+        return tuple(g[index % len(g)] for g in self.groups)
+
+
+class EnsureSpatialDimsd(MapTransform):
+    """Drop trailing singleton spatial axes (2D slices stored as (H, W, 1)) and check the spatial rank.
+
+    Args:
+        keys: keys of channel-first arrays to fix.
+        spatial_dims: expected number of spatial dimensions.
+
+    Raises:
+        ValueError: an array has another spatial rank, naming its file when known.
+    """
+
+    def __init__(self, keys: KeysCollection, spatial_dims: int, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.spatial_dims = spatial_dims
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key]
+            while x.ndim - 1 > self.spatial_dims and x.shape[-1] == 1:
+                x = x[..., 0]
+            if x.ndim - 1 != self.spatial_dims:
+                src = getattr(x, "meta", {}).get("filename_or_obj", key)
+                raise ValueError(
+                    f"{src}: {key} has shape {tuple(x.shape[1:])}, expected {self.spatial_dims} spatial dimensions."
+                )
+            d[key] = x
+        return d
+
+
+def label_maps(dataset: Dataset, count: int, seed: int) -> torch.Tensor:
+    """Up to ``count`` label maps of ``dataset`` (seeded choice), as uint8 (N, 1, *spatial) - no image is read out."""
+    n = len(dataset)
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(n, generator=gen)[: min(count, n)].sort().values.tolist()
+    return torch.stack([torch.as_tensor(dataset[i]["label"]).as_subclass(torch.Tensor).to(torch.uint8) for i in idx])
