@@ -189,10 +189,14 @@ class TDGANTrainer(Trainer):
             why = "no earlier center" if teacher is None or reminder is None else f"reminding_weight={reminding_weight}"
             logger.info(f"reminding off ({why}).")
 
-    def run(self) -> None:  # type: ignore[override]
-        """Execute training; sets up a GradScaler only for float16 autocast on CUDA."""
+    def prepare_scaler(self) -> None:
+        """Set ``self.scaler``: a GradScaler only for float16 autocast on CUDA, else None."""
         use_scaler = self.amp and self.amp_dtype == torch.float16 and self.state.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    def run(self) -> None:  # type: ignore[override]
+        """Execute training (``Trainer.run`` would make a CUDA GradScaler whenever ``amp`` is set)."""
+        self.prepare_scaler()
         super(Trainer, self).run()
 
     def _autocast(self):

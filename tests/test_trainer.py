@@ -66,7 +66,7 @@ def _first_batch(trainer: TDGANTrainer):
 def test_discriminator_gets_no_gradient_in_generator_step_and_generator_none_in_discriminator_step(groups):
     teacher = copy.deepcopy(_trainer(groups=groups).g_network)
     trainer = _trainer(teacher=teacher, reminder=Reminder("local", [0]), groups=groups)
-    trainer.scaler = None
+    trainer.prepare_scaler()
     gen, disc = trainer.g_network, trainer.d_network
     g = trainer.prepare_groups(_first_batch(trainer))
     fakes, r_out, r_target = trainer.generate(g)
@@ -86,7 +86,8 @@ def test_discriminator_gets_no_gradient_in_generator_step_and_generator_none_in_
 def test_reminding_loss_is_zero_when_generator_matches_teacher_and_positive_otherwise():
     trainer = _trainer()
     trainer.teacher = copy.deepcopy(trainer.g_network).eval().requires_grad_(False)
-    trainer.reminder, trainer.reminding_on, trainer.scaler = Reminder("local", [0, 2]), True, None
+    trainer.reminder, trainer.reminding_on = Reminder("local", [0, 2]), True
+    trainer.prepare_scaler()
     g = trainer.prepare_groups(_first_batch(trainer))
     out = trainer.generator_step(g, *trainer.generate(g))
     assert out["reminding"].item() < 1e-5
