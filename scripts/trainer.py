@@ -155,6 +155,11 @@ class TDGANTrainer(Trainer):
             amp=amp,
             decollate=decollate,
         )
+        if self.state.epoch_length == 0:
+            raise ValueError(
+                f"no full training batch: each center online has fewer training items than batch_size="
+                f"{getattr(train_data_loader, 'batch_size', '?')} (the last incomplete batch is dropped)."
+            )
         if key_train_metric is None:  # Workflow attaches additional metrics only alongside a key metric
             for name, metric in (additional_metrics or {}).items():
                 metric.attach(self, name)

@@ -39,6 +39,15 @@ def first_visit(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return out / "handoff.pt"
 
 
+def _messages(err: BaseException | None) -> list[str]:
+    """The messages along an exception's cause chain (the bundle's config parser wraps the original error)."""
+    chain = []
+    while err is not None:
+        chain.append(str(err))
+        err = err.__cause__
+    return chain
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -130,10 +139,7 @@ def test_handoff_with_pickled_objects_is_refused(first_visit: Path, tmp_path: Pa
 def test_mismatched_handoff_is_refused_before_training(demo_root: Path, first_visit: Path, tmp_path: Path):
     with pytest.raises(Exception) as info:
         visit_workflow([demo_root / "center_b"], tmp_path, handoff_in=first_visit, ngf=16).run()
-    chain, err = [], info.value
-    while err is not None:
-        chain.append(str(err))
-        err = err.__cause__
+    chain = _messages(info.value)
     assert any(
         "generator settings do not match: ngf=8 in the hand-off but 16 in this configuration" in m for m in chain
     )
@@ -145,10 +151,7 @@ def test_a_center_beyond_max_centers_is_refused(demo_root: Path, tmp_path: Path)
     run_visit([demo_root / "center_a"], out, max_centers=1)
     with pytest.raises(Exception) as info:
         visit_workflow([demo_root / "center_b"], tmp_path / "b", handoff_in=out / "handoff.pt", max_centers=1).run()
-    chain, err = [], info.value
-    while err is not None:
-        chain.append(str(err))
-        err = err.__cause__
+    chain = _messages(info.value)
     assert any("needs code 1 but the generator holds max_centers=1" in m for m in chain)
 
 
@@ -207,3 +210,10 @@ def test_interrupted_visit_resumes_from_its_last_checkpoint(demo_root: Path, tmp
     assert visit["resumed_from_epoch"] >= 1
     assert visit["epochs"] == 30 and visit["iterations"] == 30 * 4
     assert len(visit["loss_history"]) == 30 - visit["resumed_from_epoch"]
+
+
+def test_a_center_with_fewer_items_than_a_batch_is_refused_instead_of_skipped(demo_root: Path, tmp_path: Path):
+    with pytest.raises(Exception) as info:
+        visit_workflow([demo_root / "center_a"], tmp_path, batch_size=16).run()  # 8 training slices
+    chain = _messages(info.value)
+    assert any("fewer training items than batch_size=16" in m for m in chain)
