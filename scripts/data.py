@@ -26,7 +26,6 @@ from torch.utils.data import ConcatDataset, Dataset
 
 __all__ = [
     "read_center_order",
-    "center_dirs",
     "center_name",
     "center_datalist",
     "OnlineCenters",
@@ -54,11 +53,6 @@ def read_center_order(data_root: str | os.PathLike) -> list[str]:
         if not (Path(data_root) / name / "dataset.json").is_file():
             raise FileNotFoundError(f"{path}: center {name!r} has no folder {Path(data_root) / name}/dataset.json.")
     return order
-
-
-def center_dirs(data_root: str | os.PathLike) -> list[str]:
-    """The center folders under ``data_root``, in the order of its ``centers.json``."""
-    return [str(Path(data_root) / name) for name in read_center_order(data_root)]
 
 
 def center_name(center_dir: str | os.PathLike) -> str:

@@ -88,8 +88,8 @@ class TDGANTrainer(Trainer):
         epoch_length: number of iterations for one epoch, default to `len(train_data_loader)`.
         g_inferer: inference method to execute G model forward. Defaults to ``SimpleInferer()``.
         teacher: the frozen previous generator, or None at the first visit.
-        reminder: object whose ``sample(labels, batch_size)`` returns reminding label maps and earlier-center codes,
-            or None when there is nothing to remind.
+        reminder: object whose ``sample(labels_per_group, batch_size)`` returns reminding label maps and
+            earlier-center codes, or None when there is nothing to remind.
         gan_mode: ``"vanilla"`` (BCE with logits) or ``"lsgan"``.
         l1_weight: weight of the L1 terms (100 in pix2pix and TDGAN).
         perceptual_loss: a ``PerceptualLoss`` or None; with None the perceptual term is off (weight 0).
@@ -251,7 +251,7 @@ class TDGANTrainer(Trainer):
         centers = [g.center for g in groups]
         remind_target = None
         if self.reminding_on:
-            r_label, r_center = self.reminder.sample(torch.cat(labels), groups[0].label.shape[0])
+            r_label, r_center = self.reminder.sample(labels, groups[0].label.shape[0])
             with torch.no_grad(), self._autocast():
                 r_cond = encode_condition(r_label, r_center, self.num_classes, self.max_centers)
                 remind_target = self.teacher(r_cond).float()

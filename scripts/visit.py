@@ -77,24 +77,27 @@ class Reminder:
             self.starts = torch.cumsum(counts, 0) - counts
             self.bank = bank
 
-    def sample(self, labels: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, labels: Sequence[torch.Tensor], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A reminding batch.
 
         Args:
-            labels: this step's label maps (B, 1, *spatial) (used by ``local``).
+            labels: this step's label maps, one (B, 1, *spatial) tensor per online group (``local`` draws from them;
+                ``bank`` only takes their device).
             batch_size: reminding batch size.
 
         Returns:
-            label maps (batch_size, 1, *spatial) on ``labels``' device and their center codes (batch_size,).
+            label maps (batch_size, 1, *spatial) on the labels' device and their center codes (batch_size,).
         """
         which = torch.randint(len(self.codes), (batch_size,), generator=self.gen)
         codes = self.codes[which]
+        device = labels[0].device
         if self.source == "local":
-            idx = torch.randint(labels.shape[0], (batch_size,), generator=self.gen)
-            return labels[idx.to(labels.device)], codes.to(labels.device)
+            pool = labels[0] if len(labels) == 1 else torch.cat(list(labels))
+            idx = torch.randint(pool.shape[0], (batch_size,), generator=self.gen)
+            return pool[idx.to(device)], codes.to(device)
         offset = (torch.rand(batch_size, generator=self.gen) * self.counts[which]).long()
         idx = (self.starts[which] + offset).to(self.bank.device)
-        return self.bank[idx].to(labels.device).long(), codes.to(labels.device)
+        return self.bank[idx].to(device).long(), codes.to(device)
 
 
 class CenterVisit:
@@ -162,7 +165,7 @@ class CenterVisit:
         self.teacher: torch.nn.Module | None = None
         self.reminder: Reminder | None = None
         if earlier and reminding_weight > 0:
-            self.teacher = copy.deepcopy(generator).eval().requires_grad_(False)
+            self.teacher = copy.deepcopy(generator)  # the trainer keeps it in eval mode, frozen
             self.reminder = self._make_reminder(earlier, spatial_size, seed)
 
     def _make_reminder(self, earlier: list[dict], spatial_size: Sequence[int] | None, seed: int) -> Reminder:

@@ -153,17 +153,17 @@ def test_reminding_batch_has_constant_size_whatever_the_number_of_earlier_center
     for earlier in (1, 4, 7):
         bank = torch.cat([torch.full((3, 1, 8, 8), c, dtype=torch.uint8) for c in range(earlier)])
         rem = Reminder("bank", list(range(earlier)), bank=bank, bank_counts=[3] * earlier, seed=0)
-        maps, codes = rem.sample(labels, BATCH)
+        maps, codes = rem.sample([labels], BATCH)
         assert maps.shape == (BATCH, 1, 8, 8) and codes.shape == (BATCH,)
         # each bank map was filled with its center's code: a sampled map must come from the sampled center
         assert torch.equal(maps[:, 0, 0, 0], codes)
-    maps, codes = Reminder("local", [5, 6], seed=0).sample(labels, 64)
+    maps, codes = Reminder("local", [5, 6], seed=0).sample([labels[:1], labels[1:]], 64)
     assert set(codes.tolist()) == {5, 6}
     assert all(any(torch.equal(m, lab) for lab in labels) for m in maps)
 
 
 def test_bank_reminding_draws_earlier_centers_evenly():
     bank = torch.cat([torch.zeros(1, 1, 4, 4, dtype=torch.uint8), torch.ones(9, 1, 4, 4, dtype=torch.uint8)])
-    _, codes = Reminder("bank", [0, 1], bank=bank, bank_counts=[1, 9], seed=0).sample(torch.zeros(1, 1, 4, 4), 4000)
+    _, codes = Reminder("bank", [0, 1], bank=bank, bank_counts=[1, 9], seed=0).sample([torch.zeros(1, 1, 4, 4)], 4000)
     share = (codes == 0).float().mean().item()
     assert 0.45 < share < 0.55  # centers are drawn uniformly, not in proportion to their bank size
