@@ -340,6 +340,7 @@ class HandoffSaver:
         summary = {
             "centers": self.visit.center_names,
             "codes": self.visit.codes,
+            "train_sizes": [len(ds) for ds in self.datasets],
             "discriminators": len(engine.d_network),
             "epochs": int(engine.state.epoch),
             "iterations": int(engine.state.iteration),

@@ -1,0 +1,340 @@
+# Copyright (c) 2026 The TDGAN bundle authors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Synthesis: label maps -> synthetic images under chosen center styles, written as an MSD-style dataset."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import load_decathlon_datalist
+from monai.transforms import MapTransform
+
+from scripts.data import read_center_order
+from scripts.handoff import HandoffError, load_handoff
+from scripts.networks import TDGANGenerator, encode_condition
+
+__all__ = [
+    "GeneratorSource",
+    "load_generator",
+    "center_sizes",
+    "choose_styles",
+    "label_folders",
+    "synthesis_datalist",
+    "network_setting",
+    "label_names_of",
+    "Conditiond",
+    "SyntheticDatasetWriter",
+    "generate_images",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class GeneratorSource:
+    """A trained generator with what synthesis needs to know about it.
+
+    Attributes:
+        generator: the generator, in eval mode.
+        codes: center name -> center code, in the order the centers were first visited.
+        sizes: center name -> number of training pairs it had (from the hand-off; 1 each when unknown).
+        origin: where the weights came from (for logs and reports).
+    """
+
+    def __init__(self, generator: TDGANGenerator, codes: dict[str, int], sizes: dict[str, int], origin: str) -> None:
+        self.generator = generator.eval()
+        self.codes = dict(codes)
+        self.sizes = dict(sizes)
+        self.origin = origin
+
+
+def center_sizes(visits: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Center name -> training pairs, from the visit summaries of a hand-off (the latest visit of a center wins)."""
+    sizes: dict[str, int] = {}
+    for visit in visits:
+        for name, size in zip(visit.get("centers", []), visit.get("train_sizes", [])):
+            sizes[name] = int(size)
+    return sizes
+
+
+def load_generator(
+    generator: TDGANGenerator,
+    handoff: str | os.PathLike | None = None,
+    ckpt_file: str | os.PathLike | None = None,
+    centers: Sequence[str] | None = None,
+    device: torch.device | str = "cpu",
+) -> GeneratorSource:
+    """Load trained weights into ``generator``: from a hand-off (weights, center registry and sizes), or from a plain
+    state dict (``models/model.pt``) whose center codes are given by ``centers`` (code i = ``centers[i]``).
+
+    Raises:
+        HandoffError: unreadable or mismatched hand-off.
+        ValueError: neither source given, or a checkpoint without ``centers``.
+        FileNotFoundError: the checkpoint file does not exist.
+    """
+    if handoff:
+        h = load_handoff(handoff, expected_network=generator.settings)
+        generator.load_state_dict(h.generator)
+        sizes = center_sizes(h.visits)
+        codes = h.codes
+        origin = str(handoff)
+    elif ckpt_file:
+        if not Path(ckpt_file).is_file():
+            raise FileNotFoundError(f"generator weights {ckpt_file}: file not found (train one with the demo first).")
+        if not centers:
+            raise ValueError(f"{ckpt_file}: a plain checkpoint needs `centers` (center names in code order).")
+        state = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+        try:
+            generator.load_state_dict(state)
+        except RuntimeError as e:
+            raise HandoffError(f"{ckpt_file}: weights do not fit this generator configuration: {e}") from e
+        codes = {name: i for i, name in enumerate(centers)}
+        sizes = {}
+        origin = str(ckpt_file)
+    else:
+        raise ValueError("load_generator needs a hand-off or a checkpoint file; got neither.")
+    sizes = {name: sizes.get(name, 1) for name in codes}
+    return GeneratorSource(generator.to(device), codes, sizes, origin)
+
+
+def choose_styles(style: str | Sequence[str], source: GeneratorSource, count: int, seed: int = 0) -> list[str]:
+    """The center whose style each of ``count`` samples gets.
+
+    Args:
+        style: a center name (every sample in that style), ``"mixture"`` (centers drawn at random with probability
+            proportional to their training sizes recorded in the hand-off), or a list of names, one per sample.
+        source: the generator and its registry.
+        count: number of samples.
+        seed: seed of the mixture draw.
+
+    Raises:
+        ValueError: an unknown center, or a list of the wrong length.
+    """
+    known = list(source.codes)
+    if isinstance(style, str) and style == "mixture":
+        weights = np.array([source.sizes[n] for n in known], dtype=float)
+        rng = np.random.default_rng(seed)
+        return [known[i] for i in rng.choice(len(known), size=count, p=weights / weights.sum())]
+    names = [style] * count if isinstance(style, str) else list(style)
+    if len(names) != count:
+        raise ValueError(f"style list has {len(names)} entries for {count} label maps.")
+    unknown = sorted({n for n in names if n not in source.codes})
+    if unknown:
+        raise ValueError(f"style {unknown} is not a center this generator knows; known: {known} or 'mixture'.")
+    return names
+
+
+def label_folders(dataset_dir: str | os.PathLike) -> list[Path]:
+    """The center folders under ``dataset_dir``: those of its ``centers.json`` in order, or ``dataset_dir`` itself
+    when it is one MSD-style center folder."""
+    dataset_dir = Path(dataset_dir)
+    if (dataset_dir / "centers.json").is_file():
+        return [dataset_dir / name for name in read_center_order(dataset_dir)]
+    if (dataset_dir / "dataset.json").is_file():
+        return [dataset_dir]
+    raise FileNotFoundError(
+        f"{dataset_dir}: neither centers.json (several center folders) nor dataset.json (one center folder) found."
+    )
+
+
+def synthesis_datalist(
+    source: GeneratorSource,
+    label_dirs: Sequence[str | os.PathLike],
+    style: str | Sequence[str] = "own",
+    data_list_key: str = "training",
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """One item per label map of the given center folders, with the center style it will be synthesised in.
+
+    Args:
+        source: the trained generator and its registry.
+        label_dirs: MSD-style center folders; only their label maps are read.
+        style: ``"own"`` (each label map in the style of the center folder it came from, which the generator must
+            know), a center name, ``"mixture"`` (drawn in proportion to the centers' training sizes recorded in the
+            hand-off), or a list with one name per label map.
+        data_list_key: which list of each folder's dataset.json (``training`` or ``test``).
+        seed: seed of the mixture draw.
+
+    Returns:
+        items ``{"label": path, "center": name, "code": int, "label_source": "<folder>/<relative path>"}``.
+    """
+    items, folders = [], []
+    for d in map(Path, label_dirs):
+        meta_file = d / "dataset.json"
+        if not meta_file.is_file():
+            raise FileNotFoundError(f"{meta_file}: not found; label folders must be MSD-style center folders.")
+        for item in load_decathlon_datalist(str(meta_file), True, data_list_key, base_dir=str(d)):
+            if not os.path.isfile(item["label"]):
+                raise FileNotFoundError(f"{meta_file}: label file {item['label']} does not exist.")
+            items.append({"label": item["label"], "label_source": f"{d.name}/{os.path.relpath(item['label'], d)}"})
+            folders.append(d.name)
+    if not items:
+        raise ValueError(f"no label maps under '{data_list_key}' in {[str(d) for d in label_dirs]}.")
+    styles = choose_styles(folders if style == "own" else style, source, len(items), seed)
+    for item, name in zip(items, styles):
+        item["center"] = name
+        item["code"] = source.codes[name]
+    return items
+
+
+def network_setting(handoff: str | os.PathLike | None, key: str, default: Any) -> Any:
+    """A generator setting recorded in ``handoff`` (so a config builds the generator the hand-off needs), or
+    ``default`` when no hand-off is given."""
+    if not handoff:
+        return default
+    return load_handoff(handoff).network[key]
+
+
+def label_names_of(label_dirs: Sequence[str | os.PathLike]) -> dict[str, str]:
+    """The ``labels`` of the first center folder's dataset.json (class index -> name)."""
+    meta = json.loads((Path(label_dirs[0]) / "dataset.json").read_text())
+    return {str(k): str(v) for k, v in meta.get("labels", {}).items()}
+
+
+class Conditiond(MapTransform):
+    """Builds the generator input ``image`` (label x center one-hot, ``max_centers * num_classes`` channels) from an
+    item's ``label`` map and center ``code``. The label map is kept."""
+
+    def __init__(self, num_classes: int, max_centers: int, label_key: str = "label", code_key: str = "code") -> None:
+        super().__init__(keys=[label_key])
+        self.num_classes = num_classes
+        self.max_centers = max_centers
+        self.label_key = label_key
+        self.code_key = code_key
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        label = torch.as_tensor(d[self.label_key]).as_subclass(torch.Tensor).long()
+        code = torch.tensor([int(d[self.code_key])])
+        d["image"] = encode_condition(label[None], code, self.num_classes, self.max_centers)[0]
+        return d
+
+
+def _nifti_array(t: torch.Tensor) -> np.ndarray:
+    """(C, *spatial) -> NIfTI array: spatial axes first, channels last when C > 1."""
+    a = t.detach().cpu().numpy()
+    return a[0] if a.shape[0] == 1 else np.moveaxis(a, 0, -1)
+
+
+class SyntheticDatasetWriter:
+    """Ignite handler of the synthesis evaluator (run with ``decollate=False``): writes every ``pred`` (synthetic
+    image) with its label map as an MSD-style dataset (``imagesTr/``, ``labelsTr/``, ``dataset.json``) that any
+    MONAI segmentation bundle can read.
+
+    Files are written into a hidden folder beside ``output_dir`` and renamed into place only when the run completes,
+    so a failed run leaves no partial dataset. Images are stored in [0, 1] as float32, labels as uint8; only
+    synthetic images and label maps are written.
+
+    Args:
+        output_dir: the dataset folder.
+        label_names: class index -> name (dataset.json ``labels``).
+        description: dataset.json ``description``.
+        overwrite: replace an existing ``output_dir``; otherwise an existing one is an error.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        label_names: dict[str, str],
+        description: str = "TDGAN synthetic images",
+        overwrite: bool = False,
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.label_names = dict(label_names)
+        self.description = description
+        self.overwrite = overwrite
+        self._tmp: Path | None = None
+        self.items: list[dict[str, Any]] = []
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._write_batch)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._failed)
+
+    def _started(self, engine: Any) -> None:
+        if self.output_dir.exists() and not self.overwrite:
+            raise FileExistsError(f"{self.output_dir}: exists; choose another output_dir or pass --overwrite true.")
+        self.output_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.output_dir.name}.", dir=self.output_dir.parent))
+        (self._tmp / "imagesTr").mkdir()
+        (self._tmp / "labelsTr").mkdir()
+        self.items = []
+
+    def _write_batch(self, engine: Any) -> None:
+        batch, preds = engine.state.batch, engine.state.output["pred"]
+        for i, pred in enumerate(preds):
+            center = str(batch["center"][i])
+            name = f"synth_{len(self.items):05d}_{center}.nii.gz"
+            image01 = ((pred.detach().float().clamp(-1, 1) + 1) / 2).as_subclass(torch.Tensor)
+            label = torch.as_tensor(batch["label"][i]).as_subclass(torch.Tensor).to(torch.uint8)
+            nib.save(nib.Nifti1Image(_nifti_array(image01), np.eye(4)), self._tmp / "imagesTr" / name)
+            nib.save(nib.Nifti1Image(_nifti_array(label), np.eye(4)), self._tmp / "labelsTr" / name)
+            self.items.append(
+                {
+                    "image": f"imagesTr/{name}",
+                    "label": f"labelsTr/{name}",
+                    "center": center,
+                    "label_source": str(batch["label_source"][i]),
+                }
+            )
+
+    def _completed(self, engine: Any) -> None:
+        meta = {
+            "name": self.output_dir.name,
+            "description": self.description,
+            "synthetic": True,
+            "labels": self.label_names,
+            "numTraining": len(self.items),
+            "training": self.items,
+            "test": [],
+        }
+        (self._tmp / "dataset.json").write_text(json.dumps(meta, indent=4))
+        if self.output_dir.exists():
+            shutil.rmtree(self.output_dir)
+        os.replace(self._tmp, self.output_dir)
+        self._tmp = None
+        counts = {
+            c: sum(it["center"] == c for it in self.items) for c in dict.fromkeys(it["center"] for it in self.items)
+        }
+        logger.info(f"synthetic dataset written: {self.output_dir} ({len(self.items)} pairs; styles {counts}).")
+
+    def _failed(self, engine: Any, e: Exception) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+        raise e
+
+
+@torch.no_grad()
+def generate_images(
+    generator: TDGANGenerator, labels: torch.Tensor, codes: torch.Tensor, batch_size: int = 16
+) -> torch.Tensor:
+    """Generator output in [-1, 1] for label maps (N, 1, *spatial) under center codes (N,), batch by batch."""
+    device = next(generator.parameters()).device
+    out = [
+        generator(generator.condition(labels[i : i + batch_size].to(device), codes[i : i + batch_size].to(device)))
+        .float()
+        .cpu()
+        for i in range(0, labels.shape[0], batch_size)
+    ]
+    return torch.cat(out)
