@@ -62,6 +62,7 @@ class Evaluation:
         inference_config: the synthesis config (configs/inference.json).
         segmentation_config: the segmentation config (configs/segmentation.json).
         meta_file: the bundle's metadata.json.
+        segmentation_dir: where the segmentation runs go (default ``output_dir/segmentation``).
         bundle_root: the bundle.
         visit_overrides: applied to every visit of every method (sizes, epochs, ...).
         segmentation_overrides: applied to every segmentation training (iterations, batch size, ...).
@@ -84,6 +85,7 @@ class Evaluation:
         inference_config: str,
         segmentation_config: str,
         meta_file: str,
+        segmentation_dir: str | os.PathLike | None = None,
         bundle_root: str = ".",
         visit_overrides: dict[str, Any] | None = None,
         segmentation_overrides: dict[str, Any] | None = None,
@@ -100,6 +102,7 @@ class Evaluation:
         self.data_root = Path(data_root)
         self.output_dir = Path(output_dir)
         self.report_dir = Path(report_dir)
+        self.segmentation_dir = Path(segmentation_dir) if segmentation_dir else self.output_dir / "segmentation"
         self.methods = dict(methods)
         self.sequence_config = sequence_config
         self.inference_config = inference_config
@@ -146,8 +149,13 @@ class Evaluation:
         return self.output_dir / name / "sequence.json"
 
     def synthesise(self, name: str, handoff: str) -> Path:
-        """Write the final generator's synthetic pairs (every center's training label maps, own style)."""
+        """Write the final generator's synthetic pairs (every center's training label maps, own style); with
+        ``resume``, a synthetic dataset written after the hand-off is reused."""
         out = self.output_dir / name / "synthetic"
+        done = out / "dataset.json"
+        if self.resume and done.is_file() and done.stat().st_mtime >= Path(handoff).stat().st_mtime:
+            logger.info(f"[evaluate] synthesis {name}: reusing {out}.")
+            return out
         workflow = ConfigWorkflow(
             config_file=self.inference_config,
             meta_file=self.meta_file,
@@ -169,7 +177,7 @@ class Evaluation:
 
     def train_segmentation(self, name: str, dataset_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         """Train the segmentation network on ``dataset_dir``'s training pairs (or reuse a finished run)."""
-        out = self.output_dir / "segmentation" / name
+        out = self.segmentation_dir / name
         workflow = ConfigWorkflow(
             config_file=self.segmentation_config,
             meta_file=self.meta_file,

@@ -1,0 +1,196 @@
+# Copyright (c) 2026 The TDGAN bundle authors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Synthesis (configs/inference.json) and the evaluation report (configs/evaluate.json), run for real on tiny data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+from monai.data import load_decathlon_datalist
+
+from scripts.data import read_center_order
+from scripts.synthesis import GeneratorSource, choose_styles
+from tests.conftest import META, REPO, TINY, run_visit
+
+INFERENCE = str(REPO / "configs" / "inference.json")
+EVALUATE = str(REPO / "configs" / "evaluate.json")
+
+
+@pytest.fixture(scope="module")
+def two_center_handoff(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny generator that has visited center_a then center_b."""
+    out = tmp_path_factory.mktemp("seq")
+    run_visit([demo_root / "center_a"], out / "v1")
+    run_visit([demo_root / "center_b"], out / "v2", handoff_in=out / "v1" / "handoff.pt")
+    return out / "v2" / "handoff.pt"
+
+
+def _synthesis(handoff: Path, dataset_dir: Path, out: Path, **override) -> ConfigWorkflow:
+    workflow = ConfigWorkflow(
+        config_file=INFERENCE,
+        meta_file=META,
+        logging_file=False,
+        workflow_type="infer",
+        bundle_root=str(REPO),
+        handoff=str(handoff),
+        dataset_dir=str(dataset_dir),
+        output_dir=str(out),
+        spatial_size=TINY["spatial_size"],
+        device="cpu",
+        **override,
+    )
+    workflow.initialize()
+    return workflow
+
+
+def _digests(folder: Path) -> set[str]:
+    return {hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*.nii.gz")}
+
+
+def test_synthetic_dataset_loads_with_decathlon_datalist_and_holds_no_real_image(
+    demo_root: Path, two_center_handoff: Path, tmp_path: Path
+):
+    center_dirs = [demo_root / "center_a", demo_root / "center_b"]
+    data = tmp_path / "labels"  # a folder of the two centers this generator knows
+    data.mkdir()
+    for d in center_dirs:
+        (data / d.name).symlink_to(d)
+    (data / "centers.json").write_text(json.dumps({"order": [d.name for d in center_dirs]}))
+    out = tmp_path / "synthetic"
+    workflow = _synthesis(two_center_handoff, data, out)
+    assert workflow.check_properties() in (None, [])
+    workflow.run()
+    workflow.finalize()
+
+    items = load_decathlon_datalist(str(out / "dataset.json"), True, "training", base_dir=str(out))
+    real_items = [it for d in center_dirs for it in load_decathlon_datalist(str(d / "dataset.json"), True, "training")]
+    assert len(items) == len(real_items)
+    assert [it["center"] for it in items] == [str(it["image"]).split("/")[-3] for it in real_items]
+
+    real_images = [np.asarray(nib.load(it["image"]).dataobj, dtype=np.float32) for it in real_items]
+    for it, real_item in zip(items, real_items):
+        synthetic = np.asarray(nib.load(it["image"]).dataobj, dtype=np.float32)
+        assert synthetic.shape == tuple(TINY["spatial_size"])
+        assert 0.0 <= synthetic.min() and synthetic.max() <= 1.0
+        assert not any(synthetic.shape == r.shape and np.array_equal(synthetic, r) for r in real_images)
+        label = np.asarray(nib.load(it["label"]).dataobj)
+        source = np.asarray(nib.load(real_item["label"]).dataobj).reshape(label.shape)
+        np.testing.assert_array_equal(label, source)  # the label map it was synthesised from
+    real_files = _digests(demo_root / "center_a") | _digests(demo_root / "center_b")
+    assert not (_digests(out / "imagesTr") & real_files)
+    assert not (out / "imagesTs").exists()
+
+
+def test_synthesis_style_choice_is_explicit(demo_root: Path, two_center_handoff: Path, tmp_path: Path):
+    out = tmp_path / "one_style"
+    workflow = _synthesis(two_center_handoff, demo_root / "center_a", out, style="center_b")
+    workflow.run()
+    meta = json.loads((out / "dataset.json").read_text())
+    assert {it["center"] for it in meta["training"]} == {"center_b"}
+    with pytest.raises(RuntimeError) as err:  # the config parser wraps the ValueError
+        _synthesis(two_center_handoff, demo_root / "center_a", tmp_path / "bad", style="center_c").run()
+    assert "center_c" in str(err.value.__cause__) and "is not a center this generator knows" in str(err.value.__cause__)
+    assert not (tmp_path / "bad").exists()
+    assert not list(tmp_path.glob(".bad*"))
+
+
+def test_mixture_style_follows_the_center_sizes_recorded_in_the_handoff():
+    source = GeneratorSource(torch.nn.Identity(), {"a": 0, "b": 1, "c": 2}, {"a": 300, "b": 100, "c": 0}, "test")
+    styles = choose_styles("mixture", source, 4000, seed=1)
+    assert styles.count("c") == 0
+    assert styles.count("a") / styles.count("b") == pytest.approx(3.0, rel=0.15)
+
+
+def test_an_existing_synthetic_dataset_is_not_overwritten_without_asking(
+    demo_root: Path, two_center_handoff: Path, tmp_path: Path
+):
+    out = tmp_path / "kept"
+    out.mkdir()
+    (out / "marker").write_text("keep me")
+    with pytest.raises(RuntimeError) as err:  # the config parser wraps the FileExistsError
+        _synthesis(two_center_handoff, demo_root / "center_a", out, style="center_a").run()
+    assert isinstance(err.value.__cause__, FileExistsError) and "overwrite" in str(err.value.__cause__)
+    assert (out / "marker").read_text() == "keep me"
+
+
+def _numbers(obj) -> set[str]:
+    """Every number in a JSON document, as the Markdown would print it."""
+    if isinstance(obj, bool) or obj is None:
+        return set()
+    if isinstance(obj, (int, float)):
+        return {str(obj)}
+    if isinstance(obj, dict):
+        return set().union(*(_numbers(v) for v in obj.values())) if obj else set()
+    if isinstance(obj, list):
+        return set().union(*(_numbers(v) for v in obj)) if obj else set()
+    return set()
+
+
+def test_evaluate_writes_a_report_whose_json_holds_every_number_of_its_markdown(demo_root: Path, tmp_path: Path):
+    out = tmp_path / "runs"
+    visit = {k: v for k, v in TINY.items()}
+    workflow = ConfigWorkflow(
+        config_file=EVALUATE,
+        meta_file=META,
+        logging_file=False,
+        workflow_type=None,
+        bundle_root=str(REPO),
+        data_root=str(demo_root),
+        output_dir=str(out),
+        device="cpu",
+        visit_overrides={"bundle_root": str(REPO), **visit},
+        segmentation_overrides={"iterations": 2, "batch_size": 4},
+        methods={
+            "tdgan_bank": {"label": "TDGAN, bank reminding", "configs": []},
+            "finetune": {"label": "Sequential fine-tuning", "configs": ["configs/baselines/finetune.json"]},
+        },
+    )
+    workflow.initialize()
+    workflow.run()
+    report_dir = out / "report"
+    report = json.loads((report_dir / "report.json").read_text())
+    md = (report_dir / "report.md").read_text()
+
+    centers = read_center_order(demo_root)
+    assert report["centers"] == centers
+    assert set(report["quality"]) == {"tdgan_bank", "finetune"}
+    assert len(report["quality"]["tdgan_bank"]["ssim"]) == len(centers)  # one row per visit
+    assert set(report["segmentation"]["scores"]) == {"tdgan_bank", "finetune", "real_all", "real_last"}
+    for name, per_center in report["segmentation"]["scores"].items():
+        assert set(per_center) == set(centers), name
+    for png in [
+        *report["figures"]["grids"].values(),
+        report["figures"]["quality_matrix"],
+        report["figures"]["dice_bars"],
+    ]:
+        assert (report_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"({png})" in md
+
+    known = _numbers(report)
+    shown = []
+    for line in md.splitlines():
+        if not line.startswith("|") or line.startswith("|---"):
+            continue
+        for cell in line.strip("|").split("|"):
+            for token in re.split(r"[ /()]+", cell.strip()):
+                if re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?", token):
+                    shown.append(token)
+    assert len(shown) > 50
+    missing = sorted({t for t in shown if t not in known})
+    assert not missing, f"numbers shown in report.md but absent from report.json: {missing}"
