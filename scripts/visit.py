@@ -340,7 +340,7 @@ class HandoffSaver:
         summary = {
             "centers": self.visit.center_names,
             "codes": self.visit.codes,
-            "discriminators": len(engine.d_network),
+            "discriminators": len(getattr(engine.d_network, "module", engine.d_network)),
             "epochs": int(engine.state.epoch),
             "iterations": int(engine.state.iteration),
             "resumed_from_epoch": int(self._first_epoch),
