@@ -656,7 +656,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as error:
         parser.error(str(error))
     for name in json.loads((output_dir / "centers.json").read_text())["order"]:
-        print(f"{name}: {args.num_train} training + {args.num_test} test slices -> {output_dir / name}")
+        kind = "volumes" if args.volumetric else "slices"
+        print(f"{name}: {args.num_train} training + {args.num_test} test {kind} -> {output_dir / name}")
     if args.preview:
         print(f"preview -> {save_preview(output_dir, args.preview)}")
 
