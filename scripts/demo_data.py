@@ -33,6 +33,7 @@ __all__ = [
     "center_name",
     "center_style",
     "ensure_demo_centers",
+    "head_volume",
     "make_demo_centers",
     "procedural_anatomy",
     "render_appearance",
@@ -428,6 +429,29 @@ def render_appearance(anatomy: dict[str, np.ndarray], style: dict[str, Any], rng
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def head_volume(slice_2d: np.ndarray) -> np.ndarray:
+    """A cubic volume whose axial slices are copies of ``slice_2d`` shrunk towards the poles (an ellipsoidal head).
+
+    Slice ``z`` at normalised height ``t`` in (-1, 1) holds ``slice_2d`` scaled by ``sqrt(1 - t**2)`` about the centre
+    (nearest neighbour); what falls outside is 0 (background for labels, air for images).
+
+    Args:
+        slice_2d: a square (size, size) array (label map or image).
+
+    Returns:
+        A (size, size, size) array of the same dtype, the last axis being the axial one.
+    """
+    size = slice_2d.shape[0]
+    coords = (np.arange(size) + 0.5) / size * 2.0 - 1.0
+    volume = np.zeros((size, size, size), dtype=slice_2d.dtype)
+    for z, scale in enumerate(np.sqrt(1.0 - coords**2)):
+        source = coords / scale
+        inside = np.abs(source) < 1.0
+        index = np.clip(np.floor((source + 1.0) / 2.0 * size), 0, size - 1).astype(int)
+        volume[:, :, z] = np.where(inside[:, None] & inside[None, :], slice_2d[np.ix_(index, index)], 0)
+    return volume
+
+
 def _save_nifti(array: np.ndarray, path: Path) -> None:
     """Save a 2D array as a NIfTI file with an identity affine.
 
@@ -448,6 +472,7 @@ def make_demo_centers(
     size: int = 64,
     seed: int = 0,
     anatomy: Callable[[np.random.Generator, int], dict[str, np.ndarray]] = procedural_anatomy,
+    volumetric: bool = False,
 ) -> Path:
     """Write a small multi-center dataset of 2D brain-MRI-like slices with label maps, one Decathlon-style folder each.
 
@@ -465,6 +490,8 @@ def make_demo_centers(
         size: the side of the square slices in pixels.
         seed: the dataset seed.
         anatomy: the anatomy source, ``anatomy(rng, size) -> dict`` as :func:`procedural_anatomy`.
+        volumetric: write (size, size, size) volumes instead of slices, each made from its subject's slice by
+            :func:`head_volume` (for 3D tests and benchmarks; not anatomically realistic).
 
     Returns:
         ``output_dir`` as a ``Path``.
@@ -500,6 +527,8 @@ def make_demo_centers(
                 if label.shape != (size, size) or label.max(initial=0) > 3:
                     raise ValueError(f"anatomy must return a ({size}, {size}) label map with values 0..3.")
                 image = render_appearance(subject, style, np.random.default_rng(appearance_seq))
+                if volumetric:
+                    label, image = head_volume(label), head_volume(image)
                 stem = f"{name}_{offset + item:03d}.nii.gz"
                 entry = {"image": f"images{suffix}/{stem}", "label": f"labels{suffix}/{stem}"}
                 _save_nifti(image, center_dir / entry["image"])
@@ -507,7 +536,8 @@ def make_demo_centers(
                 entries[key].append(entry)
         dataset = {
             "name": name,
-            "description": f"TDGAN built-in demo data (synthetic). {style['description']}",
+            "description": f"TDGAN built-in demo data (synthetic{', 3D' if volumetric else ''}). "
+            + str(style["description"]),
             "labels": dict(CLASS_NAMES),
             "modality": {"0": "MRI"},
             "numTraining": num_train,
@@ -610,16 +640,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num_test", type=int, default=16, help="test slices per center")
     parser.add_argument("--size", type=int, default=64, help="side of the square slices in pixels")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--preview", default=None, help="optional PNG path for a preview grid")
+    parser.add_argument("--volumetric", action="store_true", help="write (size, size, size) volumes (3D demo)")
+    parser.add_argument("--preview", default=None, help="optional PNG path for a preview grid (2D only)")
     args = parser.parse_args(argv)
     try:
         output_dir = make_demo_centers(
-            args.output_dir, args.num_centers, args.num_train, args.num_test, args.size, args.seed
+            args.output_dir,
+            args.num_centers,
+            args.num_train,
+            args.num_test,
+            args.size,
+            args.seed,
+            volumetric=args.volumetric,
         )
     except ValueError as error:
         parser.error(str(error))
     for name in json.loads((output_dir / "centers.json").read_text())["order"]:
-        print(f"{name}: {args.num_train} training + {args.num_test} test slices -> {output_dir / name}")
+        kind = "volumes" if args.volumetric else "slices"
+        print(f"{name}: {args.num_train} training + {args.num_test} test {kind} -> {output_dir / name}")
     if args.preview:
         print(f"preview -> {save_preview(output_dir, args.preview)}")
 

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from monai.networks.layers.factories import Act, Conv, Norm
 from monai.networks.nets import PatchDiscriminator
@@ -197,3 +199,22 @@ class TemporaryDiscriminators(nn.ModuleList):
     def logits(self, index: int, label_one_hot: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         """Patch logits of discriminator ``index`` for the pair (label, image)."""
         return self[index](torch.cat([label_one_hot, image], dim=1))[-1]
+
+    def forward(self, label_one_hot: Sequence[torch.Tensor], image: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Patch logits of every discriminator for its group's pairs, in one call.
+
+        One call per backward pass is what ``DistributedDataParallel`` needs (it syncs gradients through ``forward``
+        only), so a step puts all its pairs (e.g. fakes and reals concatenated along the batch) through one call.
+
+        Args:
+            label_one_hot: one (B_i, K, *spatial) one-hot label batch per discriminator.
+            image: one (B_i, C, *spatial) image batch per discriminator.
+
+        Returns:
+            one logits tensor per discriminator.
+        """
+        if len(label_one_hot) != len(self) or len(image) != len(self):
+            raise ValueError(
+                f"expected {len(self)} label and image batches, got {len(label_one_hot)} and {len(image)}."
+            )
+        return [self.logits(i, y, x) for i, (y, x) in enumerate(zip(label_one_hot, image))]

@@ -58,6 +58,11 @@ def _plain(x: Any) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
 
 
+def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
+    """The network inside a ``DistributedDataParallel`` (or similar ``.module``) wrapper, else the network itself."""
+    return getattr(network, "module", network)
+
+
 class TDGANTrainer(Trainer):
     """TDGAN training at one visit, inherits from ``Trainer`` and ``Workflow``.
 
@@ -83,7 +88,8 @@ class TDGANTrainer(Trainer):
             (keys ``image``, ``label``, ``center``), e.g. from ``scripts.data.OnlineCenters``.
         g_network: generator (G), a ``TDGANGenerator`` (or a wrapper with ``.module``).
         g_optimizer: G optimizer.
-        d_network: the temporary discriminators, one per online group.
+        d_network: the temporary discriminators, one per online group (or a ``DistributedDataParallel`` wrapping
+            them: the D step calls it once per step; the G step, which needs no D gradient, calls the inner module).
         d_optimizer: optimizer over all the discriminators' parameters.
         epoch_length: number of iterations for one epoch, default to `len(train_data_loader)`.
         g_inferer: inference method to execute G model forward. Defaults to ``SimpleInferer()``.
@@ -221,9 +227,9 @@ class TDGANTrainer(Trainer):
     def prepare_groups(self, batchdata: Sequence[dict] | dict) -> list[CenterBatch]:
         """Move each online group's batch to the device as plain tensors."""
         groups = [batchdata] if isinstance(batchdata, dict) else list(batchdata)
-        if len(groups) != len(self.d_network):
+        if len(groups) != len(_unwrap(self.d_network)):
             raise ValueError(
-                f"batch has {len(groups)} online groups but there are {len(self.d_network)} discriminators."
+                f"batch has {len(groups)} online groups but there are {len(_unwrap(self.d_network))} discriminators."
             )
         out = []
         dev, nb = self.state.device, self.non_blocking
@@ -270,10 +276,15 @@ class TDGANTrainer(Trainer):
         self.d_network.requires_grad_(True)
         self.d_optimizer.zero_grad(set_to_none=True)
         with self._autocast():
+            # one forward per discriminator over [fakes; reals] (instance norm keeps samples apart): one call per
+            # backward, as DistributedDataParallel requires
+            labels = [torch.cat([g.one_hot, g.one_hot]) for g in groups]
+            pairs = [torch.cat([fake.detach(), g.image]) for g, fake in zip(groups, fakes)]
             loss = torch.zeros((), device=self.state.device)
-            for i, (g, fake) in enumerate(zip(groups, fakes)):
-                loss_fake = self.gan_loss(self.d_network.logits(i, g.one_hot, fake.detach()).float(), False)
-                loss_real = self.gan_loss(self.d_network.logits(i, g.one_hot, g.image).float(), True)
+            for g, logits in zip(groups, self.d_network(labels, pairs)):
+                n = g.image.shape[0]
+                loss_fake = self.gan_loss(logits[:n].float(), False)
+                loss_real = self.gan_loss(logits[n:].float(), True)
                 loss = loss + self.d_loss_scale * (loss_fake + loss_real)
         self._backward_step(loss, self.d_optimizer)
         return loss.detach()
@@ -291,8 +302,10 @@ class TDGANTrainer(Trainer):
         zero = torch.zeros((), device=self.state.device)
         gan, l1, perceptual, remind = zero, zero, zero, zero
         with self._autocast():
-            for i, (g, fake) in enumerate(zip(groups, fakes)):
-                gan = gan + self.gan_loss(self.d_network.logits(i, g.one_hot, fake).float(), True)
+            # the inner module: no D gradient is wanted here, so no DistributedDataParallel sync either
+            d_logits = _unwrap(self.d_network)([g.one_hot for g in groups], fakes)
+            for g, fake, logits in zip(groups, fakes, d_logits):
+                gan = gan + self.gan_loss(logits.float(), True)
                 l1 = l1 + F.l1_loss(fake, g.image)
                 if self.perceptual_weight > 0:
                     perceptual = perceptual + self.perceptual_loss(fake, g.image).float()

@@ -341,7 +341,7 @@ class HandoffSaver:
             "centers": self.visit.center_names,
             "codes": self.visit.codes,
             "train_sizes": [len(ds) for ds in self.datasets],
-            "discriminators": len(engine.d_network),
+            "discriminators": len(getattr(engine.d_network, "module", engine.d_network)),
             "epochs": int(engine.state.epoch),
             "iterations": int(engine.state.iteration),
             "resumed_from_epoch": int(self._first_epoch),

@@ -109,8 +109,10 @@ def _pix2pix_reference_steps(gen, disc, batches, steps):
         y = one_hot_labels(label, K)
         fake = gen(gen.condition(label, b["center"]))
         opt_d.zero_grad()
-        d_fake = disc[0](torch.cat([y, fake.detach()], 1))[-1]
-        d_real = disc[0](torch.cat([y, image], 1))[-1]
+        # fakes and reals in one D forward, as the trainer does (same math per sample under instance norm; the same
+        # float rounding matters: Adam turns the ~0 gradients of the biases before instance norm into +-lr steps)
+        d_both = disc[0](torch.cat([torch.cat([y, y]), torch.cat([fake.detach(), image])], 1))[-1]
+        d_fake, d_real = d_both.split(label.shape[0])
         loss_d = 0.05 * (
             F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
             + F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
