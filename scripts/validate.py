@@ -276,13 +276,14 @@ def handoff_problems(
                 f"hand-off {handoff_in}: label bank of {name!r} holds class {int(maps.max())}; expected classes "
                 f"below num_classes={network['num_classes']}."
             )
-    known = {e["name"] for e in handoff.registry}
-    needed = len(known) + len([c for c in dict.fromkeys(new_centers) if c not in known])
-    if needed > network["max_centers"]:
-        problems.append(
-            f"hand-off {handoff_in}: {needed} centers would be registered but max_centers={network['max_centers']}; "
-            f"expected at most {network['max_centers']} (registry: {sorted(known)})."
-        )
+    registry = [e["name"] for e in handoff.registry]
+    new = [c for c in dict.fromkeys(new_centers) if c not in registry]
+    for code, name in enumerate(new, start=len(registry)):
+        if code >= network["max_centers"]:
+            problems.append(
+                f"hand-off {handoff_in}: center {name!r} needs code {code} but the generator holds max_centers="
+                f"{network['max_centers']} (registry: {registry}); expected a generator with room for it."
+            )
     return problems
 
 
