@@ -33,17 +33,22 @@ __all__ = [
 ]
 
 
-def read_center_order(data_root: str | os.PathLike) -> list[str]:
+def read_center_order(data_root: str | os.PathLike, strict: bool = True) -> list[str]:
     """The center names, in visiting order, from ``<data_root>/centers.json`` (``{"order": [...]}``).
 
+    Args:
+        data_root: the folder with ``centers.json`` and the center folders.
+        strict: also require every listed center to have a folder with a ``dataset.json`` (a workflow that checks
+            all its inputs at once passes False here and reports missing folders with the other problems).
+
     Raises:
-        InputError: no readable ``centers.json``, a malformed ``order``, or listed centers without a folder holding a
-            ``dataset.json`` (one line per problem).
+        InputError: no readable ``centers.json`` or a malformed ``order``; with ``strict``, also listed centers
+            without a folder holding a ``dataset.json`` (one line per problem).
     """
     from scripts.validate import center_order_problems, raise_if_problems
 
     order, problems = center_order_problems(data_root)
-    raise_if_problems(problems, f"the centers of {data_root}")
+    raise_if_problems(problems if strict or not order else [], f"the centers of {data_root}")
     return order
 
 

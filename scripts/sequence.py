@@ -73,7 +73,7 @@ class VisitSequence:
         self.data_root = Path(data_root)
         self.output_dir = Path(output_dir)
         self.visit_config = visit_config
-        known = read_center_order(data_root)
+        known = read_center_order(data_root, strict=False)  # missing center folders: reported by check_inputs
         self.order = list(order) if order is not None else known
         unknown = [c for c in self.order if c not in known]
         if unknown:

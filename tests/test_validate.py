@@ -180,10 +180,13 @@ def _sequence(root: Path, out: Path, **override) -> ConfigWorkflow:
     )
 
 
-def test_a_center_in_centers_json_without_a_folder_stops_the_sequence_before_any_visit(demo_root: Path, tmp_path: Path):
+def test_centers_in_centers_json_without_a_folder_are_reported_with_the_other_problems_before_any_visit(
+    demo_root: Path, tmp_path: Path
+):
     root = tmp_path / "data"
     shutil.copytree(demo_root, root)
     (root / "centers.json").write_text(json.dumps({"order": ["center_a", "center_x", "center_b", "center_y"]}))
+    path, problem = _nan_intensity(root / "center_b")  # reported together with the missing folders
     with pytest.raises(Exception) as info:
         workflow = _sequence(root, tmp_path / "out")
         workflow.initialize()
@@ -191,6 +194,7 @@ def test_a_center_in_centers_json_without_a_folder_stops_the_sequence_before_any
     message = _messages(info.value)
     assert f"{root / 'centers.json'}: center 'center_x' has no folder {root / 'center_x'}" in message
     assert f"{root / 'centers.json'}: center 'center_y' has no folder {root / 'center_y'}" in message
+    assert f"{path}: {problem}" in message and message.count("\n  ") == 3
     assert not (tmp_path / "out").exists()
 
 
