@@ -315,7 +315,8 @@ def check_visit_inputs(
         handoff_in, network, spatial_size, [Path(os.path.normpath(c)).name for c in center_dirs]
     )
     raise_if_problems(problems, "the inputs of this visit")
-    logger.info(f"inputs checked: {len(center_dirs)} center(s){', hand-off' if handoff_in else ''}, no problem found.")
+    what = f"{len(center_dirs)} center(s)" + ("" if check_data else " (dataset.json only: check_data=False)")
+    logger.info(f"inputs checked: {what}{', hand-off' if handoff_in else ''}, no problem found.")
 
 
 def check_sequence_inputs(
