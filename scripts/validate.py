@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -127,15 +128,21 @@ def _spatial(array: np.ndarray, spatial_dims: int) -> np.ndarray:
     return array
 
 
-def _load(path: str, problems: list[str], role: str, source: Path) -> np.ndarray | None:
-    """Read one file as the training transforms do (MONAI ``LoadImage``, channel first), or add a problem line."""
+@functools.lru_cache(maxsize=1)
+def _loader() -> Any:
+    """MONAI's ``LoadImage`` as the training transforms use it (image only, channel first)."""
     from monai.transforms import LoadImage
 
+    return LoadImage(image_only=True, ensure_channel_first=True)
+
+
+def _load(path: str, problems: list[str], role: str, source: Path) -> np.ndarray | None:
+    """Read one file as the training transforms do (MONAI ``LoadImage``, channel first), or add a problem line."""
     if not os.path.isfile(path):
         problems.append(f"{path}: not found; the {role} file is listed in {source}.")
         return None
     try:
-        data = LoadImage(image_only=True, ensure_channel_first=True)(path)
+        data = _loader()(path)
     except Exception as e:  # noqa: BLE001 - any reader failure means the same thing to the user
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         problems.append(f"{path}: unreadable {role} file ({type(e).__name__}: {first[:200]}); listed in {source}.")
