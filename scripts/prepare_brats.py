@@ -25,10 +25,19 @@ import nibabel as nib
 import numpy as np
 
 from scripts.msd import CentersWriter, seeded_split
-from scripts.validate import raise_if_problems
+from scripts.validate import InputError, raise_if_problems
 
-__all__ = ["MODALITIES", "find_cases", "read_centers_table", "slice_indices", "normalise_slice", "label_slice"]
-__all__ += ["prepare_brats", "main"]
+__all__ = [
+    "MODALITIES",
+    "LABELS",
+    "find_cases",
+    "read_centers_table",
+    "slice_indices",
+    "normalise_slice",
+    "label_slice",
+    "prepare_brats",
+    "main",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -337,7 +346,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--min_tumour_pixels", type=int, default=10, help="drop slices with fewer tumour pixels")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = prepare_brats(**vars(args))
+    try:
+        out = prepare_brats(**vars(args))
+    except (InputError, FileExistsError, ValueError) as error:  # the user's input: the message, no traceback
+        parser.exit(1, f"{parser.prog}: {error}\n")
     print(f"prepared {out} ({len(LABELS[args.tumour])} classes: set num_classes={len(LABELS[args.tumour])}).")
 
 

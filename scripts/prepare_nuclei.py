@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from scripts.msd import CentersWriter, seeded_split
-from scripts.validate import raise_if_problems
+from scripts.validate import InputError, raise_if_problems
 
 __all__ = [
     "LABELS",
@@ -175,8 +175,8 @@ def prepare_nuclei(
     ``Annotations/``); its polygons become :func:`instance_labels`. Images are cut into the fewest patches covering
     them (:func:`patch_starts`). The organ of each image comes from ``organ_table`` (CSV ``image,organ[,split]``) or,
     with ``organ_from_folder``, from the image's folder name; centers follow the table's order, or the sorted folder
-    names. The test split is drawn by image (never by patch),
-    ``test_fraction`` per organ, unless the table fixes it. Any problem leaves no output.
+    names. The test split is drawn by image (never by patch), ``test_fraction`` per organ, unless the table fixes
+    it. Any problem leaves no output.
 
     Args:
         input_dir: the folder of ``.tif`` images and ``.xml`` annotations (any depth).
@@ -295,7 +295,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = prepare_nuclei(**vars(args))
+    try:
+        out = prepare_nuclei(**vars(args))
+    except (InputError, FileExistsError, ValueError) as error:  # the user's input: the message, no traceback
+        parser.exit(1, f"{parser.prog}: {error}\n")
     print(f"prepared {out} (3 classes, 3-channel images: set num_classes=3 image_channels=3).")
 
 

@@ -150,6 +150,49 @@ def _load(path: str, problems: list[str], role: str, source: Path) -> np.ndarray
     return np.asarray(data)
 
 
+def _pair_problems(
+    paths: Mapping[str, str], meta_path: Path, spatial_dims: int, image_channels: int, declared: set[int] | None
+) -> list[str]:
+    """Every problem with one image/label pair, read as training reads it."""
+    problems: list[str] = []
+    image = _load(paths["image"], problems, "image", meta_path)
+    label = _load(paths["label"], problems, "label", meta_path)
+    if image is not None:
+        image = _spatial(image, spatial_dims)
+        if image.ndim - 1 != spatial_dims or image.shape[0] != image_channels:
+            problems.append(
+                f"{paths['image']}: image of shape {image.shape[1:]} with {image.shape[0]} channel(s); expected "
+                f"{spatial_dims} spatial dimensions and image_channels={image_channels} as in the configuration."
+            )
+            image = None
+        elif not np.all(np.isfinite(image)):
+            bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+            problems.append(f"{paths['image']}: {bad} NaN/Inf intensities; expected finite values only.")
+    if label is not None:
+        label = _spatial(label, spatial_dims)
+        if label.ndim - 1 != spatial_dims or label.shape[0] != 1:
+            problems.append(
+                f"{paths['label']}: label of shape {label.shape[1:]} with {label.shape[0]} channel(s); expected "
+                f"one channel and {spatial_dims} spatial dimensions."
+            )
+            return problems
+        if image is not None and image.shape[1:] != label.shape[1:]:
+            problems.append(
+                f"{paths['label']}: label shape {label.shape[1:]} differs from its image's {image.shape[1:]} "
+                f"({paths['image']}); expected the same spatial shape."
+            )
+        if not np.all(np.isfinite(label)) or np.any(label != np.round(label)):
+            problems.append(f"{paths['label']}: non-integer or NaN/Inf label values; expected integer classes.")
+            return problems
+        values = {int(v) for v in np.unique(label)}
+        if declared is not None and not values <= declared:
+            problems.append(
+                f"{paths['label']}: label values {sorted(values - declared)} are not declared in {meta_path}; "
+                f"expected values in {sorted(declared)}."
+            )
+    return problems
+
+
 def center_problems(
     center_dir: str | os.PathLike,
     spatial_dims: int,
@@ -208,41 +251,7 @@ def center_problems(
                 if not os.path.isfile(p)
             ]
             continue
-        image = _load(paths["image"], problems, "image", meta_path)
-        label = _load(paths["label"], problems, "label", meta_path)
-        if image is not None:
-            image = _spatial(image, spatial_dims)
-            if image.ndim - 1 != spatial_dims or image.shape[0] != image_channels:
-                problems.append(
-                    f"{paths['image']}: image of shape {image.shape[1:]} with {image.shape[0]} channel(s); expected "
-                    f"{spatial_dims} spatial dimensions and image_channels={image_channels} as in the configuration."
-                )
-                image = None
-            elif not np.all(np.isfinite(image)):
-                bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
-                problems.append(f"{paths['image']}: {bad} NaN/Inf intensities; expected finite values only.")
-        if label is not None:
-            label = _spatial(label, spatial_dims)
-            if label.ndim - 1 != spatial_dims or label.shape[0] != 1:
-                problems.append(
-                    f"{paths['label']}: label of shape {label.shape[1:]} with {label.shape[0]} channel(s); expected "
-                    f"one channel and {spatial_dims} spatial dimensions."
-                )
-                continue
-            if image is not None and image.shape[1:] != label.shape[1:]:
-                problems.append(
-                    f"{paths['label']}: label shape {label.shape[1:]} differs from its image's {image.shape[1:]} "
-                    f"({paths['image']}); expected the same spatial shape."
-                )
-            if not np.all(np.isfinite(label)) or np.any(label != np.round(label)):
-                problems.append(f"{paths['label']}: non-integer or NaN/Inf label values; expected integer classes.")
-                continue
-            values = {int(v) for v in np.unique(label)}
-            if declared is not None and not values <= declared:
-                problems.append(
-                    f"{paths['label']}: label values {sorted(values - declared)} are not declared in {meta_path}; "
-                    f"expected values in {sorted(declared)}."
-                )
+        problems += _pair_problems(paths, meta_path, spatial_dims, image_channels, declared)
     return problems
 
 

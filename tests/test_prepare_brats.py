@@ -154,3 +154,9 @@ def test_bad_brats_cases_are_all_reported_and_leave_no_output(brats, tmp_path: P
         f"{bad / 'HGG' / 'Case_C' / 'Case_C_seg.nii.gz'}: shape (32, 32, 24) differs from Case_C_t2.nii.gz's" in message
     )
     assert not (tmp_path / "data").exists() and [p.name for p in tmp_path.iterdir()] == ["bad"]
+
+    cmd = [sys.executable, "-m", "scripts.prepare_brats", "--input_dir", str(bad), "--output_dir", str(tmp_path / "d")]
+    done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"  {bad / 'HGG' / 'Case_B' / 'Case_B_t2.nii.gz'}: not found" in done.stderr
+    assert not (tmp_path / "d").exists()
