@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -34,24 +33,22 @@ __all__ = [
 ]
 
 
-def read_center_order(data_root: str | os.PathLike) -> list[str]:
+def read_center_order(data_root: str | os.PathLike, strict: bool = True) -> list[str]:
     """The center names, in visiting order, from ``<data_root>/centers.json`` (``{"order": [...]}``).
 
+    Args:
+        data_root: the folder with ``centers.json`` and the center folders.
+        strict: also require every listed center to have a folder with a ``dataset.json`` (a workflow that checks
+            all its inputs at once passes False here and reports missing folders with the other problems).
+
     Raises:
-        FileNotFoundError: no ``centers.json``, or a listed center has no folder with a ``dataset.json``.
-        ValueError: the file is not of the expected form.
+        InputError: no readable ``centers.json`` or a malformed ``order``; with ``strict``, also listed centers
+            without a folder holding a ``dataset.json`` (one line per problem).
     """
-    path = Path(data_root) / "centers.json"
-    if not path.is_file():
-        raise FileNotFoundError(f'{path}: not found; expected a file {{"order": ["center_a", ...]}}.')
-    order = json.loads(path.read_text()).get("order")
-    if not isinstance(order, list) or not order or not all(isinstance(c, str) for c in order):
-        raise ValueError(f"{path}: expected a non-empty list of center names under 'order', got {order!r}.")
-    if len(set(order)) != len(order):
-        raise ValueError(f"{path}: center names in 'order' must be unique, got {order}.")
-    for name in order:
-        if not (Path(data_root) / name / "dataset.json").is_file():
-            raise FileNotFoundError(f"{path}: center {name!r} has no folder {Path(data_root) / name}/dataset.json.")
+    from scripts.validate import center_order_problems, raise_if_problems
+
+    order, problems = center_order_problems(data_root)
+    raise_if_problems(problems if strict or not order else [], f"the centers of {data_root}")
     return order
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
+import importlib.util
 import json
 import logging
 import math
@@ -27,6 +29,7 @@ import numpy as np
 from scripts.png import write_png
 
 __all__ = [
+    "ANATOMY_SOURCES",
     "CENTER_STYLES",
     "CLASS_NAMES",
     "LABEL_COLORS",
@@ -35,6 +38,8 @@ __all__ = [
     "ensure_demo_centers",
     "head_volume",
     "make_demo_centers",
+    "mni152_anatomy",
+    "mni152_template_dir",
     "procedural_anatomy",
     "render_appearance",
     "save_preview",
@@ -206,6 +211,41 @@ def _curve_mask(
     return mask
 
 
+def _lesion_mask(
+    rng: np.random.Generator, size: int, u: np.ndarray, v: np.ndarray, parenchyma: np.ndarray
+) -> np.ndarray:
+    """One irregular blob of random (log-uniform) size centred deep in ``parenchyma``, sometimes with satellites.
+
+    Args:
+        rng: the random generator.
+        size: the side of the square slice in pixels.
+        u: horizontal coordinate of every pixel (normalised, [-1, 1] across the slice).
+        v: vertical coordinate of every pixel.
+        parenchyma: where lesion centres may lie.
+
+    Returns:
+        A boolean mask (not yet restricted to the brain).
+    """
+    px = 2.0 / size
+    deep = (_gaussian_filter(parenchyma.astype(np.float64), 0.04 * size) > 0.8) & parenchyma
+    candidates = np.flatnonzero(deep if deep.any() else parenchyma)
+    radius = math.exp(rng.uniform(math.log(0.05), math.log(0.22)))
+    count = 1 if rng.uniform() < 0.7 else int(rng.integers(2, 5))
+    lesion = np.zeros(u.shape, dtype=bool)
+    for index in range(count):
+        r = radius if index == 0 else radius * rng.uniform(0.25, 0.5)
+        r = max(r, 1.2 * px)
+        centre = candidates[int(rng.integers(len(candidates)))]
+        cu, cv = u.flat[centre], v.flat[centre]
+        blob = (
+            np.hypot(u - cu, v - cv) / r
+            + 0.3 * _smooth_field(rng, size, max(r / 3.0, 0.02))
+            + 0.12 * _smooth_field(rng, size, max(r / 8.0, 0.01))
+        )
+        lesion |= blob < 1.0
+    return lesion
+
+
 def procedural_anatomy(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
     """Draw a random, plausible axial brain slice: shapes and labels only, no intensities.
 
@@ -301,23 +341,7 @@ def procedural_anatomy(rng: np.random.Generator, size: int) -> dict[str, np.ndar
 
     # Lesions: in most slices one irregular blob of random (log-uniform) size, sometimes with small satellites.
     if rng.uniform() < 0.85:
-        deep = (_gaussian_filter(parenchyma.astype(np.float64), 0.04 * size) > 0.8) & parenchyma
-        candidates = np.flatnonzero(deep if deep.any() else parenchyma)
-        radius = math.exp(rng.uniform(math.log(0.05), math.log(0.22)))
-        count = 1 if rng.uniform() < 0.7 else int(rng.integers(2, 5))
-        lesion = np.zeros_like(brain)
-        for index in range(count):
-            r = radius if index == 0 else radius * rng.uniform(0.25, 0.5)
-            r = max(r, 1.2 * px)
-            centre = candidates[int(rng.integers(len(candidates)))]
-            cu, cv = u.flat[centre], v.flat[centre]
-            blob = (
-                np.hypot(u - cu, v - cv) / r
-                + 0.3 * _smooth_field(rng, size, max(r / 3.0, 0.02))
-                + 0.12 * _smooth_field(rng, size, max(r / 8.0, 0.01))
-            )
-            lesion |= blob < 1.0
-        lesion &= brain & ~ventricles
+        lesion = _lesion_mask(rng, size, u, v, parenchyma) & brain & ~ventricles
         label[lesion] = 3
         texture[lesion] = 0.0
 
@@ -327,6 +351,119 @@ def procedural_anatomy(rng: np.random.Generator, size: int) -> dict[str, np.ndar
         "scalp": head & (rho >= skull_outer),
         "skull": head & (rho < skull_outer) & ~intracranial,
     }
+
+
+MNI152_FILES = {
+    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+}
+"""The ICBM 2009a MNI152 template files that the ``nilearn`` wheel ships in ``nilearn/datasets/data/`` (1 mm,
+skull-stripped T1 and grey/white matter probability maps)."""
+
+
+def mni152_template_dir() -> Path:
+    """The folder of the MNI152 template files inside the installed ``nilearn`` package (nilearn is not imported).
+
+    Raises:
+        ModuleNotFoundError: nilearn is not installed, or its wheel lacks the template files.
+    """
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(
+            "the 'mni152' demo anatomy reads the MNI152 template shipped in the nilearn wheel, but nilearn is not "
+            "installed; expected `pip install -r requirements-demo.txt` (nilearn), or use anatomy='procedural'."
+        )
+    folder = Path(spec.origin).parent / "datasets" / "data"
+    missing = [name for name in MNI152_FILES.values() if not (folder / name).is_file()]
+    if missing:
+        raise ModuleNotFoundError(f"{folder}: template files {missing} not found; expected the nilearn wheel's data.")
+    return folder
+
+
+@functools.lru_cache(maxsize=1)
+def _mni152_maps() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(brain mask, grey matter, white matter) of the MNI152 template as float32 arrays in [0, 1], axes (x, y, z)."""
+    folder = mni152_template_dir()
+    t1, gm, wm = (
+        np.asarray(nib.load(str(folder / MNI152_FILES[k])).dataobj, dtype=np.float32) for k in ("t1", "gm", "wm")
+    )
+    return (t1 > 0).astype(np.float32), gm / max(float(gm.max()), 1.0), wm / max(float(wm.max()), 1.0)
+
+
+def _bilinear(volume: np.ndarray, i: np.ndarray, j: np.ndarray, k: float) -> np.ndarray:
+    """Sample ``volume`` (x, y, z) at in-plane voxel coordinates (i, j) on the axial plane ``z = k`` (trilinear, 0
+    outside)."""
+    k0 = int(np.clip(math.floor(k), 0, volume.shape[2] - 2))
+    dk = float(np.clip(k - k0, 0.0, 1.0))
+    plane = (1.0 - dk) * volume[:, :, k0] + dk * volume[:, :, k0 + 1]
+    plane = np.pad(plane, 1)  # zero outside the template
+    i, j = np.clip(i + 1, 0, plane.shape[0] - 1.001), np.clip(j + 1, 0, plane.shape[1] - 1.001)
+    i0, j0 = np.floor(i).astype(int), np.floor(j).astype(int)
+    di, dj = i - i0, j - j0
+    return (
+        plane[i0, j0] * (1 - di) * (1 - dj)
+        + plane[i0 + 1, j0] * di * (1 - dj)
+        + plane[i0, j0 + 1] * (1 - di) * dj
+        + plane[i0 + 1, j0 + 1] * di * dj
+    )
+
+
+def mni152_anatomy(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
+    """A subject's axial slice of real brain anatomy: the MNI152 template under a random smooth deformation.
+
+    Each call draws an axial level through the lateral ventricles (about z = -2 .. +38 mm), a rotation, an
+    anisotropic scale, a shift and a smooth random displacement field (a few millimetres), and samples the
+    template's brain mask and grey/white matter maps there: brain (label 1) where grey + white matter dominate, CSF
+    (label 2) in the rest of the brain mask (ventricles, sulci), background (label 0) outside; a skull and a scalp
+    ring follow the brain's outline; lesions (label 3) are drawn as in :func:`procedural_anatomy`. Needs the
+    ``nilearn`` wheel (its template files are read with nibabel; nilearn is not imported).
+
+    Args:
+        rng: the random generator; the same generator state gives the same anatomy.
+        size: the side of the square slice in pixels.
+
+    Returns:
+        A dict as :func:`procedural_anatomy` returns (``label``, ``texture``, ``scalp``, ``skull``).
+    """
+    mask, gm, wm = _mni152_maps()
+    coords = (np.arange(size) + 0.5) / size * 2.0 - 1.0
+    y, x = np.meshgrid(coords, coords, indexing="ij")
+    angle = rng.uniform(-0.25, 0.25)
+    sx, sy = rng.uniform(0.9, 1.1, size=2)
+    x0, y0 = rng.uniform(-0.04, 0.04, size=2)
+    u = math.cos(angle) * (x - x0) + math.sin(angle) * (y - y0)  # left-right
+    v = -math.sin(angle) * (x - x0) + math.cos(angle) * (y - y0)  # anterior (top, v < 0) - posterior
+    warp = 0.03  # displacement amplitude, as a fraction of the half field of view
+    du, dv = warp * _smooth_field(rng, size, 0.15), warp * _smooth_field(rng, size, 0.15)
+    half_fov = 112.0  # mm from the centre to the edge of the slice
+    x_mm = (u + du) * half_fov / sx
+    y_mm = -(v + dv) * half_fov / sy - 18.0  # anterior up; the brain's centre is at about y = -18 mm
+    # MNI mm -> voxel indices of the 1 mm template (origin at voxel (98, 134, 72))
+    i, j, k = x_mm + 98.0, y_mm + 134.0, rng.uniform(70.0, 110.0)
+    inside = _bilinear(mask, i, j, k) > 0.5
+    tissue = _bilinear(gm, i, j, k), _bilinear(wm, i, j, k)
+    parenchyma = inside & (tissue[0] + tissue[1] > 0.5)
+
+    label = np.zeros((size, size), dtype=np.int64)
+    label[inside] = 2
+    label[parenchyma] = 1
+    texture = np.where(parenchyma, np.clip((tissue[1] - tissue[0]) / (tissue[0] + tissue[1] + 1e-6), -1, 1), 0.0)
+    if rng.uniform() < 0.85:
+        lesion = _lesion_mask(rng, size, u, v, parenchyma) & inside
+        label[lesion] = 3
+        texture[lesion] = 0.0
+    outline = _gaussian_filter(inside.astype(np.float64), 0.02 * size)
+    skull = (outline > 0.04) & ~inside
+    scalp = (_gaussian_filter(inside.astype(np.float64), 0.045 * size) > 0.02) & ~inside & ~skull
+    return {"label": label, "texture": texture.astype(np.float32), "scalp": scalp, "skull": skull}
+
+
+ANATOMY_SOURCES: dict[str, Callable[[np.random.Generator, int], dict[str, np.ndarray]]] = {
+    "procedural": procedural_anatomy,
+    "mni152": mni152_anatomy,
+}
+"""The anatomy sources by name: ``procedural`` (fast, no extra package) and ``mni152`` (real anatomy, nilearn)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -471,7 +608,7 @@ def make_demo_centers(
     num_test: int = 16,
     size: int = 64,
     seed: int = 0,
-    anatomy: Callable[[np.random.Generator, int], dict[str, np.ndarray]] = procedural_anatomy,
+    anatomy: str | Callable[[np.random.Generator, int], dict[str, np.ndarray]] = procedural_anatomy,
     volumetric: bool = False,
 ) -> Path:
     """Write a small multi-center dataset of 2D brain-MRI-like slices with label maps, one Decathlon-style folder each.
@@ -489,7 +626,8 @@ def make_demo_centers(
         num_test: test slices per center (with labels); may be 0.
         size: the side of the square slices in pixels.
         seed: the dataset seed.
-        anatomy: the anatomy source, ``anatomy(rng, size) -> dict`` as :func:`procedural_anatomy`.
+        anatomy: the anatomy source: a name of :data:`ANATOMY_SOURCES` (``"procedural"``, ``"mni152"``) or a function
+            ``anatomy(rng, size) -> dict`` as :func:`procedural_anatomy`.
         volumetric: write (size, size, size) volumes instead of slices, each made from its subject's slice by
             :func:`head_volume` (for 3D tests and benchmarks; not anatomically realistic).
 
@@ -507,6 +645,16 @@ def make_demo_centers(
         raise ValueError(f"num_test must be >= 0, got {num_test}.")
     if size < 32:
         raise ValueError(f"size must be >= 32 pixels, got {size}.")
+    if isinstance(anatomy, str):
+        if anatomy not in ANATOMY_SOURCES:
+            raise ValueError(f"anatomy must be one of {sorted(ANATOMY_SOURCES)} or a function, got {anatomy!r}.")
+        anatomy = ANATOMY_SOURCES[anatomy]
+    if anatomy is mni152_anatomy:
+        mni152_template_dir()  # a missing nilearn is reported before anything is written
+    source = {
+        procedural_anatomy: "procedural anatomy",
+        mni152_anatomy: "anatomy of the MNI152 ICBM 2009a template under random smooth deformations",
+    }.get(anatomy, f"anatomy from {getattr(anatomy, '__name__', 'a custom source')}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     names = [center_name(index) for index in range(num_centers)]
@@ -536,7 +684,7 @@ def make_demo_centers(
                 entries[key].append(entry)
         dataset = {
             "name": name,
-            "description": f"TDGAN built-in demo data (synthetic{', 3D' if volumetric else ''}). "
+            "description": f"TDGAN built-in demo data (synthetic{', 3D' if volumetric else ''}; {source}). "
             + str(style["description"]),
             "labels": dict(CLASS_NAMES),
             "modality": {"0": "MRI"},
@@ -640,6 +788,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num_test", type=int, default=16, help="test slices per center")
     parser.add_argument("--size", type=int, default=64, help="side of the square slices in pixels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--anatomy", default="procedural", choices=sorted(ANATOMY_SOURCES), help="anatomy source")
     parser.add_argument("--volumetric", action="store_true", help="write (size, size, size) volumes (3D demo)")
     parser.add_argument("--preview", default=None, help="optional PNG path for a preview grid (2D only)")
     args = parser.parse_args(argv)
@@ -651,9 +800,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.num_test,
             args.size,
             args.seed,
+            args.anatomy,
             volumetric=args.volumetric,
         )
-    except ValueError as error:
+    except (ValueError, ModuleNotFoundError) as error:
         parser.error(str(error))
     for name in json.loads((output_dir / "centers.json").read_text())["order"]:
         kind = "volumes" if args.volumetric else "slices"

@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 from scripts.data import read_center_order
 from scripts.handoff import load_handoff
+from scripts.validate import check_sequence_inputs
 
 __all__ = ["plan_visits", "VisitSequence"]
 
@@ -72,7 +73,7 @@ class VisitSequence:
         self.data_root = Path(data_root)
         self.output_dir = Path(output_dir)
         self.visit_config = visit_config
-        known = read_center_order(data_root)
+        known = read_center_order(data_root, strict=False)  # missing center folders: reported by check_inputs
         self.order = list(order) if order is not None else known
         unknown = [c for c in self.order if c not in known]
         if unknown:
@@ -86,8 +87,25 @@ class VisitSequence:
         """Hand-off file of visit ``index`` (0-based)."""
         return self.output_dir / "handoffs" / f"visit{index + 1:02d}_{'+'.join(self.visits[index])}.pt"
 
+    def check_inputs(self) -> None:
+        """Check every center's files and the hand-offs a resumed run would reuse against the visit configuration,
+        before the first visit: one line per problem, and nothing written.
+
+        Raises:
+            InputError: one line per problem found.
+        """
+        parser = ConfigParser()
+        parser.read_config(self.visit_config)
+        parser.update(self.visit_overrides)
+        settings = parser.get_parsed_content("network_def").settings  # a CPU generator, only for its settings
+        existing = (
+            [str(p) for i in range(len(self.visits)) if (p := self.handoff_path(i)).is_file()] if self.resume else []
+        )
+        check_sequence_inputs(self.data_root, self.order, settings, parser.get_parsed_content("spatial_size"), existing)
+
     def run(self) -> list[str]:
-        """Run every visit; returns the hand-off paths in order and writes ``sequence.json``."""
+        """Check the inputs, then run every visit; returns the hand-off paths in order and writes ``sequence.json``."""
+        self.check_inputs()
         handoff_in: str | None = None
         records = []
         for i, names in enumerate(self.visits):
@@ -100,6 +118,7 @@ class VisitSequence:
                 logger.info(f"[{i + 1}/{len(self.visits)}] {tag}: visiting {names} from {handoff_in or 'scratch'}.")
                 t0 = time.perf_counter()
                 overrides = {
+                    "check_data": False,  # every center was read by check_inputs
                     **self.visit_overrides,
                     "dataset_dir": str(self.data_root / names[0]),
                     "center_dirs": [str(self.data_root / n) for n in names],

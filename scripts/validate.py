@@ -1,0 +1,371 @@
+# Copyright (c) 2026 The TDGAN bundle authors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Checks of a workflow's inputs before anything is trained or written: one line per problem, naming the file."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "InputError",
+    "center_problems",
+    "center_order_problems",
+    "handoff_problems",
+    "check_visit_inputs",
+    "check_sequence_inputs",
+    "raise_if_problems",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_LINES = 50
+"""At most this many problem lines are printed; the rest are counted."""
+
+
+class InputError(ValueError):
+    """A workflow's inputs are unusable. The message has one line per problem: which file, what is wrong, and what
+    was expected."""
+
+
+def raise_if_problems(problems: Sequence[str], what: str) -> None:
+    """Raise one :py:class:`InputError` listing every problem (at most :data:`MAX_LINES` lines), or do nothing.
+
+    Args:
+        problems: one line per problem.
+        what: what was checked, for the first line (e.g. ``"the inputs of this visit"``).
+
+    Raises:
+        InputError: there is at least one problem.
+    """
+    if not problems:
+        return
+    lines = list(problems[:MAX_LINES])
+    if len(problems) > MAX_LINES:
+        lines.append(f"... and {len(problems) - MAX_LINES} more problem(s).")
+    raise InputError(
+        f"{len(problems)} problem(s) with {what}; nothing was trained or written:\n"
+        + "\n".join(f"  {ln}" for ln in lines)
+    )
+
+
+def _read_json(path: Path, problems: list[str]) -> Any:
+    """The content of a JSON file, or None with a problem line."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        problems.append(f"{path}: not readable JSON ({type(e).__name__}: {e}).")
+        return None
+
+
+def center_order_problems(data_root: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """The center order of ``<data_root>/centers.json`` and every problem with it.
+
+    Returns:
+        (center names, problem lines): a listed center without a folder holding a ``dataset.json`` is a problem.
+    """
+    path = Path(data_root) / "centers.json"
+    if not path.is_file():
+        return [], [f'{path}: not found; expected a file {{"order": ["center_a", ...]}} beside the center folders.']
+    problems: list[str] = []
+    content = _read_json(path, problems)
+    if content is None:
+        return [], problems
+    order = content.get("order") if isinstance(content, dict) else None
+    if not isinstance(order, list) or not order or not all(isinstance(c, str) and c for c in order):
+        return [], [f"{path}: 'order' is {order!r}; expected a non-empty list of center folder names."]
+    if len(set(order)) != len(order):
+        dupes = sorted({c for c in order if order.count(c) > 1})
+        problems.append(f"{path}: centers {dupes} are listed more than once; expected unique names.")
+    for name in order:
+        folder = Path(data_root) / name
+        if not folder.is_dir():
+            problems.append(f"{path}: center {name!r} has no folder {folder}; expected one folder per listed center.")
+        elif not (folder / "dataset.json").is_file():
+            problems.append(f"{folder / 'dataset.json'}: not found; center {name!r} needs an MSD-style dataset.json.")
+    return order, problems
+
+
+def _declared_labels(meta_path: Path, meta: Mapping, num_classes: int, problems: list[str]) -> set[int] | None:
+    """The label values a ``dataset.json`` declares (keys of ``labels``), checked against ``num_classes``."""
+    labels = meta.get("labels")
+    if not isinstance(labels, Mapping) or not labels:
+        problems.append(f'{meta_path}: no "labels"; expected the classes, e.g. {{"0": "background", "1": "brain"}}.')
+        return None
+    try:
+        values = {int(k) for k in labels}
+    except ValueError:
+        problems.append(f"{meta_path}: label keys {sorted(labels)} are not all integers; expected class values.")
+        return None
+    outside = sorted(v for v in values if not 0 <= v < num_classes)
+    if outside:
+        problems.append(
+            f"{meta_path}: declares label values {outside}, but the configuration has num_classes={num_classes}; "
+            f"expected values in 0..{num_classes - 1} (or set num_classes={max(values) + 1})."
+        )
+    return values
+
+
+def _spatial(array: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """Drop trailing singleton spatial axes of a channel-first array, as the training transforms do."""
+    while array.ndim - 1 > spatial_dims and array.shape[-1] == 1:
+        array = array[..., 0]
+    return array
+
+
+@functools.lru_cache(maxsize=1)
+def _loader() -> Any:
+    """MONAI's ``LoadImage`` as the training transforms use it (image only, channel first)."""
+    from monai.transforms import LoadImage
+
+    return LoadImage(image_only=True, ensure_channel_first=True)
+
+
+def _load(path: str, problems: list[str], role: str, source: Path) -> np.ndarray | None:
+    """Read one file as the training transforms do (MONAI ``LoadImage``, channel first), or add a problem line."""
+    if not os.path.isfile(path):
+        problems.append(f"{path}: not found; the {role} file is listed in {source}.")
+        return None
+    try:
+        data = _loader()(path)
+    except Exception as e:  # noqa: BLE001 - any reader failure means the same thing to the user
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        problems.append(f"{path}: unreadable {role} file ({type(e).__name__}: {first[:200]}); listed in {source}.")
+        return None
+    return np.asarray(data)
+
+
+def _pair_problems(
+    paths: Mapping[str, str], meta_path: Path, spatial_dims: int, image_channels: int, declared: set[int] | None
+) -> list[str]:
+    """Every problem with one image/label pair, read as training reads it."""
+    problems: list[str] = []
+    image = _load(paths["image"], problems, "image", meta_path)
+    label = _load(paths["label"], problems, "label", meta_path)
+    if image is not None:
+        image = _spatial(image, spatial_dims)
+        if image.ndim - 1 != spatial_dims or image.shape[0] != image_channels:
+            problems.append(
+                f"{paths['image']}: image of shape {image.shape[1:]} with {image.shape[0]} channel(s); expected "
+                f"{spatial_dims} spatial dimensions and image_channels={image_channels} as in the configuration."
+            )
+            image = None
+        elif not np.all(np.isfinite(image)):
+            bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+            problems.append(f"{paths['image']}: {bad} NaN/Inf intensities; expected finite values only.")
+    if label is not None:
+        label = _spatial(label, spatial_dims)
+        if label.ndim - 1 != spatial_dims or label.shape[0] != 1:
+            problems.append(
+                f"{paths['label']}: label of shape {label.shape[1:]} with {label.shape[0]} channel(s); expected "
+                f"one channel and {spatial_dims} spatial dimensions."
+            )
+            return problems
+        if image is not None and image.shape[1:] != label.shape[1:]:
+            problems.append(
+                f"{paths['label']}: label shape {label.shape[1:]} differs from its image's {image.shape[1:]} "
+                f"({paths['image']}); expected the same spatial shape."
+            )
+        if not np.all(np.isfinite(label)) or np.any(label != np.round(label)):
+            problems.append(f"{paths['label']}: non-integer or NaN/Inf label values; expected integer classes.")
+            return problems
+        values = {int(v) for v in np.unique(label)}
+        if declared is not None and not values <= declared:
+            problems.append(
+                f"{paths['label']}: label values {sorted(values - declared)} are not declared in {meta_path}; "
+                f"expected values in {sorted(declared)}."
+            )
+    return problems
+
+
+def center_problems(
+    center_dir: str | os.PathLike,
+    spatial_dims: int,
+    image_channels: int,
+    num_classes: int,
+    key: str = "training",
+    read_files: bool = True,
+) -> list[str]:
+    """Every problem with one center folder for a configuration.
+
+    Checks ``dataset.json`` (readable, declared ``labels`` within ``num_classes``, a non-empty ``key`` list of
+    ``{"image", "label"}`` entries) and, with ``read_files``, every listed file as training reads it: present and
+    readable; ``spatial_dims`` spatial dimensions and ``image_channels`` channels; a one-channel label of the image's
+    spatial shape; finite intensities; integer label values among the declared ``labels``.
+
+    Args:
+        center_dir: the center folder.
+        spatial_dims: spatial dimensions of the configuration.
+        image_channels: image channels of the configuration.
+        num_classes: label classes of the configuration.
+        key: which list of ``dataset.json`` to check.
+        read_files: read every listed file (otherwise only ``dataset.json`` and the files' presence are checked).
+
+    Returns:
+        one line per problem: the file, what is wrong, what was expected.
+    """
+    center_dir = Path(center_dir)
+    meta_path = center_dir / "dataset.json"
+    problems: list[str] = []
+    if not center_dir.is_dir():
+        return [f"{center_dir}: center folder not found; expected a folder with an MSD-style dataset.json."]
+    if not meta_path.is_file():
+        return [f"{meta_path}: not found; a center folder needs an MSD-style dataset.json."]
+    meta = _read_json(meta_path, problems)
+    if meta is None:
+        return problems
+    if not isinstance(meta, Mapping):
+        return [f"{meta_path}: holds a {type(meta).__name__}; expected a JSON object with 'labels' and '{key}'."]
+    declared = _declared_labels(meta_path, meta, num_classes, problems)
+    items = meta.get(key)
+    if not isinstance(items, list) or not items:
+        problems.append(
+            f"{meta_path}: the '{key}' list is {'missing' if items is None else 'empty'}; expected at least one "
+            '{"image": ..., "label": ...} entry.'
+        )
+        return problems
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping) or not all(isinstance(item.get(k), str) for k in ("image", "label")):
+            problems.append(f'{meta_path}: \'{key}\' entry {i} is {item!r}; expected {{"image": path, "label": path}}.')
+            continue
+        paths = {k: str(center_dir / item[k]) for k in ("image", "label")}  # an absolute path stays as it is
+        if not read_files:
+            problems += [
+                f"{p}: not found; the {k} file is listed in {meta_path}."
+                for k, p in paths.items()
+                if not os.path.isfile(p)
+            ]
+            continue
+        problems += _pair_problems(paths, meta_path, spatial_dims, image_channels, declared)
+    return problems
+
+
+def handoff_problems(
+    handoff_in: str | os.PathLike | None,
+    network: Mapping[str, int],
+    spatial_size: Sequence[int] | None = None,
+    new_centers: Sequence[str] = (),
+) -> list[str]:
+    """Every problem with an incoming hand-off for a configuration (none when ``handoff_in`` is empty).
+
+    Args:
+        handoff_in: the hand-off file, or None / "".
+        network: the generator settings this configuration builds (``TDGANGenerator.settings``).
+        spatial_size: the configuration's spatial size, to check the label bank against.
+        new_centers: the centers this visit adds, to check the registry has room for them.
+
+    Returns:
+        one line per problem.
+    """
+    from scripts.handoff import HandoffError, load_handoff
+
+    if not handoff_in:
+        return []
+    try:
+        handoff = load_handoff(handoff_in, expected_network=dict(network))
+    except HandoffError as e:
+        return [str(e)]
+    problems = []
+    for name, maps in handoff.label_bank.items():
+        if spatial_size is not None and tuple(maps.shape[2:]) != tuple(spatial_size):
+            problems.append(
+                f"hand-off {handoff_in}: label bank of {name!r} has spatial size {tuple(maps.shape[2:])}; expected "
+                f"{tuple(spatial_size)} as this configuration's spatial_size."
+            )
+        if len(maps) and int(maps.max()) >= network["num_classes"]:
+            problems.append(
+                f"hand-off {handoff_in}: label bank of {name!r} holds class {int(maps.max())}; expected classes "
+                f"below num_classes={network['num_classes']}."
+            )
+    registry = [e["name"] for e in handoff.registry]
+    new = [c for c in dict.fromkeys(new_centers) if c not in registry]
+    for code, name in enumerate(new, start=len(registry)):
+        if code >= network["max_centers"]:
+            problems.append(
+                f"hand-off {handoff_in}: center {name!r} needs code {code} but the generator holds max_centers="
+                f"{network['max_centers']} (registry: {registry}); expected a generator with room for it."
+            )
+    return problems
+
+
+def check_visit_inputs(
+    center_dirs: Sequence[str | os.PathLike],
+    network: Mapping[str, int],
+    spatial_size: Sequence[int] | None = None,
+    handoff_in: str | os.PathLike | None = None,
+    check_data: bool = True,
+) -> None:
+    """Check a visit's centers and incoming hand-off before anything is built or written.
+
+    Args:
+        center_dirs: the centers online in the visit.
+        network: the generator settings of the configuration (``TDGANGenerator.settings``).
+        spatial_size: the configuration's spatial size.
+        handoff_in: the incoming hand-off, or None at the first center.
+        check_data: read every training file (a sequence that already checked all its centers passes False).
+
+    Raises:
+        InputError: one line per problem found.
+    """
+    problems: list[str] = []
+    for center in center_dirs:
+        problems += center_problems(
+            center, network["spatial_dims"], network["out_channels"], network["num_classes"], read_files=check_data
+        )
+    problems += handoff_problems(
+        handoff_in, network, spatial_size, [Path(os.path.normpath(c)).name for c in center_dirs]
+    )
+    raise_if_problems(problems, "the inputs of this visit")
+    what = f"{len(center_dirs)} center(s)" + ("" if check_data else " (dataset.json only: check_data=False)")
+    logger.info(f"inputs checked: {what}{', hand-off' if handoff_in else ''}, no problem found.")
+
+
+def check_sequence_inputs(
+    data_root: str | os.PathLike,
+    order: Sequence[str],
+    network: Mapping[str, int],
+    spatial_size: Sequence[int] | None = None,
+    handoffs: Sequence[str | os.PathLike] = (),
+) -> None:
+    """Check every center of a sequence, and the hand-offs already written (resume), before the first visit.
+
+    Args:
+        data_root: the folder with ``centers.json`` and the center folders.
+        order: the centers to visit.
+        network: the generator settings of the visit configuration.
+        spatial_size: the visit configuration's spatial size.
+        handoffs: existing hand-offs that the sequence would resume from.
+
+    Raises:
+        InputError: one line per problem found.
+    """
+    known, problems = center_order_problems(data_root)
+    for name in order:
+        if name in known and (Path(data_root) / name / "dataset.json").is_file():
+            problems += center_problems(
+                Path(data_root) / name, network["spatial_dims"], network["out_channels"], network["num_classes"]
+            )
+    for path in handoffs:
+        problems += handoff_problems(path, network, spatial_size)
+    if len(order) > network["max_centers"]:
+        problems.append(
+            f"{Path(data_root) / 'centers.json'}: {len(order)} centers to visit but max_centers="
+            f"{network['max_centers']}; expected at most {network['max_centers']} (raise max_centers)."
+        )
+    raise_if_problems(problems, f"the inputs of the sequence over {Path(data_root)}")
+    logger.info(f"inputs checked: {len(order)} center(s) in {data_root}, no problem found.")
