@@ -444,7 +444,8 @@ def run_case(
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One summary record per (size, precision): step-time and memory ratios across centers, against targets.
 
-    Ratios are of ``step_s_median`` (and of ``step_s_min``, less sensitive to other processes on the machine):
+    Ratios are of ``step_s_median`` (and of ``step_s_min`` and of the process CPU seconds ``step_cpu_s_median``, less
+    sensitive to other processes on the machine; with ``--threads 1`` CPU seconds measure the work done):
     ``step(t) / step(1)`` for every measured ``t``, ``step(t_max) / step(2)``, and the peak-memory spread.
     A ``precision_speedup`` record compares each low precision with fp32 per (size, center).
     """
@@ -453,7 +454,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for size, prec in keys:
         rows = {r["center_index"]: r for r in records if r["size"] == size and r["precision"] == prec}
         summary: dict[str, Any] = {"summary": "centers", "size": size, "precision": prec}
-        for stat in ("step_s_median", "step_s_min"):
+        for stat in ("step_s_median", "step_s_min", "step_cpu_s_median"):
             if 1 in rows:
                 base = rows[1][stat]
                 summary[f"ratio_to_first_{stat}"] = {str(t): round(r[stat] / base, 3) for t, r in sorted(rows.items())}

@@ -356,6 +356,8 @@ class TDGANTrainer(Trainer):
             self._cached = torch.zeros(len(bank), dtype=torch.bool, device=bank.device)
         index = torch.arange(len(bank), device=bank.device) if index is None else index.to(bank.device)
         missing = index[~self._cached[index]].unique()
+        if len(missing) == 0:
+            return 0
         chunk = max(1, int(getattr(self.data_loader, "batch_size", None) or 4))
         for part in missing.split(chunk):
             out = self._teach(bank[part].to(self.state.device).long(), codes[part].to(self.state.device))
