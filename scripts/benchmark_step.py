@@ -36,7 +36,7 @@ from scripts.demo_data import center_name, make_demo_centers
 from scripts.handoff import Handoff, save_handoff
 from scripts.visit import software_versions
 
-__all__ = ["parse_overrides", "fabricate_handoff", "run_case", "main"]
+__all__ = ["parse_overrides", "fabricate_handoff", "peak_gflops", "count_step_flops", "run_case", "summarize", "main"]
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CONFIG = BUNDLE_ROOT / "configs" / "train.json"
@@ -136,6 +136,136 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# --- peak FLOP/s of the machine, for the precision a case runs in -------------------------------------------------
+
+# dense tensor-core TFLOP/s by card (vendor data sheets): (fp32 without tensor cores, tf32, bf16, fp16)
+_GPU_PEAK_TFLOPS: tuple[tuple[str, tuple[float, float, float, float]], ...] = (
+    ("H200", (67.0, 494.7, 989.4, 989.4)),  # same compute as H100 SXM
+    ("H100 PCIe", (51.2, 378.0, 756.0, 756.0)),
+    ("H100", (67.0, 494.7, 989.4, 989.4)),  # SXM
+    ("A100", (19.5, 156.0, 312.0, 312.0)),
+    ("L40S", (91.6, 183.0, 362.0, 362.0)),
+    ("A10", (31.2, 62.5, 125.0, 125.0)),
+    ("L4", (30.3, 60.0, 121.0, 121.0)),
+    ("RTX 4090", (82.6, 82.6, 165.2, 165.2)),
+    ("V100", (15.7, 15.7, 15.7, 125.0)),
+    ("T4", (8.1, 8.1, 8.1, 65.0)),
+)
+
+
+def _cpuinfo() -> tuple[str, set[str], int | None, float | None]:
+    """CPU vendor, feature flags, family and clock (MHz: cpufreq's maximum if exposed, else cpuinfo's) of cpu 0."""
+    vendor, flags, family, mhz = "unknown", set(), None, None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "vendor_id":
+                vendor = value
+            elif key == "flags":
+                flags = set(value.split())
+            elif key == "cpu family" and family is None:
+                family = int(value)
+            elif key == "cpu MHz" and mhz is None:
+                mhz = float(value)
+    except (OSError, ValueError):
+        pass
+    try:
+        mhz = int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1000.0
+    except (OSError, ValueError):
+        pass
+    return vendor, flags, family, mhz
+
+
+def peak_gflops(device: torch.device, precision: str, threads: int) -> tuple[float | None, str]:
+    """Estimated peak GFLOP/s for ``precision`` (``fp32``/``bf16``/``fp16``) and how it was estimated.
+
+    CPU: cores used (``threads``, at most the CPUs) x clock x FLOP per cycle per core from the instruction set: fp32
+    FMA width x 2 FMA pipes (AVX2+FMA: 32; AVX-512 on Intel: 64; on AMD Zen 4, which runs AVX-512 on 256-bit pipes:
+    32; Zen 5: 64); bf16 x2 with AVX512-BF16, 1024 with AMX-BF16; fp16 x2 with AVX512-FP16, 1024 with AMX-FP16; no
+    gain without them (emulated). CUDA: the card's data-sheet dense tensor-core figure by name; fp32 uses the TF32
+    figure when cuDNN may use TF32 for convolutions (PyTorch's default).
+    """
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, (fp32, tf32, bf16, fp16) in _GPU_PEAK_TFLOPS:
+            if key.lower() in name.lower():
+                if precision == "fp32":
+                    tf = torch.backends.cudnn.allow_tf32
+                    value, what = (tf32, "TF32 tensor cores (cuDNN convolutions use TF32)") if tf else (fp32, "FP32")
+                else:
+                    value, what = (bf16 if precision == "bf16" else fp16), f"{precision.upper()} tensor cores"
+                return value * 1000.0, f"{key} data sheet, dense {what}"
+        return None, f"no peak on record for {name!r}"
+    vendor, flags, family, mhz = _cpuinfo()
+    if mhz is None:
+        return None, "CPU clock unknown"
+    cores = max(1, min(threads, os.cpu_count() or threads))
+    if "avx512f" in flags:
+        wide = vendor == "GenuineIntel" or (vendor == "AuthenticAMD" and (family or 0) >= 26)
+        fp32, isa = (64, "AVX-512, 2 x 512-bit FMA") if wide else (32, "AVX-512 on 2 x 256-bit FMA pipes (Zen 4)")
+    elif "avx2" in flags and "fma" in flags:
+        fp32, isa = 32, "AVX2, 2 x 256-bit FMA"
+    elif "avx" in flags:
+        fp32, isa = 16, "AVX, no FMA"
+    else:
+        fp32, isa = 8, "SSE"
+    per_cycle, note = fp32, ""
+    if precision == "bf16":
+        if "amx_bf16" in flags:
+            per_cycle, note = 1024, ", AMX-BF16"
+        elif "avx512_bf16" in flags:
+            per_cycle, note = 2 * fp32, ", AVX512-BF16 dot products (2 x fp32)"
+        else:
+            note = ", no native bf16 (no gain over fp32)"
+    elif precision == "fp16":
+        if "amx_fp16" in flags:
+            per_cycle, note = 1024, ", AMX-FP16"
+        elif "avx512_fp16" in flags:
+            per_cycle, note = 2 * fp32, ", AVX512-FP16 (2 x fp32)"
+        else:
+            note = ", no native fp16 (no gain over fp32)"
+    value = cores * mhz / 1000.0 * per_cycle
+    return value, f"{cores} cores x {mhz / 1000.0:.2f} GHz x {per_cycle} FLOP/cycle ({isa}{note})"
+
+
+# --- measurement helpers --------------------------------------------------------------------------------------------
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak resident set size (Linux ``clear_refs``); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    """The process's peak resident set size in MB (``VmHWM``, else ``ru_maxrss``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def count_step_flops(trainer: Any, batch: Any) -> int:
+    """FLOPs of one full training iteration (forwards, backwards; convolutions and matrix products) of ``trainer``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        trainer._iteration(trainer, batch)
+    return int(counter.get_total_flops())
+
+
+PRECISIONS = {"fp32": {"amp": False}, "bf16": {"amp": True, "amp_dtype": "bfloat16"}}
+PRECISIONS["fp16"] = {"amp": True, "amp_dtype": "float16"}
+RANDOM_VGG = "$scripts.losses.VGG16Features(random_weights_for_timing=True)"
+RANDOM_VGG_LABEL = "VGG16Features: RANDOM weights, timing only (not a perceptual loss)"
+
+
 def run_case(
     size: int,
     center_index: int,
@@ -144,11 +274,16 @@ def run_case(
     warmup: int,
     device: str | None,
     extra: dict[str, Any],
+    precision: str = "fp32",
+    perceptual: str = "vgg16-random",
+    flops: bool = True,
 ) -> dict[str, Any]:
     """Benchmark one case in this process: the visit at center ``center_index`` (1-based) at ``size`` x ``size``.
 
-    Builds the real workflow (``configs/train.json`` through ``ConfigParser``), pre-fetches batches from its data
-    loader, and times ``trainer._iteration`` after ``warmup`` untimed steps.
+    Builds the real workflow (``configs/train.json`` through ``ConfigParser``, its ``CacheDataset`` and
+    ``DataLoader``), fills the teacher-output cache (a once-per-visit cost, timed apart), then runs ``warmup`` +
+    ``steps`` iterations straight from the data loader, timing the wait for each batch and ``trainer._iteration``
+    apart.
 
     Args:
         size: image side in pixels.
@@ -158,16 +293,21 @@ def run_case(
         warmup: untimed steps before them.
         device: ``"cpu"``, ``"cuda"`` or None for the config's default.
         extra: further config overrides (``--set``).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (sets ``amp`` and ``amp_dtype``).
+        perceptual: ``vgg16-random`` (a VGG16-sized feature network with random weights, for timing only) or
+            ``none`` (the config's ``perceptual_network``, null by default).
+        flops: count the FLOPs of one more (untimed) step.
 
     Returns:
-        the case's record, printed as one JSON line: the case (``size``, ``center_index``, ``earlier_centers``,
-        ``batch_size``, ``reminding``), step seconds (``step_s_median``, ``step_s_min``, ``step_s_mean``, all timed
-        ``step_s``; data loading excluded), ``cpu_util_median`` (process CPU seconds per wall second during a step:
-        about ``threads`` on an otherwise idle CPU machine, clearly lower when other processes compete for the
-        cores), ``peak_mem_mb`` of kind ``peak_mem_kind`` (``cpu_maxrss``: the whole case's process, setup included;
-        ``cuda_max_allocated``: tensors on the GPU), the environment (``device``, ``threads``, ``torch``, ``cpu``,
-        load average) and the network settings (``ngf``, ``num_blocks``, ``ndf``, ``perceptual``, ``amp``).
+        the case's record, printed as one JSON line. Step seconds (``step_s_median``, ``step_s_min``, ``step_s``)
+        exclude the data wait; ``data_wait_share`` = data wait / (data wait + step) over the timed steps;
+        ``peak_mem_mb`` of kind ``peak_mem_kind`` (``cpu_rss_during_steps``: the process's peak resident memory while
+        stepping, whole process; ``cuda_max_allocated``: GPU tensors); ``step_gflop``, ``achieved_gflops`` and
+        ``peak_gflops`` with ``peak_basis``; ``images_per_s`` (training images per second, data wait excluded);
+        ``teacher_cache_fill_s``: the one-time teacher forwards over the label bank.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
     t_case = time.perf_counter()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     with tempfile.TemporaryDirectory(prefix="tdgan_bench_") as tmp:
@@ -186,7 +326,10 @@ def run_case(
             "handoff_in": None if handoff_in is None else str(handoff_in),
             "spatial_size": [size, size],
             "batch_size": batch_size,
+            **PRECISIONS[precision],
         }
+        if perceptual == "vgg16-random":
+            overrides["perceptual_network"] = RANDOM_VGG
         if device is not None:
             overrides["device"] = f"$torch.device({device!r})"
         overrides.update(extra)
@@ -199,35 +342,54 @@ def run_case(
         loader = parser.get_parsed_content("train#dataloader")
         trainer.prepare_scaler()  # what TDGANTrainer.run does before Ignite's loop
         dev = torch.device(trainer.state.device)
-
-        need = warmup + steps
-        batches: list[Any] = []
-        while len(batches) < need:  # pre-fetch, so data loading is not timed
-            before = len(batches)
-            batches += list(itertools.islice(iter(loader), need - len(batches)))
-            if len(batches) == before:
-                raise RuntimeError("the data loader yields no batch (fewer samples than batch_size with drop_last).")
         setup_s = time.perf_counter() - t_case
 
-        times, utils = [], []
-        for i, batch in enumerate(batches):
-            _sync(dev)
+        _sync(dev)
+        t0 = time.perf_counter()
+        cached_maps = trainer.fill_teacher_cache()
+        _sync(dev)
+        fill_s = time.perf_counter() - t0
+        cache_mb = 0.0 if trainer._cache is None else trainer._cache.numel() * trainer._cache.element_size() / 2**20
+
+        def batches():
+            while True:
+                count = 0
+                for b in loader:
+                    count += 1
+                    yield b
+                if count == 0:
+                    raise RuntimeError("the data loader yields no batch (fewer samples than batch_size, drop_last).")
+
+        source = batches()
+        times, waits, cpu_times = [], [], []
+        batch = None
+        for i in range(warmup + steps):
+            if i == warmup:
+                if dev.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(dev)
+                rss_reset = _reset_peak_rss()
+            t_wait = time.perf_counter()
+            batch = next(source)
             t0, c0 = time.perf_counter(), time.process_time()
             trainer._iteration(trainer, batch)
             _sync(dev)
-            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            t1 = time.perf_counter()
             if i >= warmup:
-                times.append(dt)
-                utils.append(cpu / dt)
-            _log(
-                f"size {size} center {center_index}: step {i + 1}/{need} {dt:.3f} s{' (warmup)' if i < warmup else ''}"
-            )
+                times.append(t1 - t0)
+                waits.append(t0 - t_wait)
+                cpu_times.append(time.process_time() - c0)
+            _log(f"size {size} center {center_index} {precision}: step {i + 1}/{warmup + steps} {t1 - t0:.3f} s")
 
         if dev.type == "cuda":
             peak_mb, kind = torch.cuda.max_memory_allocated(dev) / 2**20, "cuda_max_allocated"
         else:
-            peak_mb, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "cpu_maxrss"
-
+            peak_mb = _peak_rss_mb()
+            kind = "cpu_rss_during_steps" if rss_reset else "cpu_maxrss"
+        step_flops = count_step_flops(trainer, batch) if flops else None
+        median = statistics.median(times)
+        images = batch_size * len(trainer.d_network)
+        peak, basis = peak_gflops(dev, trainer.precision, torch.get_num_threads())
+        achieved = None if step_flops is None else step_flops / median / 1e9
         record = {
             "size": size,
             "center_index": center_index,
@@ -235,14 +397,26 @@ def run_case(
             "batch_size": batch_size,
             "online_groups": len(trainer.d_network),
             "reminding": bool(trainer.reminding_on),
-            "step_s_median": round(statistics.median(times), 4),
+            "precision": trainer.precision,
+            "precision_asked": precision,
+            "step_s_median": round(median, 4),
             "step_s_min": round(min(times), 4),
-            "step_s_mean": round(statistics.fmean(times), 4),
             "step_s": [round(t, 4) for t in times],
-            "cpu_util_median": round(statistics.median(utils), 2),
+            "step_cpu_s_median": round(statistics.median(cpu_times), 4),
+            "images_per_s": round(images / median, 3),
+            "data_wait_s_median": round(statistics.median(waits), 5),
+            "data_wait_share": round(sum(waits) / (sum(waits) + sum(times)), 5),
+            "teacher_cache": bool(trainer.teacher_cache),
+            "teacher_cache_maps": cached_maps,
+            "teacher_cache_fill_s": round(fill_s, 3),
+            "teacher_cache_mb": round(cache_mb, 2),
+            "step_gflop": None if step_flops is None else round(step_flops / 1e9, 3),
+            "achieved_gflops": None if achieved is None else round(achieved, 2),
+            "peak_gflops": None if peak is None else round(peak, 1),
+            "peak_basis": basis,
+            "fraction_of_peak": None if achieved is None or not peak else round(achieved / peak, 4),
             "steps": steps,
             "warmup": warmup,
-            "data_excluded": True,
             "peak_mem_mb": round(peak_mb, 1),
             "peak_mem_kind": kind,
             "device": str(dev),
@@ -257,7 +431,9 @@ def run_case(
             "num_blocks": int(parser.get_parsed_content("num_blocks")),
             "ndf": int(parser.get_parsed_content("ndf")),
             "perceptual": trainer.perceptual_weight > 0,
-            "amp": bool(trainer.amp),
+            "perceptual_network": RANDOM_VGG_LABEL if perceptual == "vgg16-random" else None,
+            "channels_last": trainer.memory_format != torch.preserve_format,
+            "compile": bool(parser.get_parsed_content("compile")),
             "overrides": extra,
             "setup_s": round(setup_s, 2),
         }
@@ -265,24 +441,82 @@ def run_case(
     return record
 
 
+def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One summary record per (size, precision): step-time and memory ratios across centers, against targets.
+
+    Ratios are of ``step_s_median`` (and of ``step_s_min`` and of the process CPU seconds ``step_cpu_s_median``, less
+    sensitive to other processes on the machine; with ``--threads 1`` CPU seconds measure the work done):
+    ``step(t) / step(1)`` for every measured ``t``, ``step(t_max) / step(2)``, and the peak-memory spread.
+    A ``precision_speedup`` record compares each low precision with fp32 per (size, center).
+    """
+    out: list[dict[str, Any]] = []
+    keys = sorted({(r["size"], r["precision"]) for r in records})
+    for size, prec in keys:
+        rows = {r["center_index"]: r for r in records if r["size"] == size and r["precision"] == prec}
+        summary: dict[str, Any] = {"summary": "centers", "size": size, "precision": prec}
+        for stat in ("step_s_median", "step_s_min", "step_cpu_s_median"):
+            if 1 in rows:
+                base = rows[1][stat]
+                summary[f"ratio_to_first_{stat}"] = {str(t): round(r[stat] / base, 3) for t, r in sorted(rows.items())}
+            later = [t for t in rows if t >= 2]
+            if 2 in rows and len(later) > 1:
+                summary[f"ratio_last_to_second_{stat}"] = round(rows[max(later)][stat] / rows[2][stat], 3)
+        mems = [r["peak_mem_mb"] for r in rows.values()]
+        summary["peak_mem_mb"] = {str(t): r["peak_mem_mb"] for t, r in sorted(rows.items())}
+        summary["peak_mem_max_over_min"] = round(max(mems) / min(mems), 3)
+        summary["data_wait_share_max"] = max(r["data_wait_share"] for r in rows.values())
+        out.append(summary)
+    for r in records:
+        if r["precision"] == "fp32":
+            continue
+        ref = [
+            b
+            for b in records
+            if b["precision"] == "fp32" and (b["size"], b["center_index"]) == (r["size"], r["center_index"])
+        ]
+        if ref:
+            out.append(
+                {
+                    "summary": "precision_speedup",
+                    "size": r["size"],
+                    "center_index": r["center_index"],
+                    "precision": r["precision"],
+                    "speedup_vs_fp32_median": round(ref[0]["step_s_median"] / r["step_s_median"], 3),
+                    "speedup_vs_fp32_min": round(ref[0]["step_s_min"] / r["step_s_min"], 3),
+                }
+            )
+    return out
+
+
 def _build_argparser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m scripts.benchmark_step",
-        description=__doc__ + " Prints one JSON line per case (size x center index) on stdout; progress on stderr.",
+        description=__doc__
+        + " Prints one JSON line per case (size x precision x center index), then summary lines, on stdout; progress "
+        "on stderr.",
     )
-    p.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="image sizes (square), default 64 128")
+    p.add_argument("--sizes", type=int, nargs="+", default=[128], help="image sizes (square), default 128")
     p.add_argument(
         "--centers",
         type=int,
         nargs="+",
-        default=[1, 5],
-        help="1-based center indices; center k arrives with a hand-off of k-1 earlier centers (default 1 5)",
+        default=[1, 2, 4, 8],
+        help="1-based center indices; center k arrives with a hand-off of k-1 earlier centers (default 1 2 4 8)",
+    )
+    p.add_argument("--precisions", nargs="+", choices=sorted(PRECISIONS), default=["fp32"], help="default fp32")
+    p.add_argument(
+        "--perceptual",
+        choices=["vgg16-random", "none"],
+        default="vgg16-random",
+        help="vgg16-random (default): time the perceptual term with a VGG16-sized network of RANDOM weights (timing "
+        "only); none: the config's perceptual_network (null: term off)",
     )
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--steps", type=int, default=5, help="timed steps per case")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: the config's (cuda if available)")
+    p.add_argument("--no_flops", dest="flops", action="store_false", help="skip the FLOP count (one untimed step)")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -314,36 +548,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("need --steps >= 1, --warmup >= 0 and --batch_size >= 1.")
     if any(c < 1 for c in args.centers):
         p.error("center indices are 1-based (>= 1).")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device cuda, but this torch ({torch.__version__}) sees no CUDA device.")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     if args.one_case:
-        if len(args.sizes) != 1 or len(args.centers) != 1:
-            p.error("--one-case takes exactly one size and one center.")
-        record = run_case(args.sizes[0], args.centers[0], args.batch_size, args.steps, args.warmup, args.device, extra)
+        if len(args.sizes) != 1 or len(args.centers) != 1 or len(args.precisions) != 1:
+            p.error("--one-case takes exactly one size, one center and one precision.")
+        record = run_case(
+            args.sizes[0],
+            args.centers[0],
+            args.batch_size,
+            args.steps,
+            args.warmup,
+            args.device,
+            extra,
+            precision=args.precisions[0],
+            perceptual=args.perceptual,
+            flops=args.flops,
+        )
         print(json.dumps(record), flush=True)
         return 0
 
     common = ["--batch_size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    common += ["--perceptual", args.perceptual]
     if args.threads is not None:
         common += ["--threads", str(args.threads)]
     if args.device is not None:
         common += ["--device", args.device]
+    if not args.flops:
+        common.append("--no_flops")
     for item in args.overrides:
         common += ["--set", item]
-    failed = 0
-    for size, center in itertools.product(args.sizes, args.centers):
-        _log(f"case size {size} center {center} ...")
-        cmd = [sys.executable, "-m", "scripts.benchmark_step", "--one-case", "--sizes", str(size), "--centers"]
-        proc = subprocess.run(
-            [*cmd, str(center), *common], cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True, check=False
-        )
+    failed, records = 0, []
+    for size, precision, center in itertools.product(args.sizes, args.precisions, args.centers):
+        _log(f"case size {size} {precision} center {center} ...")
+        cmd = [sys.executable, "-m", "scripts.benchmark_step", "--one-case", "--sizes", str(size)]
+        cmd += ["--precisions", precision, "--centers", str(center), *common]
+        proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True, check=False)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
             failed += 1
-            _log(f"case size {size} center {center} FAILED (exit status {proc.returncode}).")
+            _log(f"case size {size} {precision} center {center} FAILED (exit status {proc.returncode}).")
             continue
         print(lines[-1], flush=True)
+        records.append(json.loads(lines[-1]))
+    for summary in summarize(records):
+        print(json.dumps(summary), flush=True)
     return 1 if failed else 0
 
 

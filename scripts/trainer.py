@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from scripts.losses import GANLoss
 from scripts.networks import TemporaryDiscriminators, encode_condition, one_hot_labels
 
-__all__ = ["TDGANTrainer", "CenterBatch", "loss_averages"]
+__all__ = ["TDGANTrainer", "CenterBatch", "loss_averages", "amp_supported", "resolve_amp_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,38 @@ def _plain(x: Any) -> torch.Tensor:
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
     """The network inside a ``DistributedDataParallel`` (or similar ``.module``) wrapper, else the network itself."""
     return getattr(network, "module", network)
+
+
+_AMP_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_amp_dtype(amp_dtype: torch.dtype | str | None, device_type: str) -> torch.dtype:
+    """The autocast dtype: ``amp_dtype`` (a dtype or ``"bfloat16"``/``"bf16"``/``"float16"``/``"fp16"``), or by
+    default bfloat16 on CPU and float16 on CUDA.
+
+    Raises:
+        ValueError: an ``amp_dtype`` that is neither float16 nor bfloat16.
+    """
+    if amp_dtype is None:
+        return torch.float16 if device_type == "cuda" else torch.bfloat16
+    dtype = _AMP_DTYPES.get(amp_dtype.lower()) if isinstance(amp_dtype, str) else amp_dtype
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(
+            f"amp_dtype must be 'bfloat16' or 'float16' (or null for the device's default), got {amp_dtype!r}."
+        )
+    return dtype
+
+
+def amp_supported(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether ``dtype`` autocast runs natively here: on CPU oneDNN's bf16/fp16 check (AVX512-BF16 / AMX / AVX512-FP16
+    instructions; without them the low-precision kernels are emulated and slower than fp32), on CUDA the card's."""
+    if device_type == "cuda":
+        return dtype == torch.float16 or torch.cuda.is_bf16_supported()
+    if device_type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
 
 
 class TDGANTrainer(Trainer):
@@ -111,8 +143,16 @@ class TDGANTrainer(Trainer):
         metric_cmp_fn: function to compare current key metric with previous best key metric value.
         train_handlers: every handler is a set of Ignite Event-Handlers, must have `attach` function.
         decollate: whether to decollate the batch-first data to a list of data after model computation.
-        amp: run the forward passes under ``torch.autocast`` (with a GradScaler for float16 on CUDA).
+        amp: run the forward passes under ``torch.autocast`` (with a GradScaler for float16 on CUDA). Where the
+            device has no native support for ``amp_dtype`` (a CPU without AVX512-BF16/AMX), a warning says so and the
+            visit runs in float32.
         amp_dtype: autocast dtype; default bfloat16 on CPU, float16 on CUDA.
+        teacher_cache: with ``bank`` reminding, keep the frozen teacher's output for each bank map once computed
+            (each map has one fixed center code, so the output never changes); a step then runs no teacher forward.
+            Costs ``4 * image_channels * pixels`` bytes per bank map.
+        channels_last: put the networks and their inputs in channels-last memory format.
+        compile: ``torch.compile`` the generator, teacher, discriminators and feature network (``Module.compile``:
+            state-dict keys unchanged).
     """
 
     def __init__(
@@ -145,6 +185,9 @@ class TDGANTrainer(Trainer):
         decollate: bool = False,
         amp: bool = False,
         amp_dtype: torch.dtype | str | None = None,
+        teacher_cache: bool = True,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__(
             device=device,
@@ -188,10 +231,7 @@ class TDGANTrainer(Trainer):
         self.g_loss_scale = g_loss_scale
         self.d_loss_scale = d_loss_scale
         self.reminding_on = teacher is not None and reminder is not None and reminding_weight > 0
-        if isinstance(amp_dtype, str):
-            amp_dtype = getattr(torch, amp_dtype)
-        dev_type = self.state.device.type
-        self.amp_dtype = amp_dtype or (torch.float16 if dev_type == "cuda" else torch.bfloat16)
+        self._speed_setup(amp_dtype, teacher_cache, channels_last, compile)
         if perceptual_loss is None:
             logger.info("perceptual term off: no feature network configured (perceptual weight 0).")
         else:
@@ -199,6 +239,41 @@ class TDGANTrainer(Trainer):
         if not self.reminding_on:
             why = "no earlier center" if teacher is None or reminder is None else f"reminding_weight={reminding_weight}"
             logger.info(f"reminding off ({why}).")
+
+    def _speed_setup(
+        self, amp_dtype: torch.dtype | str | None, teacher_cache: bool, channels_last: bool, compile: bool
+    ) -> None:
+        """Precision, teacher-output cache, memory format and compilation (see docs/benchmark.md)."""
+        dev_type = torch.device(self.state.device).type
+        self.amp_dtype = resolve_amp_dtype(amp_dtype, dev_type)
+        if self.amp and not amp_supported(dev_type, self.amp_dtype):
+            logger.warning(
+                f"amp: {self.amp_dtype} autocast is not supported natively on this {dev_type} (needs AVX512-BF16 or "
+                "AMX for bfloat16, AVX512-FP16 for float16 on CPU): running in float32."
+            )
+            self.amp = False
+        self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype] if self.amp else "fp32"
+        self.teacher_cache = bool(
+            teacher_cache and self.reminding_on and getattr(self.reminder, "source", None) == "bank"
+        )
+        self._cache: torch.Tensor | None = None  # teacher outputs per bank map, allocated at first use
+        self._cached: torch.Tensor | None = None  # which bank maps have their output in the cache
+        self.memory_format = torch.preserve_format
+        if channels_last:
+            dims = getattr(self.g_network, "module", self.g_network).settings.get("spatial_dims", 2)
+            self.memory_format = torch.channels_last if dims == 2 else torch.channels_last_3d
+        nets = [self.g_network, self.teacher, self.d_network, self.perceptual_loss]
+        for net in nets:
+            if net is not None and channels_last:
+                net.to(memory_format=self.memory_format)
+        if compile:
+            for net in [self.g_network, self.teacher, *self.d_network, self.perceptual_loss]:
+                if net is not None:
+                    net.compile()
+        logger.info(
+            f"precision {self.precision}, teacher cache {'on' if self.teacher_cache else 'off'}, "
+            f"channels_last {channels_last}, compile {compile}."
+        )
 
     def prepare_scaler(self) -> None:
         """Set ``self.scaler``: a GradScaler only for float16 autocast on CUDA, else None."""
@@ -257,19 +332,63 @@ class TDGANTrainer(Trainer):
         centers = [g.center for g in groups]
         remind_target = None
         if self.reminding_on:
-            r_label, r_center = self.reminder.sample(labels, groups[0].label.shape[0])
-            with torch.no_grad(), self._autocast():
-                r_cond = encode_condition(r_label, r_center, self.num_classes, self.max_centers)
-                remind_target = self.teacher(r_cond).float()
+            r_label, r_center, remind_target = self.remind_batch(labels, groups[0].label.shape[0])
             labels.append(r_label)
             centers.append(r_center)
         cond = encode_condition(torch.cat(labels), torch.cat(centers), self.num_classes, self.max_centers)
+        cond = cond.contiguous(memory_format=self.memory_format)
         with self._autocast():
             out = self.g_inferer(cond, self.g_network).float()
         sizes = [g.label.shape[0] for g in groups]
         fakes = list(out[: sum(sizes)].split(sizes))
         remind_out = out[sum(sizes) :] if self.reminding_on else None
         return fakes, remind_out, remind_target
+
+    def _teach(self, label: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+        """The frozen teacher's float32 output for label maps under center codes (no gradient)."""
+        cond = encode_condition(label, center, self.num_classes, self.max_centers)
+        with torch.no_grad(), self._autocast():
+            return self.teacher(cond.contiguous(memory_format=self.memory_format)).float()
+
+    def fill_teacher_cache(self, index: torch.Tensor | None = None) -> int:
+        """Compute and keep the teacher outputs of the bank maps ``index`` (all when None) not cached yet.
+
+        Runs the teacher in chunks of at most one training batch. Returns the number of maps computed.
+        """
+        if not self.teacher_cache:
+            return 0
+        bank, codes = self.reminder.bank, self.reminder.bank_codes
+        if self._cached is None:
+            self._cached = torch.zeros(len(bank), dtype=torch.bool, device=bank.device)
+        index = torch.arange(len(bank), device=bank.device) if index is None else index.to(bank.device)
+        missing = index[~self._cached[index]].unique()
+        if len(missing) == 0:
+            return 0
+        chunk = max(1, int(getattr(self.data_loader, "batch_size", None) or 4))
+        for part in missing.split(chunk):
+            out = self._teach(bank[part].to(self.state.device).long(), codes[part].to(self.state.device))
+            if self._cache is None:
+                self._cache = torch.empty((len(bank), *out.shape[1:]), dtype=out.dtype, device=out.device)
+            self._cache[part.to(out.device)] = out
+            self._cached[part] = True
+        return len(missing)
+
+    def remind_batch(
+        self, labels: list[torch.Tensor], batch_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One reminding batch: label maps of earlier centers, their codes, and the teacher's output for them.
+
+        With the teacher cache, the teacher runs only for bank maps never drawn before in this visit.
+        """
+        dev = labels[0].device
+        if not self.teacher_cache:
+            r_label, r_center = self.reminder.sample(labels, batch_size)
+            return r_label, r_center, self._teach(r_label, r_center)
+        idx = self.reminder.sample_index(batch_size)
+        self.fill_teacher_cache(idx)
+        r_label = self.reminder.bank[idx].to(dev).long()
+        r_center = self.reminder.bank_codes[idx].to(dev)
+        return r_label, r_center, self._cache[idx.to(self._cache.device)].to(dev)
 
     def discriminator_step(self, groups: list[CenterBatch], fakes: list[torch.Tensor]) -> torch.Tensor:
         """Update every temporary discriminator on its group's real pairs and (detached) fakes."""

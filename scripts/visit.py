@@ -76,6 +76,17 @@ class Reminder:
             self.counts = counts
             self.starts = torch.cumsum(counts, 0) - counts
             self.bank = bank
+            # the center code of each bank map: a (map, code) pair is fixed, so the frozen teacher's output for a
+            # bank index never changes and the trainer may cache it (see TDGANTrainer's teacher_cache)
+            self.bank_codes = torch.repeat_interleave(self.codes, counts).to(bank.device)
+
+    def sample_index(self, batch_size: int) -> torch.Tensor:
+        """``bank`` only: indices into ``bank`` of one reminding batch (their codes are ``bank_codes[index]``)."""
+        if self.source != "bank":
+            raise ValueError(f"sample_index needs bank reminding, this reminder's source is {self.source!r}.")
+        which = torch.randint(len(self.codes), (batch_size,), generator=self.gen)
+        offset = (torch.rand(batch_size, generator=self.gen) * self.counts[which]).long()
+        return (self.starts[which] + offset).to(self.bank.device)
 
     def sample(self, labels: Sequence[torch.Tensor], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A reminding batch.
@@ -88,16 +99,14 @@ class Reminder:
         Returns:
             label maps (batch_size, 1, *spatial) on the labels' device and their center codes (batch_size,).
         """
-        which = torch.randint(len(self.codes), (batch_size,), generator=self.gen)
-        codes = self.codes[which]
         device = labels[0].device
         if self.source == "local":
+            codes = self.codes[torch.randint(len(self.codes), (batch_size,), generator=self.gen)]
             pool = labels[0] if len(labels) == 1 else torch.cat(list(labels))
             idx = torch.randint(pool.shape[0], (batch_size,), generator=self.gen)
             return pool[idx.to(device)], codes.to(device)
-        offset = (torch.rand(batch_size, generator=self.gen) * self.counts[which]).long()
-        idx = (self.starts[which] + offset).to(self.bank.device)
-        return self.bank[idx].to(device).long(), codes.to(device)
+        idx = self.sample_index(batch_size)
+        return self.bank[idx].to(device).long(), self.bank_codes[idx].to(device)
 
 
 class CenterVisit:

@@ -1,0 +1,159 @@
+# Copyright (c) 2026 The TDGAN bundle authors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Tests of the trainer's speed options: the teacher-output cache, mixed precision and channels-last."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from monai.data import DataLoader
+
+from scripts.data import OnlineCenters
+from scripts.networks import TDGANGenerator, TemporaryDiscriminators, encode_condition
+from scripts.trainer import TDGANTrainer, amp_supported, resolve_amp_dtype
+from scripts.visit import Reminder
+
+K, SIZE, BATCH, EARLIER, PER_CENTER = 4, 32, 2, 3, 3
+
+
+def _bank() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    return torch.randint(0, K, (EARLIER * PER_CENTER, 1, SIZE, SIZE), generator=gen, dtype=torch.uint8)
+
+
+def _trainer(source: str = "bank", **speed) -> TDGANTrainer:
+    """A tiny trainer at a fourth center, reminding three earlier ones; same weights and data for any options."""
+    torch.manual_seed(0)
+    gen = TDGANGenerator(spatial_dims=2, num_classes=K, max_centers=4, ngf=4, num_blocks=1)
+    disc = TemporaryDiscriminators(count=1, spatial_dims=2, num_classes=K, ndf=4)
+    teacher = copy.deepcopy(gen)
+    with torch.no_grad():  # a teacher that differs from the generator, so the reminding loss is not zero
+        for p in teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    data_gen = torch.Generator().manual_seed(2)
+    items = [
+        {
+            "image": torch.rand(1, SIZE, SIZE, generator=data_gen) * 2 - 1,
+            "label": torch.randint(0, K, (1, SIZE, SIZE), generator=data_gen, dtype=torch.uint8),
+            "center": EARLIER,
+        }
+        for _ in range(4)
+    ]
+    if source == "bank":
+        reminder = Reminder("bank", list(range(EARLIER)), bank=_bank(), bank_counts=[PER_CENTER] * EARLIER, seed=0)
+    else:
+        reminder = Reminder("local", list(range(EARLIER)), seed=0)
+    return TDGANTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=DataLoader(OnlineCenters([items]), batch_size=BATCH, shuffle=False),
+        g_network=gen,
+        g_optimizer=torch.optim.Adam(gen.parameters(), 2e-4, betas=(0.5, 0.999)),
+        d_network=disc,
+        d_optimizer=torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.5, 0.999)),
+        teacher=teacher,
+        reminder=reminder,
+        **speed,
+    )
+
+
+def _teacher_calls(trainer: TDGANTrainer) -> list[int]:
+    """Batch sizes of the teacher's forwards from now on."""
+    calls: list[int] = []
+    trainer.teacher.register_forward_hook(lambda m, args, out: calls.append(int(args[0].shape[0])))
+    return calls
+
+
+def test_cached_teacher_targets_equal_the_teachers_output_and_each_bank_map_is_taught_once():
+    trainer = _trainer()
+    assert trainer.teacher_cache
+    reference = copy.deepcopy(trainer.teacher)
+    calls = _teacher_calls(trainer)
+    labels = [torch.zeros(BATCH, 1, SIZE, SIZE, dtype=torch.long)]
+    bank = _bank()
+    for _ in range(3):
+        r_label, r_center, target = trainer.remind_batch(labels, BATCH)
+        with torch.no_grad():
+            expected = reference(encode_condition(r_label, r_center, K, 4))
+        torch.testing.assert_close(target, expected, rtol=1e-5, atol=1e-6)
+        # bank maps PER_CENTER * c .. PER_CENTER * (c + 1) - 1 belong to center c: a map comes with its center's code
+        for m, c in zip(r_label, r_center.tolist()):
+            assert any(torch.equal(m, b.long()) for b in bank[PER_CENTER * c : PER_CENTER * (c + 1)])
+    taught = int(trainer._cached.sum())
+    assert 0 < taught < EARLIER * PER_CENTER and sum(calls) == taught  # only the drawn maps, each once
+    assert trainer.fill_teacher_cache() == EARLIER * PER_CENTER - taught
+    assert bool(trainer._cached.all()) and sum(calls) == EARLIER * PER_CENTER
+    n = len(calls)
+    for _ in range(5):
+        trainer.remind_batch(labels, BATCH)
+    assert len(calls) == n, "a full cache must not run the teacher again"
+
+
+def test_cached_and_uncached_teacher_give_the_same_training_step():
+    cached, uncached = _trainer(teacher_cache=True), _trainer(teacher_cache=False)
+    assert cached.teacher_cache and not uncached.teacher_cache
+    for t in (cached, uncached):
+        t.prepare_scaler()
+    for batch_c, batch_u in zip(cached.data_loader, uncached.data_loader):
+        out_c, out_u = cached._iteration(cached, batch_c), uncached._iteration(uncached, batch_u)
+        assert float(out_c["reminding"]) > 0
+        for key in ("reminding", "g_loss", "d_loss"):
+            torch.testing.assert_close(out_c[key], out_u[key], rtol=1e-5, atol=1e-6)
+    for p, q in zip(cached.g_network.parameters(), uncached.g_network.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_local_reminding_runs_the_teacher_every_step():
+    trainer = _trainer(source="local")
+    assert not trainer.teacher_cache
+    trainer.prepare_scaler()
+    calls = _teacher_calls(trainer)
+    for batch in trainer.data_loader:
+        trainer._iteration(trainer, batch)
+    assert calls == [BATCH] * len(trainer.data_loader)
+
+
+def test_amp_dtype_names_and_defaults():
+    assert resolve_amp_dtype(None, "cpu") == torch.bfloat16 and resolve_amp_dtype(None, "cuda") == torch.float16
+    assert resolve_amp_dtype("bf16", "cuda") == torch.bfloat16 and resolve_amp_dtype("float16", "cpu") == torch.float16
+    with pytest.raises(ValueError, match="amp_dtype"):
+        resolve_amp_dtype("float32", "cpu")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_amp_runs_where_supported_and_falls_back_to_fp32_elsewhere(dtype):
+    trainer = _trainer(amp=True, amp_dtype=dtype)
+    supported = amp_supported("cpu", getattr(torch, dtype))
+    assert trainer.precision == ({"bfloat16": "bf16", "float16": "fp16"}[dtype] if supported else "fp32")
+    assert trainer.amp == supported
+    trainer.prepare_scaler()
+    assert trainer.scaler is None  # a GradScaler only for float16 on CUDA
+    seen = []
+    trainer.g_network.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    out = trainer._iteration(trainer, next(iter(trainer.data_loader)))
+    assert all(torch.isfinite(v) for v in out.values())
+    # the generator's output is low precision exactly when autocast is on
+    assert seen[0] == (getattr(torch, dtype) if supported else torch.float32)
+
+
+def test_channels_last_gives_the_same_step():
+    plain, cl = _trainer(), _trainer(channels_last=True)
+    assert cl.memory_format == torch.channels_last
+    conv = next(p for p in cl.g_network.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    for t in (plain, cl):
+        t.prepare_scaler()
+    batch = next(iter(plain.data_loader))
+    out_p, out_c = plain._iteration(plain, batch), cl._iteration(cl, batch)
+    for key in ("reminding", "g_loss", "d_loss"):
+        torch.testing.assert_close(out_p[key], out_c[key], rtol=1e-4, atol=1e-5)
