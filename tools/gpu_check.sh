@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# GPU checks in one go, on a machine with a CUDA GPU: (1) one short visit at 256² with AMP, (2) the step benchmark at
+# 256², batch 8, fp32 vs bf16 vs fp16, (3) synthesis with configs/inference.json from that visit's hand-off, and
+# (4) the multi-GPU override on one CUDA process (NCCL). Prints what it measured; logs go to $1 (default
+# output/gpu_check). Takes about 4 minutes on an H200. Uses the python on PATH (run `source tools/venv.sh` first, or
+# use an environment with the pinned requirements).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-output/gpu_check}"
+mkdir -p "$out"
+python -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU'; print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__)"
+python -c "import scripts.demo_data as d; d.ensure_demo_centers('data/demo', num_centers=3, num_train=48, num_test=16, size=64, seed=0, anatomy='procedural')"
+bundle() { python -m monai.bundle run --meta_file configs/metadata.json --logging_file configs/logging.conf "$@"; }
+
+echo "== 1. one visit, 256², full-size networks, AMP (float16), 2 epochs"
+t0=$(date +%s.%N)
+bundle --config_file configs/train.json --dataset_dir data/demo/center_a --output_dir "$out/visit_amp" \
+    --spatial_size "[256,256]" --batch_size 8 --amp True --epochs_constant 1 --epochs_decay 1 > "$out/visit_amp.log" 2>&1
+python - "$out" "$t0" <<'PY'
+import sys, time
+from scripts.handoff import load_handoff
+h = load_handoff(f"{sys.argv[1]}/visit_amp/handoff.pt")
+v = h.visits[-1]
+print(f"visit: {v['iterations']} steps in {v['seconds']} s (training loop), {time.time() - float(sys.argv[2]):.1f} s with start-up;"
+      f" final losses {v['final_losses']}")
+PY
+
+echo "== 2. step benchmark, 256², batch 8, centers 1 and 8, fp32 / bf16 / fp16"
+python -m scripts.benchmark_step --device cuda --sizes 256 --batch_size 8 --centers 1 8 \
+    --precisions fp32 bf16 fp16 --steps 8 --warmup 2 2> "$out/benchmark.err" | tee "$out/benchmark.jsonl"
+
+echo "== 3. synthesis with configs/inference.json from the visit's hand-off (center_a's 48 label maps, 256²)"
+t0=$(date +%s)
+bundle --config_file configs/inference.json --handoff "$out/visit_amp/handoff.pt" --dataset_dir data/demo/center_a \
+    --spatial_size "[256,256]" --output_dir "$out/synthetic" --overwrite True > "$out/synthesis.log" 2>&1
+echo "synthesis: $(python -c "import json;print(json.load(open('$out/synthetic/dataset.json'))['numTraining'])") pairs in $(( $(date +%s) - t0 )) s with start-up"
+
+echo "== 4. multi_gpu_train.json on one CUDA process (NCCL), 64², 1 + 1 epochs"
+torchrun --standalone --nproc_per_node=1 -m monai.bundle run \
+    --config_file "['configs/train.json','configs/multi_gpu_train.json']" --meta_file configs/metadata.json \
+    --logging_file configs/logging.conf --dataset_dir data/demo/center_a --output_dir "$out/ddp" \
+    --spatial_size "[64,64]" --epochs_constant 1 --epochs_decay 1 > "$out/ddp.log" 2>&1
+python -c "from scripts.handoff import load_handoff; h = load_handoff('$out/ddp/handoff.pt'); print('DDP visit: hand-off written,', h.visits[-1]['iterations'], 'steps')"
