@@ -191,8 +191,8 @@ def simulate(
     seconds = time.perf_counter() - t0
     if not summary_path.is_file():
         raise RuntimeError(
-            f"the federated relay over {order} did not complete in {seconds:.0f} s: no {summary_path}. A site failed or "
-            f"its result was refused; see the simulator log under {workspace}."
+            f"the federated relay over {order} did not complete in {seconds:.0f} s: no {summary_path}. "
+            f"A site failed or its result was refused; see the simulator log under {workspace}."
         )
     summary = json.loads(summary_path.read_text())
     logger.info(f"federated relay complete in {seconds:.1f} s: final hand-off {summary['final_handoff']}")

@@ -80,7 +80,8 @@ def _check_generator(params: Mapping[str, Any], network: Mapping[str, int], sour
     if missing or unexpected or wrong or not_float:
         raise HandoffError(
             f"{source}: the parameters are not the weights of the generator {dict(network)}: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}, not floating {not_float[:5]}."
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}, "
+            f"not floating {not_float[:5]}."
         )
 
 
@@ -97,7 +98,8 @@ def _check_label_bank(bank: Any, network: Mapping[str, int], registry: list, sou
         if not isinstance(maps, torch.Tensor) or maps.dtype != torch.uint8 or maps.ndim != ndim or maps.shape[1] != 1:
             what = f"{maps.dtype} {tuple(maps.shape)}" if isinstance(maps, torch.Tensor) else type(maps).__name__
             raise HandoffError(
-                f"{source}: label bank of {name!r} must be uint8 label maps (N, 1, *spatial) with {ndim} dims, got {what}."
+                f"{source}: label bank of {name!r} must be uint8 label maps (N, 1, *spatial) with {ndim} dims, "
+                f"got {what}."
             )
         if maps.numel() and int(maps.max()) >= network["num_classes"]:
             raise HandoffError(
