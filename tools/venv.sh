@@ -5,7 +5,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-python3}"
 stamp="$root/.venv/.requirements.sha256"
-want="$(cat "$root/requirements.txt" "$root/requirements-dev.txt" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$root/requirements.txt" "$root/requirements-dev.txt" "$root/requirements-fl.txt" | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$root/.venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[venv] installing the pinned requirements into $root/.venv ..."
     "$py" -m venv "$root/.venv"

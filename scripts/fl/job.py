@@ -28,7 +28,7 @@ from scripts.fl.client import SITE_KEYS
 from scripts.fl.executor import VisitExecutor
 from scripts.fl.relay import HandoffPersistor, HandoffRelay
 
-__all__ = ["tdgan_job", "simulate", "export"]
+__all__ = ["tdgan_job", "simulate", "export", "allow_bundle_components", "FederatedSequence"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ def tdgan_job(
     center_dirs: Mapping[str, str | os.PathLike] | None = None,
     num_rounds: int = 1,
     task_request_interval: float = 0.2,
+    task_assignment_timeout: int = 0,
     initial_handoff: str | None = None,
     data_root: str | None = None,
     name: str = "tdgan_cyclic",
@@ -76,6 +77,9 @@ def tdgan_job(
             None: each site sets ``TDGAN_CENTER_DIR`` itself (real deployment).
         num_rounds: times the generator goes round all sites (TDGAN: 1).
         task_request_interval: seconds a site waits before asking the server again for a task.
+        task_assignment_timeout: seconds the controller waits for the named site to pick up its task before it
+            moves on to the next site; 0 = wait for it (keep 0: anything else can skip a slow site and break the
+            order; other values exist to show that).
         initial_handoff: server-side hand-off file to continue from; default: the first site starts from scratch.
         data_root: recorded in ``sequence.json`` (simulator).
         name: job name.
@@ -94,7 +98,7 @@ def tdgan_job(
     )
     controller = CyclicController(
         num_rounds=num_rounds,
-        task_assignment_timeout=0,
+        task_assignment_timeout=task_assignment_timeout,
         persistor_id="persistor",
         shareable_generator_id="shareable_generator",
         task_name="train",
@@ -144,12 +148,12 @@ def simulate(
     output_dir: str | os.PathLike,
     visit_overrides: Mapping[str, Any] | None = None,
     order: Sequence[str] | None = None,
-    num_rounds: int = 1,
-    task_request_interval: float = 0.2,
     workspace: str | os.PathLike | None = None,
+    threads: int | None = None,
     job: FedJob | None = None,
+    **job_args: Any,
 ) -> list[str]:
-    """Run the job in NVFlare's simulator, one simulated site per center folder of ``data_root`` (each site gets
+    """Run the job in NVFlare's simulator, one simulated site per center folder of ``data_root`` (each site is given
     only its own folder), and check that the relay completed.
 
     Args:
@@ -157,10 +161,11 @@ def simulate(
         output_dir: where ``handoffs/``, ``sequence.json`` and the simulator workspace (``nvflare/``) go.
         visit_overrides: settings of every visit.
         order: center names in visiting order; default: ``centers.json``'s.
-        num_rounds: see :py:func:`tdgan_job`.
-        task_request_interval: see :py:func:`tdgan_job`.
         workspace: simulator workspace; default ``<output_dir>/nvflare``.
-        job: a job built by :py:func:`tdgan_job` to run instead (tests use it to add filters or break a site).
+        threads: simulated sites running at once; default: all (each its own process, started once, so a hop
+            costs no process start).
+        job: a job built by :py:func:`tdgan_job` to run instead (tests use it to add a fault on the wire).
+        job_args: more arguments of :py:func:`tdgan_job` (``num_rounds``, ``task_request_interval``, ...).
 
     Returns:
         the hand-off paths, one per visit, in order.
@@ -171,15 +176,8 @@ def simulate(
     data_root, output_dir = Path(data_root).resolve(), Path(output_dir).resolve()
     order = list(order) if order is not None else read_center_order(data_root)
     if job is None:
-        job = tdgan_job(
-            order,
-            output_dir,
-            visit_overrides,
-            center_dirs={c: data_root / c for c in order},
-            num_rounds=num_rounds,
-            task_request_interval=task_request_interval,
-            data_root=str(data_root),
-        )
+        center_dirs = {c: data_root / c for c in order}
+        job = tdgan_job(order, output_dir, visit_overrides, center_dirs, data_root=str(data_root), **job_args)
     summary_path = output_dir / "sequence.json"
     if summary_path.exists():
         summary_path.unlink()  # only this run may claim a final hand-off
@@ -187,12 +185,12 @@ def simulate(
     allow_bundle_components(workspace)
     _bundle_on_pythonpath()
     t0 = time.perf_counter()
-    job.simulator_run(str(workspace), clients=list(order), threads=len(order))
+    rc = job.simulator_run(str(workspace), clients=list(order), threads=threads or len(order))
     seconds = time.perf_counter() - t0
     if not summary_path.is_file():
         raise RuntimeError(
-            f"the federated relay over {order} did not complete in {seconds:.0f} s: no {summary_path}. "
-            f"A site failed or its result was refused; see the simulator log under {workspace}."
+            f"the federated relay over {order} did not complete (simulator exit code {rc}, {seconds:.0f} s): no "
+            f"{summary_path}. A site failed or its result was refused; see the logs under {workspace}/<site>/."
         )
     summary = json.loads(summary_path.read_text())
     logger.info(f"federated relay complete in {seconds:.1f} s: final hand-off {summary['final_handoff']}")
@@ -204,23 +202,64 @@ def export(
     job_root: str | os.PathLike,
     output_dir: str | os.PathLike,
     visit_overrides: Mapping[str, Any] | None = None,
-    num_rounds: int = 1,
-    task_request_interval: float = 0.2,
+    **job_args: Any,
 ) -> str:
     """Write the job folder for POC mode or a provisioned deployment (``nvflare job submit -j <job_root>/<name>``).
 
-    Sites get no data path from the job: each sets ``TDGAN_CENTER_DIR`` to its own folder.
+    The job names no data path: each site sets ``TDGAN_CENTER_DIR`` to its own folder. ``output_dir`` is a folder
+    on the server.
 
     Returns:
         the job folder.
     """
-    job = tdgan_job(
-        order,
-        output_dir,
-        visit_overrides,
-        center_dirs=None,
-        num_rounds=num_rounds,
-        task_request_interval=task_request_interval,
-    )
+    job = tdgan_job(order, output_dir, visit_overrides, center_dirs=None, **job_args)
     job.export_job(str(job_root))
     return str(Path(job_root) / job.name)
+
+
+class FederatedSequence:
+    """The center sequence as a federated job, for bundle configs (``configs/federated.json`` replaces
+    ``configs/train_sequential.json``'s ``sequence`` with it): ``run()`` runs it in the simulator, ``export()``
+    writes the job folder for POC mode or a real deployment.
+
+    Args:
+        data_root: folder with the center folders and ``centers.json`` (simulator).
+        output_dir: where ``handoffs/``, ``sequence.json`` go (on the server).
+        order: site (= center) names in relay order.
+        visit_overrides: plain-valued settings of every visit.
+        workspace: simulator workspace.
+        job_root: where ``export()`` writes the job folder.
+        job_args: more arguments of :py:func:`tdgan_job`.
+    """
+
+    def __init__(
+        self,
+        data_root: str,
+        output_dir: str,
+        order: Sequence[str],
+        visit_overrides: Mapping[str, Any] | None = None,
+        workspace: str | None = None,
+        job_root: str | None = None,
+        **job_args: Any,
+    ) -> None:
+        self.data_root = data_root
+        self.output_dir = output_dir
+        self.order = list(order)
+        self.visit_overrides = dict(visit_overrides or {})
+        self.workspace = workspace
+        self.job_root = job_root
+        self.job_args = job_args
+
+    def run(self) -> list[str]:
+        """Run the job in the simulator; returns the hand-off paths in order (see :py:func:`simulate`)."""
+        return simulate(
+            self.data_root, self.output_dir, self.visit_overrides, self.order, self.workspace, **self.job_args
+        )
+
+    def export(self) -> str:
+        """Write the job folder (see :py:func:`export`); returns its path."""
+        if not self.job_root:
+            raise ValueError("export needs job_root (where to write the job folder).")
+        path = export(self.order, self.job_root, self.output_dir, self.visit_overrides, **self.job_args)
+        logger.info(f"NVFlare job written to {path}")
+        return path
