@@ -55,6 +55,7 @@ class HandoffPersistor(LearnablePersistor):
     def load(self, fl_ctx: FLContext) -> ModelLearnable:
         """The opening learnable (empty, or the initial hand-off's generator and metadata)."""
         _register_tensor_decomposer()
+        import scripts.networks  # noqa: F401 - imported now, not on the first hop (checks build the generator)
         if not self.initial_handoff:
             self.log_info(fl_ctx, "relay opens with no generator: the first site starts from scratch.")
             return make_model_learnable({}, {})
@@ -70,9 +71,10 @@ class HandoffPersistor(LearnablePersistor):
 class HandoffRelay(ShareableGenerator):
     """Checks what each site returns and writes it as that visit's hand-off, where the local sequence writes them.
 
-    For every result: the message must be a hand-off (generator tensors of the declared network, uint8 label maps,
-    matching sha256, see :py:func:`scripts.fl.message.message_to_handoff`) holding exactly one visit more than the one
-    sent; it is then written to ``<output_dir>/handoffs/visitNN_<center>.pt`` and described (tensor names, dtypes,
+    For every result: it must come from the next site in ``order``, and the message must be a hand-off (generator
+    tensors of the declared network, uint8 label maps, matching sha256, see
+    :py:func:`scripts.fl.message.message_to_handoff`) holding exactly one visit more than the one sent; it is then
+    written to ``<output_dir>/handoffs/visitNN_<center>.pt`` and described (tensor names, dtypes,
     shapes; no values) in ``<output_dir>/fl_messages.jsonl``. After the last visit of the last round,
     ``<output_dir>/sequence.json`` is written in the shape of :py:class:`scripts.sequence.VisitSequence`'s. Any
     failed check raises, and the cyclic controller then stops the job: no later site trains on wrong weights, and no
@@ -120,6 +122,12 @@ class HandoffRelay(ShareableGenerator):
         dxo = from_shareable(shareable)
         self._log_message({"direction": "result", "site": site, **describe_message(dxo.data, dxo.meta)})
         handoff = message_to_handoff(dxo.data, dxo.meta, f"result of site {site}")
+        expected = self.order[len(self._records) % len(self.order)]
+        if site != expected:
+            raise HandoffError(
+                f"result of site {site}: visit {len(self._records) + 1} belongs to site {expected} (relay order "
+                f"{self.order}): a site was skipped or answered out of turn."
+            )
         if len(handoff.visits) != self._sent_visits + 1:
             raise HandoffError(
                 f"result of site {site}: the hand-off holds {len(handoff.visits)} visit(s), expected "
