@@ -122,10 +122,12 @@ def _bundle_on_pythonpath() -> None:
 
 
 def allow_bundle_components(workspace: str | os.PathLike) -> Path:
-    """Add the bundle's FLARE components to the simulator's class allow list (``<workspace>/local/resources.json``).
+    """Add the bundle's FLARE components (``scripts.fl``) to the class allow list of a participant's workspace
+    (``<workspace>/local/resources.json``, created from ``resources.json.default`` if absent): the simulator's, or
+    a POC or provisioned server's or site's (``python -m scripts.fl.job allow <workspace> ...``).
 
-    NVFlare builds only components whose class path is on a site's ``class_allow_list`` (by default NVFlare's own).
-    In a real deployment the server's and each site's admin add ``scripts.fl`` to their own ``local/resources.json``.
+    NVFlare builds only components whose class path is on the participant's ``class_allow_list`` (by default
+    NVFlare's own classes).
 
     Returns:
         the resources file.
@@ -133,7 +135,9 @@ def allow_bundle_components(workspace: str | os.PathLike) -> Path:
     from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
 
     path = Path(workspace) / "local" / "resources.json"
-    resources = json.loads(path.read_text()) if path.is_file() else {"format_version": 2}
+    default = path.with_name("resources.json.default")  # what a provisioned or POC participant starts with
+    source = path if path.is_file() else default if default.is_file() else None
+    resources = json.loads(source.read_text()) if source else {"format_version": 2}
     allow = list(resources.get("class_allow_list", DEFAULT_CLASS_ALLOW_LIST))
     if ALLOW_PREFIX not in allow and "*" not in allow:
         allow.append(ALLOW_PREFIX)
@@ -263,3 +267,12 @@ class FederatedSequence:
         path = export(self.order, self.job_root, self.output_dir, self.visit_overrides, **self.job_args)
         logger.info(f"NVFlare job written to {path}")
         return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) < 3 or sys.argv[1] != "allow":
+        sys.exit("usage: python -m scripts.fl.job allow <participant workspace> [...]")
+    for ws in sys.argv[2:]:
+        print(f"allowed {ALLOW_PREFIX} in {allow_bundle_components(ws)}")

@@ -56,6 +56,7 @@ class HandoffPersistor(LearnablePersistor):
         """The opening learnable (empty, or the initial hand-off's generator and metadata)."""
         _register_tensor_decomposer()
         import scripts.networks  # noqa: F401 - imported now, not on the first hop (checks build the generator)
+
         if not self.initial_handoff:
             self.log_info(fl_ctx, "relay opens with no generator: the first site starts from scratch.")
             return make_model_learnable({}, {})
