@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = plain_overrides(args.overrides)
     flare.init()
     site = flare.get_site_name()
+    check_center_dir(args.center_dir, site)  # fail at job start, not after the sites before this one have trained
     work_dir = Path(args.work_dir or f"tdgan_{site}").resolve()
     while flare.is_running():
         model = flare.receive()
