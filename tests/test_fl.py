@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import META, REPO, TINY, run_visit
+from conftest import META, REPO, TINY
 
 from scripts.fl.client import plain_overrides
 from scripts.fl.job import tdgan_job
@@ -163,11 +163,9 @@ def test_corrupted_generator_is_refused_by_the_site_and_the_relay_stops(demo_roo
 
 
 @pytest.fixture(scope="module")
-def handoff(demo_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A real hand-off of one tiny visit."""
-    out = tmp_path_factory.mktemp("visit")
-    run_visit([demo_root / "center_a"], out)
-    return load_handoff(out / "handoff.pt")
+def handoff(relay: dict):
+    """A real hand-off with a label bank of three centers: the federated run's final one."""
+    return load_handoff(json.loads((relay["out"] / "sequence.json").read_text())["final_handoff"])
 
 
 def test_message_round_trip_rebuilds_the_same_handoff(handoff):
