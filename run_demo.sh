@@ -7,7 +7,7 @@
 # Extra arguments are passed to `monai.bundle run` (e.g. --resume false to redo everything).
 set -euo pipefail
 cd "$(dirname "$0")"
-source tools/venv.sh
+VENV_REQUIREMENTS=requirements.txt source tools/venv.sh
 python -m monai.bundle run \
     --config_file "['configs/evaluate.json','configs/demo.json']" \
     --meta_file configs/metadata.json \

@@ -26,7 +26,7 @@ from scripts.data import read_center_order
 from scripts.handoff import load_handoff
 from scripts.validate import check_sequence_inputs
 
-__all__ = ["plan_visits", "VisitSequence"]
+__all__ = ["plan_visits", "run_visit", "VisitSequence"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,31 @@ def plan_visits(order: Sequence[str], centers_per_visit: int = 1) -> list[list[s
         raise ValueError(f"centers_per_visit must be >= 0, got {centers_per_visit}.")
     n = centers_per_visit or len(order)
     return [list(order[i : i + n]) for i in range(0, len(order), n)]
+
+
+def run_visit(
+    visit_config: str | Sequence[str], overrides: dict[str, Any], meta_file: str | None = None
+) -> ConfigWorkflow:
+    """Run ONE visit: the bundle's visit workflow (``configs/train.json``) through ``monai.bundle.ConfigWorkflow``.
+
+    The local sequence and the federated client (``scripts/fl/client.py``) both call this, so a visit is written once.
+
+    Args:
+        visit_config: the visit workflow config file(s).
+        overrides: config overrides: ``center_dirs``, ``dataset_dir``, ``handoff_in``, ``handoff_out``,
+            ``output_dir`` and any setting of the visit (network sizes, epochs, ...).
+        meta_file: the bundle's metadata file.
+
+    Returns:
+        the finished workflow.
+    """
+    workflow = ConfigWorkflow(
+        config_file=visit_config, meta_file=meta_file, logging_file=False, workflow_type="train", **overrides
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return workflow
 
 
 class VisitSequence:
@@ -126,16 +151,7 @@ class VisitSequence:
                     "handoff_out": str(out),
                     "output_dir": str(self.output_dir / "visits" / tag),
                 }
-                workflow = ConfigWorkflow(
-                    config_file=self.visit_config,
-                    meta_file=self.meta_file,
-                    logging_file=False,
-                    workflow_type="train",
-                    **overrides,
-                )
-                workflow.initialize()
-                workflow.run()
-                workflow.finalize()
+                run_visit(self.visit_config, overrides, self.meta_file)
                 logger.info(f"[{i + 1}/{len(self.visits)}] {tag}: done in {time.perf_counter() - t0:.1f} s -> {out}")
             records.append({"centers": names, "handoff": str(out)})
             handoff_in = str(out)

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Create (or reuse) the bundle's virtual environment .venv with the pinned requirements.
-# Sourced by run_demo.sh and run_tests.sh; reinstalls only when a requirements file changed.
+# Create (or reuse) the bundle's virtual environment .venv with pinned requirements. Sourced by run_demo.sh (runtime
+# requirements only: requirements.txt) and run_tests.sh (requirements-dev.txt: runtime + the optional demo and FL
+# extras + test tools), which set VENV_REQUIREMENTS; reinstalls only when the chosen requirement files changed.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-python3}"
+req="${VENV_REQUIREMENTS:-requirements-dev.txt}"
 stamp="$root/.venv/.requirements.sha256"
-want="$(cat "$root/requirements.txt" "$root/requirements-demo.txt" "$root/requirements-dev.txt" | sha256sum | cut -d' ' -f1)"
+want="$(cd "$root" && echo "$req" && cat requirements*.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$root/.venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "[venv] installing the pinned requirements into $root/.venv ..."
+    echo "[venv] installing the pinned requirements ($req) into $root/.venv ..."
     "$py" -m venv "$root/.venv"
-    "$root/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/requirements-dev.txt"
+    "$root/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/$req"
     echo "$want" > "$stamp"
 fi
 export PATH="$root/.venv/bin:$PATH"

@@ -1,0 +1,139 @@
+# Copyright (c) 2026 The TDGAN bundle authors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""NVFlare Client API script of a site: receive the hand-off, run ONE visit on this site's data, send the hand-off on.
+
+Run by the site's NVFlare client from the site's OWN copy of the bundle (the job names this file; the server sends
+no code). The visit is the bundle's ``configs/train.json`` of that copy; from the job it takes plain override values
+only (numbers, strings, lists), never config expressions, and never paths: the data folder is the site's own setting
+(``--center_dir`` or the environment variable ``TDGAN_CENTER_DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[2]
+if str(BUNDLE_ROOT) not in sys.path:  # run by file path: make this copy's `scripts` package importable
+    sys.path.insert(0, str(BUNDLE_ROOT))
+
+import nvflare.client as flare  # noqa: E402
+
+from scripts.data import center_name  # noqa: E402
+from scripts.fl.message import handoff_to_message, is_first_message, message_to_handoff  # noqa: E402
+from scripts.handoff import load_handoff, save_handoff  # noqa: E402
+from scripts.sequence import run_visit  # noqa: E402
+
+# set by the site for each visit; the job may not choose them
+SITE_KEYS = ("bundle_root", "dataset_dir", "center_dirs", "handoff_in", "handoff_out", "output_dir", "checkpoint_dir")
+
+
+def plain_overrides(text: str) -> dict[str, Any]:
+    """Visit overrides from the job: a JSON object of plain values (no ``$``/``@``/``%`` expressions, no ``_target_``).
+
+    Raises:
+        ValueError: not a JSON object, an expression or component, or a key the site sets itself.
+    """
+    overrides = json.loads(text or "{}")
+    if not isinstance(overrides, dict):
+        raise ValueError(f"--overrides must be a JSON object, got {type(overrides).__name__}.")
+
+    def check(key: str, value: Any) -> None:
+        if isinstance(value, str) and value[:1] in ("$", "@", "%"):
+            raise ValueError(f"override {key!r}={value!r}: config expressions are not accepted from the job.")
+        if isinstance(value, dict):
+            if "_target_" in value:
+                raise ValueError(f"override {key!r}: components (_target_) are not accepted from the job.")
+            for k, v in value.items():
+                check(f"{key}#{k}", v)
+        if isinstance(value, list):
+            for i, v in enumerate(value):
+                check(f"{key}#{i}", v)
+
+    for key, value in overrides.items():
+        if key.split("#")[0] in SITE_KEYS:
+            raise ValueError(f"override {key!r}: set by the site itself, not accepted from the job.")
+        check(key, value)
+    return overrides
+
+
+def check_center_dir(path: str | None, site: str) -> Path:
+    """This site's data folder, which must hold a ``dataset.json``.
+
+    Raises:
+        FileNotFoundError: no folder given, or it has no ``dataset.json``.
+    """
+    if not path:
+        raise FileNotFoundError(f"site {site}: no data folder set (--center_dir or TDGAN_CENTER_DIR).")
+    folder = Path(path).resolve()
+    if not (folder / "dataset.json").is_file():
+        raise FileNotFoundError(
+            f"site {site}: data folder {folder} has no dataset.json (expected an MSD-style center folder with "
+            "dataset.json, imagesTr/, labelsTr/); this site cannot train, so the relay stops here."
+        )
+    return folder
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command line of the script (the job's ``task_script_args``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--center_dir", default=os.environ.get("TDGAN_CENTER_DIR"), help="this site's data folder")
+    parser.add_argument(
+        "--work_dir", default=None, help="where visits, logs and hand-offs go (default: ./tdgan_<site>)"
+    )
+    parser.add_argument("--overrides", default="{}", help="visit settings: a JSON object of plain values")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the relay: for every task, one visit from the received hand-off, then send the outgoing one."""
+    args = parse_args(argv)
+    overrides = plain_overrides(args.overrides)
+    flare.init()
+    site = flare.get_site_name()
+    check_center_dir(args.center_dir, site)  # fail at job start, not after the sites before this one have trained
+    work_dir = Path(args.work_dir or f"tdgan_{site}").resolve()
+    while flare.is_running():
+        model = flare.receive()
+        if model is None:
+            break
+        center_dir = check_center_dir(args.center_dir, site)
+        handoff_in, done = None, 0
+        if not is_first_message(model.params, model.meta):
+            incoming = message_to_handoff(model.params, model.meta, f"site {site}: generator received")
+            done = len(incoming.visits)
+        tag = f"visit{done + 1:02d}_{center_name(center_dir)}"
+        if done:
+            handoff_in = work_dir / tag / "handoff_in.pt"
+            save_handoff(incoming, handoff_in)  # what arrived, as the hand-off file the visit reads
+        handoff_out = work_dir / tag / "handoff_out.pt"
+        print(f"site {site}: {tag} from {handoff_in or 'scratch'} (round {model.current_round})")
+        settings = {
+            **overrides,
+            "bundle_root": str(BUNDLE_ROOT),
+            "dataset_dir": str(center_dir),
+            "center_dirs": [str(center_dir)],
+            "handoff_in": str(handoff_in) if handoff_in else None,
+            "handoff_out": str(handoff_out),
+            "output_dir": str(work_dir / tag),
+        }
+        run_visit(str(BUNDLE_ROOT / "configs" / "train.json"), settings, str(BUNDLE_ROOT / "configs" / "metadata.json"))
+        params, meta = handoff_to_message(load_handoff(handoff_out))
+        flare.send(flare.FLModel(params=params, params_type=flare.ParamsType.FULL, meta=meta))
+        print(f"site {site}: {tag} sent ({len(params)} generator tensors)")
+
+
+if __name__ == "__main__":
+    main()

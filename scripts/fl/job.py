@@ -1,0 +1,278 @@
+# Copyright (c) 2026 The TDGAN bundle authors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The NVFlare job of the center sequence (cyclic controller, explicit order), its simulator run and its export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from nvflare.app_common.workflows.cyclic_ctl import CyclicController
+from nvflare.job_config.api import FedJob
+
+from scripts.data import read_center_order
+from scripts.fl.client import SITE_KEYS
+from scripts.fl.executor import VisitExecutor
+from scripts.fl.relay import HandoffPersistor, HandoffRelay
+
+__all__ = ["tdgan_job", "simulate", "export", "allow_bundle_components", "FederatedSequence"]
+
+logger = logging.getLogger(__name__)
+
+BUNDLE_ROOT = Path(__file__).resolve().parents[2]
+ALLOW_PREFIX = "scripts.fl"
+"""Class-path prefix of the bundle's FLARE components (relay, executor), for each side's ``class_allow_list``."""
+
+
+def _script_args(center_dir: str | None, visit_overrides: Mapping[str, Any]) -> str:
+    """The client script's arguments. The FLARE in-process runner splits them on white space: compact JSON."""
+    overrides = {k: v for k, v in visit_overrides.items() if k not in SITE_KEYS}
+    text = json.dumps(overrides, separators=(",", ":"))
+    if any(c.isspace() for c in text) or (center_dir and any(c.isspace() for c in str(center_dir))):
+        raise ValueError(f"visit overrides and data folders may not contain white space, got {text} / {center_dir}.")
+    args = f"--overrides {text}"
+    return f"--center_dir {center_dir} {args}" if center_dir else args
+
+
+def tdgan_job(
+    order: Sequence[str],
+    output_dir: str | os.PathLike,
+    visit_overrides: Mapping[str, Any] | None = None,
+    center_dirs: Mapping[str, str | os.PathLike] | None = None,
+    num_rounds: int = 1,
+    task_request_interval: float = 0.2,
+    task_assignment_timeout: int = 0,
+    initial_handoff: str | None = None,
+    data_root: str | None = None,
+    name: str = "tdgan_cyclic",
+) -> FedJob:
+    """The center sequence as an NVFlare job.
+
+    Server: ``CyclicController`` with the explicit site order, ``task_assignment_timeout=0`` (wait for the named site
+    however long it takes: a slow site is never skipped) and a short task request interval (the server's default 2 s
+    dominates the hop time); :py:class:`~scripts.fl.relay.HandoffPersistor` opens the relay, and
+    :py:class:`~scripts.fl.relay.HandoffRelay` checks every result and writes it as the visit's hand-off.
+    Sites: :py:class:`~scripts.fl.executor.VisitExecutor`, NVFlare's in-process Client API executor pinned to the
+    site's own ``scripts/fl/client.py``, with PyTorch tensors on the wire. The job contains no code of the bundle
+    (``scripts`` is an app package that the server and each site have installed): each side runs its own pinned copy.
+
+    Args:
+        order: site names in relay order (in the simulator, the center folder names).
+        output_dir: server-side folder of the hand-offs, ``fl_messages.jsonl`` and ``sequence.json``.
+        visit_overrides: plain-valued settings of every visit (network sizes, epochs, ...).
+        center_dirs: site -> data folder, passed as the site's ``--center_dir`` (simulator, POC on one machine);
+            None: each site sets ``TDGAN_CENTER_DIR`` itself (real deployment).
+        num_rounds: times the generator goes round all sites (TDGAN: 1).
+        task_request_interval: seconds a site waits before asking the server again for a task.
+        task_assignment_timeout: seconds the controller waits for the named site to pick up its task before it
+            moves on to the next site; 0 = wait for it (keep 0: anything else can skip a slow site and break the
+            order; other values exist to show that).
+        initial_handoff: server-side hand-off file to continue from; default: the first site starts from scratch.
+        data_root: recorded in ``sequence.json`` (simulator).
+        name: job name.
+    """
+    order = [str(s) for s in order]
+    if len(order) < 2 or len(set(order)) != len(order):
+        raise ValueError(f"the relay needs at least 2 distinct sites, got {order}.")
+    job = FedJob(name=name, min_clients=len(order), mandatory_clients=order)
+    job.set_app_packages(["scripts"])  # never ship the bundle's code: sites run their own copy
+    job.to_server(HandoffPersistor(initial_handoff=initial_handoff), id="persistor")
+    job.to_server(
+        HandoffRelay(
+            output_dir=str(Path(output_dir).resolve()), order=order, num_rounds=num_rounds, data_root=data_root
+        ),
+        id="shareable_generator",
+    )
+    controller = CyclicController(
+        num_rounds=num_rounds,
+        task_assignment_timeout=task_assignment_timeout,
+        persistor_id="persistor",
+        shareable_generator_id="shareable_generator",
+        task_name="train",
+        task_check_period=0.1,
+        snapshot_every_n_rounds=0,
+        order=order,
+    )
+    job.to_server(controller)
+    job.to_server({"server": {"task_request_interval": task_request_interval}})
+    for site in order:
+        center_dir = str(Path(center_dirs[site]).resolve()) if center_dirs else None
+        job.to(VisitExecutor(_script_args(center_dir, visit_overrides or {})), site, tasks=["train"])
+    return job
+
+
+def _bundle_on_pythonpath() -> None:
+    """Simulated server and sites are subprocesses: they import this bundle's ``scripts`` from PYTHONPATH."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(BUNDLE_ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(BUNDLE_ROOT), *paths])
+
+
+def allow_bundle_components(workspace: str | os.PathLike) -> Path:
+    """Add the bundle's FLARE components (``scripts.fl``) to the class allow list of a participant's workspace
+    (``<workspace>/local/resources.json``, created from ``resources.json.default`` if absent): the simulator's, or
+    a POC or provisioned server's or site's (``python -m scripts.fl.job allow <workspace> ...``).
+
+    NVFlare builds only components whose class path is on the participant's ``class_allow_list`` (by default
+    NVFlare's own classes).
+
+    Returns:
+        the resources file.
+    """
+    from nvflare.app_common.default_component_policy import DEFAULT_CLASS_ALLOW_LIST
+
+    path = Path(workspace) / "local" / "resources.json"
+    default = path.with_name("resources.json.default")  # what a provisioned or POC participant starts with
+    source = path if path.is_file() else default if default.is_file() else None
+    resources = json.loads(source.read_text()) if source else {"format_version": 2}
+    allow = list(resources.get("class_allow_list", DEFAULT_CLASS_ALLOW_LIST))
+    if ALLOW_PREFIX not in allow and "*" not in allow:
+        allow.append(ALLOW_PREFIX)
+    resources["class_allow_list"] = allow
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(resources, indent=4))
+    return path
+
+
+def simulate(
+    data_root: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    visit_overrides: Mapping[str, Any] | None = None,
+    order: Sequence[str] | None = None,
+    workspace: str | os.PathLike | None = None,
+    threads: int | None = None,
+    job: FedJob | None = None,
+    **job_args: Any,
+) -> list[str]:
+    """Run the job in NVFlare's simulator, one simulated site per center folder of ``data_root`` (each site is given
+    only its own folder), and check that the relay completed.
+
+    Args:
+        data_root: folder with the center folders and ``centers.json``.
+        output_dir: where ``handoffs/``, ``sequence.json`` and the simulator workspace (``nvflare/``) go.
+        visit_overrides: settings of every visit.
+        order: center names in visiting order; default: ``centers.json``'s.
+        workspace: simulator workspace; default ``<output_dir>/nvflare``.
+        threads: simulated sites running at once; default: all (each its own process, started once, so a hop
+            costs no process start).
+        job: a job built by :py:func:`tdgan_job` to run instead (tests use it to add a fault on the wire).
+        job_args: more arguments of :py:func:`tdgan_job` (``num_rounds``, ``task_request_interval``, ...).
+
+    Returns:
+        the hand-off paths, one per visit, in order.
+
+    Raises:
+        RuntimeError: the relay did not complete (a site failed, or a result was refused): no ``sequence.json``.
+    """
+    data_root, output_dir = Path(data_root).resolve(), Path(output_dir).resolve()
+    order = list(order) if order is not None else read_center_order(data_root)
+    if job is None:
+        center_dirs = {c: data_root / c for c in order}
+        job = tdgan_job(order, output_dir, visit_overrides, center_dirs, data_root=str(data_root), **job_args)
+    summary_path = output_dir / "sequence.json"
+    if summary_path.exists():
+        summary_path.unlink()  # only this run may claim a final hand-off
+    workspace = Path(workspace or output_dir / "nvflare").resolve()
+    allow_bundle_components(workspace)
+    _bundle_on_pythonpath()
+    t0 = time.perf_counter()
+    rc = job.simulator_run(str(workspace), clients=list(order), threads=threads or len(order))
+    seconds = time.perf_counter() - t0
+    if not summary_path.is_file():
+        raise RuntimeError(
+            f"the federated relay over {order} did not complete (simulator exit code {rc}, {seconds:.0f} s): no "
+            f"{summary_path}. A site failed or its result was refused; see the logs under {workspace}/<site>/."
+        )
+    summary = json.loads(summary_path.read_text())
+    logger.info(f"federated relay complete in {seconds:.1f} s: final hand-off {summary['final_handoff']}")
+    return [v["handoff"] for v in summary["visits"]]
+
+
+def export(
+    order: Sequence[str],
+    job_root: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    visit_overrides: Mapping[str, Any] | None = None,
+    **job_args: Any,
+) -> str:
+    """Write the job folder for POC mode or a provisioned deployment (``nvflare job submit -j <job_root>/<name>``).
+
+    The job names no data path: each site sets ``TDGAN_CENTER_DIR`` to its own folder. ``output_dir`` is a folder
+    on the server.
+
+    Returns:
+        the job folder.
+    """
+    job = tdgan_job(order, output_dir, visit_overrides, center_dirs=None, **job_args)
+    job.export_job(str(job_root))
+    return str(Path(job_root) / job.name)
+
+
+class FederatedSequence:
+    """The center sequence as a federated job, for bundle configs (``configs/federated.json`` replaces
+    ``configs/train_sequential.json``'s ``sequence`` with it): ``run()`` runs it in the simulator, ``export()``
+    writes the job folder for POC mode or a real deployment.
+
+    Args:
+        data_root: folder with the center folders and ``centers.json`` (simulator).
+        output_dir: where ``handoffs/``, ``sequence.json`` go (on the server).
+        order: site (= center) names in relay order.
+        visit_overrides: plain-valued settings of every visit.
+        workspace: simulator workspace.
+        job_root: where ``export()`` writes the job folder.
+        job_args: more arguments of :py:func:`tdgan_job`.
+    """
+
+    def __init__(
+        self,
+        data_root: str,
+        output_dir: str,
+        order: Sequence[str],
+        visit_overrides: Mapping[str, Any] | None = None,
+        workspace: str | None = None,
+        job_root: str | None = None,
+        **job_args: Any,
+    ) -> None:
+        self.data_root = data_root
+        self.output_dir = output_dir
+        self.order = list(order)
+        self.visit_overrides = dict(visit_overrides or {})
+        self.workspace = workspace
+        self.job_root = job_root
+        self.job_args = job_args
+
+    def run(self) -> list[str]:
+        """Run the job in the simulator; returns the hand-off paths in order (see :py:func:`simulate`)."""
+        return simulate(
+            self.data_root, self.output_dir, self.visit_overrides, self.order, self.workspace, **self.job_args
+        )
+
+    def export(self) -> str:
+        """Write the job folder (see :py:func:`export`); returns its path."""
+        if not self.job_root:
+            raise ValueError("export needs job_root (where to write the job folder).")
+        path = export(self.order, self.job_root, self.output_dir, self.visit_overrides, **self.job_args)
+        logger.info(f"NVFlare job written to {path}")
+        return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) < 3 or sys.argv[1] != "allow":
+        sys.exit("usage: python -m scripts.fl.job allow <participant workspace> [...]")
+    for ws in sys.argv[2:]:
+        print(f"allowed {ALLOW_PREFIX} in {allow_bundle_components(ws)}")

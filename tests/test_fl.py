@@ -1,0 +1,217 @@
+# Copyright (c) 2026 The TDGAN bundle authors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Tests of the federated center sequence: the NVFlare job run in NVFlare's simulator with tiny visits."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import META, REPO, TINY
+
+from scripts.fl.client import plain_overrides
+from scripts.fl.job import tdgan_job
+from scripts.fl.message import META_KEY, handoff_to_message, message_to_handoff
+from scripts.handoff import HandoffError, load_handoff
+from scripts.networks import TDGANGenerator
+
+ORDER = ["center_c", "center_a", "center_b"]  # not alphabetical: the relay must follow the configured order
+
+
+def _handoff(ws: Path, site: str, index: int, which: str):
+    """The hand-off a simulated site received (``in``) or sent (``out``) at visit ``index`` (1-based)."""
+    return load_handoff(ws / site / f"tdgan_{site}" / f"visit{index:02d}_{site}" / f"handoff_{which}.pt")
+
+
+def _site_log(ws: Path, site: str) -> str:
+    return (ws / site / "log.txt").read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def relay(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The bundle's federated config (configs/federated.json over train_sequential.json), run once through
+    ``python -m monai.bundle run``: 3 simulated sites x 1 round with tiny visits."""
+    tmp = tmp_path_factory.mktemp("fl")
+    root = tmp / "data"
+    shutil.copytree(demo_root, root)
+    (root / "centers.json").write_text(json.dumps({"order": ORDER}))
+    override = tmp / "tiny.json"
+    tiny = {f"visit_overrides#{k}": v for k, v in TINY.items()}
+    override.write_text(json.dumps({"data_root": str(root), "output_dir": str(tmp / "out"), **tiny}))
+    configs = [str(REPO / "configs" / f) for f in ("train_sequential.json", "federated.json")] + [str(override)]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs), "--meta_file", META]
+    cmd += ["--logging_file", str(REPO / "configs" / "logging.conf"), "--bundle_root", str(REPO)]
+    done = subprocess.run(
+        cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return {"root": root, "out": tmp / "out", "ws": tmp / "out" / "nvflare"}
+
+
+def test_each_site_receives_bit_identical_the_generator_the_previous_site_sent(relay: dict):
+    for i in range(1, len(ORDER)):
+        sent = _handoff(relay["ws"], ORDER[i - 1], i, "out")
+        received = _handoff(relay["ws"], ORDER[i], i + 1, "in")
+        assert sent.generator.keys() == received.generator.keys()
+        for k, v in sent.generator.items():
+            assert torch.equal(v, received.generator[k]), f"{k} changed between {ORDER[i - 1]} and {ORDER[i]}"
+        assert sent.label_bank.keys() == received.label_bank.keys()
+        for k, v in sent.label_bank.items():
+            assert torch.equal(v, received.label_bank[k])
+        assert sent.registry == received.registry and sent.visits == received.visits
+
+
+def test_final_handoff_is_the_last_sites_output_and_registry_follows_the_configured_order(relay: dict):
+    summary = json.loads((relay["out"] / "sequence.json").read_text())
+    assert summary["order"] == ORDER
+    names = [Path(v["handoff"]).name for v in summary["visits"]]
+    assert names == [f"visit{i + 1:02d}_{c}.pt" for i, c in enumerate(ORDER)]
+    assert summary["final_handoff"] == summary["visits"][-1]["handoff"]
+    final = load_handoff(summary["final_handoff"])
+    last = _handoff(relay["ws"], ORDER[-1], len(ORDER), "out")
+    for k, v in last.generator.items():
+        assert torch.equal(v, final.generator[k])
+    assert [e["name"] for e in final.registry] == ORDER
+    assert [e["code"] for e in final.registry] == list(range(len(ORDER)))
+    assert [v["centers"] for v in final.visits] == [[c] for c in ORDER]
+    assert set(final.label_bank) == set(ORDER)
+
+
+def test_no_message_carries_an_image_only_generator_weights_and_label_maps(relay: dict):
+    network = load_handoff(json.loads((relay["out"] / "sequence.json").read_text())["final_handoff"]).network
+    expected = {f"params/{k}": list(v.shape) for k, v in TDGANGenerator(**network).state_dict().items()}
+    messages = [json.loads(line) for line in (relay["out"] / "fl_messages.jsonl").read_text().splitlines()]
+    # the controller also prepares task data after the last result, for a next site that does not come
+    assert [m["direction"] for m in messages] == ["task", "result"] * len(ORDER) + ["task"]
+    for m in messages[1:]:  # all but the opening message, which is empty
+        assert m["meta_keys"] == [META_KEY] or set(m["meta_keys"]) - {"job_id", "site_name"} == {META_KEY}
+        params = {k: v for k, v in m["tensors"].items() if k.startswith("params/")}
+        assert {k: v["shape"] for k, v in params.items()} == expected
+        assert {v["dtype"] for v in params.values()} == {"torch.float32"}
+        others = {k: v for k, v in m["tensors"].items() if not k.startswith("params/")}
+        assert others, "the label bank travels in the metadata"
+        for k, v in others.items():
+            assert k.startswith(f"meta/{META_KEY}/label_bank/"), k
+            assert v["dtype"] == "torch.uint8" and v["shape"][1:] == [1, *TINY["spatial_size"]]
+            assert v["shape"][0] <= TINY["label_bank_size"]
+    for site in ORDER:  # and what arrived holds label values only
+        for maps in _handoff(relay["ws"], site, ORDER.index(site) + 1, "out").label_bank.values():
+            assert int(maps.max()) < network["num_classes"]
+
+
+def test_each_site_is_given_only_its_own_folder_and_the_job_ships_no_code(relay: dict):
+    for site in ORDER:
+        app = relay["ws"] / site / "simulate_job" / f"app_{site}"
+        config = (app / "config" / "config_fed_client.json").read_text()
+        assert str(relay["root"] / site) in config
+        assert [c for c in ORDER if c != site and str(relay["root"] / c) in config] == []
+        assert not (app / "custom").exists()
+    assert not (relay["ws"] / "server" / "simulate_job" / "app_server" / "custom").exists()
+
+
+def _failing_relay(demo_root: Path, tmp_path: Path, fault: str) -> tuple[Path, Path, RuntimeError]:
+    """Run 3 tiny sites where the second one fails (``missing`` data folder, or a ``corrupt`` generator on the wire)."""
+    from scripts.fl.job import simulate
+
+    order = ["center_a", "center_b", "center_c"]
+    dirs = {c: demo_root / c for c in order}
+    if fault == "missing":
+        dirs["center_b"] = tmp_path / "no_such_center"
+    out = tmp_path / "out"
+    job = tdgan_job(order, out, TINY, center_dirs=dirs)
+    if fault == "corrupt":
+        from fl_faults import CorruptGenerator
+        from nvflare.job_config.defs import FilterType
+
+        job.to(CorruptGenerator(), "center_b", filter_type=FilterType.TASK_DATA, tasks=["train"])
+    with pytest.raises(RuntimeError, match="did not complete") as failure:
+        simulate(demo_root, out, order=order, job=job)
+    return out, out / "nvflare", failure.value
+
+
+def test_site_without_its_data_folder_fails_clearly_and_the_relay_stops(demo_root: Path, tmp_path: Path):
+    out, ws, _ = _failing_relay(demo_root, tmp_path, "missing")
+    assert "no_such_center has no dataset.json" in _site_log(ws, "center_b")
+    assert [p.name for p in (out / "handoffs").glob("*.pt")] == ["visit01_center_a.pt"]
+    assert not (out / "sequence.json").exists()
+    assert not (ws / "center_c" / "tdgan_center_c").exists()  # the next site never trained
+
+
+def test_corrupted_generator_is_refused_by_the_site_and_the_relay_stops(demo_root: Path, tmp_path: Path):
+    out, ws, _ = _failing_relay(demo_root, tmp_path, "corrupt")
+    log = _site_log(ws, "center_b")
+    assert "test fault: corrupted" in log and "do not match the sha256 their sender computed" in log
+    assert not list((ws / "center_b").rglob("handoff_*.pt"))  # nothing trained, nothing sent
+    assert [p.name for p in (out / "handoffs").glob("*.pt")] == ["visit01_center_a.pt"]
+    assert not (out / "sequence.json").exists()
+    assert not (ws / "center_c" / "tdgan_center_c").exists()
+
+
+@pytest.fixture(scope="module")
+def handoff(relay: dict):
+    """A real hand-off with a label bank of three centers: the federated run's final one."""
+    return load_handoff(json.loads((relay["out"] / "sequence.json").read_text())["final_handoff"])
+
+
+def test_message_round_trip_rebuilds_the_same_handoff(handoff):
+    params, meta = handoff_to_message(handoff)
+    assert all(isinstance(v, torch.Tensor) for v in params.values())
+    back = message_to_handoff(params, {**meta, "job_id": "x", "site_name": "y"}, "test")
+    assert back.payload().keys() == handoff.payload().keys()
+    assert all(torch.equal(v, back.generator[k]) for k, v in handoff.generator.items())
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("numpy", "must be torch tensors"),
+        ("extra", "unexpected ['extra']"),
+        ("image", "must be uint8 label maps"),
+        ("network", "not the weights of the generator"),
+        ("flip", "do not match the sha256"),
+        ("meta", "must hold exactly"),
+    ],
+)
+def test_message_that_is_not_the_sent_generator_is_refused(handoff, fault: str, message: str):
+    params, meta = handoff_to_message(handoff)
+    body = meta[META_KEY]
+    key = next(iter(params))
+    if fault == "numpy":
+        params[key] = params[key].numpy()
+    elif fault == "extra":
+        params["extra"] = torch.zeros(3)
+    elif fault == "image":
+        name = next(iter(body["label_bank"]))
+        body["label_bank"][name] = body["label_bank"][name].float()
+    elif fault == "network":
+        body["network"] = {**body["network"], "ngf": body["network"]["ngf"] * 2}
+    elif fault == "flip":
+        params[key] = params[key].clone()
+        params[key].view(-1)[0] += 1e-3
+    elif fault == "meta":
+        body["extra"] = np.zeros(2)
+    with pytest.raises(HandoffError) as e:
+        message_to_handoff(params, meta, "test message")
+    assert message in str(e.value) and str(e.value).startswith("test message")
+
+
+def test_site_accepts_only_plain_visit_settings_from_the_job():
+    assert plain_overrides('{"ngf":8,"spatial_size":[32,32]}') == {"ngf": 8, "spatial_size": [32, 32]}
+    for bad in ('{"ngf":"$__import__(\'os\')"}', '{"network_def":{"_target_":"x"}}', '{"center_dirs":["/x"]}'):
+        with pytest.raises(ValueError):
+            plain_overrides(bad)
