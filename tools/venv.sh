@@ -7,7 +7,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-python3}"
 req="${VENV_REQUIREMENTS:-requirements-dev.txt}"
 stamp="$root/.venv/.requirements.sha256"
-want="$(cd "$root" && echo "$req" && cat requirements*.txt | sha256sum | cut -d' ' -f1)"
+want="$req $(cat "$root"/requirements*.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$root/.venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "[venv] installing the pinned requirements ($req) into $root/.venv ..."
     "$py" -m venv "$root/.venv"
