@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from scripts.data import center_datalist
 from scripts.quality import load_pairs
 
 __all__ = ["rms_distances", "nearest_neighbours", "audit_center", "audit_dataset"]
@@ -46,6 +47,7 @@ def audit_center(
     quantile: float = 0.05,
     real_names: Sequence[str] | None = None,
     synthetic_names: Sequence[str] | None = None,
+    paired: Sequence[int | None] | None = None,
 ) -> dict[str, object]:
     """Compare each synthetic image with its nearest real training image of the same center.
 
@@ -60,6 +62,9 @@ def audit_center(
         quantile: real-to-real nearest-neighbour quantile used as the near-copy threshold.
         real_names: names of the real images (reported for flagged samples).
         synthetic_names: names of the synthetic images.
+        paired: for each synthetic image, the index of the real image whose label map it was made from (None when
+            it came from another label map); the result then says how many flagged images are nearest to their own
+            paired real image (a generator reproducing the image of a training label map) rather than to another.
 
     Returns:
         summary distances, the threshold, the flagged fraction and the flagged samples with their nearest real image.
@@ -70,6 +75,9 @@ def audit_center(
     d_syn, idx = nearest_neighbours(rms_distances(synthetic, real))
     threshold = float(torch.quantile(d_real, quantile))
     flagged = (d_syn < threshold).nonzero().flatten().tolist()
+    flagged_paired = None
+    if paired is not None:
+        flagged_paired = sum(1 for i in flagged if paired[i] is not None and int(idx[i]) == paired[i])
     return {
         "synthetic": int(synthetic.shape[0]),
         "real": int(real.shape[0]),
@@ -80,6 +88,7 @@ def audit_center(
         "threshold": round(threshold, 4),
         "flagged": len(flagged),
         "flagged_fraction": round(len(flagged) / max(1, synthetic.shape[0]), 4),
+        "flagged_nearest_to_own_pair": flagged_paired,
         "flagged_samples": [
             {
                 "synthetic": synthetic_names[i] if synthetic_names else i,
@@ -104,15 +113,20 @@ def audit_dataset(
     meta = json.loads((synthetic_dir / "dataset.json").read_text())
     images, _, names = load_pairs(synthetic_dir, spatial_dims, spatial_size, key="training", minv=0.0)
     centers = [item["center"] for item in meta["training"]]
+    sources = [item.get("label_source") for item in meta["training"]]
     out = {}
     for c in dict.fromkeys(centers):
         rows = [i for i, x in enumerate(centers) if x == c]
-        real, _, real_names = load_pairs(Path(data_root) / c, spatial_dims, spatial_size, key="training", minv=0.0)
+        center_dir = Path(data_root) / c
+        real, _, real_names = load_pairs(center_dir, spatial_dims, spatial_size, key="training", minv=0.0)
+        labels = [f"{c}/{os.path.relpath(it['label'], center_dir)}" for it in center_datalist(center_dir, 0)]
+        paired = [labels.index(sources[i]) if sources[i] in labels else None for i in rows]
         out[c] = audit_center(
             images[rows],
             real,
             quantile,
             [os.path.basename(n) for n in real_names],
             [os.path.basename(names[i]) for i in rows],
+            paired,
         )
     return out

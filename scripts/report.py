@@ -108,7 +108,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += [
         "RMS intensity distance (images scaled to [0, 1]) from each synthetic image to its nearest real training "
         f"image of the same center, against real-to-real nearest-neighbour distances. A synthetic image closer than "
-        f"the {mem['quantile']} quantile of the real-to-real distances is flagged as a near copy.",
+        f"the {mem['quantile']} quantile of the real-to-real distances is flagged as a near copy. The last column "
+        "counts flagged images whose nearest real image is the one whose label map they were made from: the "
+        "generator reproducing that training image, so synthetic images made from training label maps should be "
+        "shared with the same care as the images themselves.",
         "",
     ]
     rows = []
@@ -122,9 +125,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                     _fmt(r["real_to_real_median"]),
                     _fmt(r["threshold"]),
                     f"{_fmt(r['flagged'])} / {_fmt(r['synthetic'])}",
+                    _fmt(r.get("flagged_nearest_to_own_pair")),
                 ]
             )
-    out += _table(["Generator", "Center", "Synthetic→real median", "Real→real median", "Threshold", "Flagged"], rows)
+    header = ["Generator", "Center", "Synthetic→real median", "Real→real median", "Threshold", "Flagged"]
+    out += _table(header + ["Nearest to own pair"], rows)
 
     grids = fig.get("grids", {})
     if grids:
@@ -177,7 +182,7 @@ def plot_grid(
             axes[i, 0].set_title("label", fontsize=8)
         _imshow_image(axes[i, 1], real[i], "real" if i == 0 else None)
         for j, (name, imgs) in enumerate(synthetic.items()):
-            _imshow_image(axes[i, 2 + j], imgs[i], name if i == 0 else None)
+            _imshow_image(axes[i, 2 + j], imgs[i], name.replace(", ", ",\n") if i == 0 else None)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

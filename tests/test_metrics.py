@@ -92,9 +92,12 @@ def test_memorisation_audit_flags_a_copy_of_a_real_image_and_not_a_distant_one()
     real = torch.rand(10, 1, 8, 8, generator=gen)
     copy = real[3:4] + 0.001  # a near copy of real image 3
     distant = torch.full((1, 1, 8, 8), 5.0)
-    got = audit_center(torch.cat([copy, distant]), real, quantile=0.05, real_names=[f"r{i}" for i in range(10)])
+    names = [f"r{i}" for i in range(10)]
+    got = audit_center(torch.cat([copy, distant]), real, quantile=0.05, real_names=names, paired=[3, None])
     assert got["flagged"] == 1
+    assert got["flagged_nearest_to_own_pair"] == 1
     assert got["flagged_samples"][0]["synthetic"] == 0
     assert got["flagged_samples"][0]["nearest_real"] == "r3"
     assert got["synthetic_to_real_min"] == pytest.approx(0.001, abs=1e-4)
     assert got["threshold"] > 0.001
+    assert audit_center(copy, real, real_names=names, paired=[5])["flagged_nearest_to_own_pair"] == 0
