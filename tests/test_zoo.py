@@ -27,8 +27,10 @@ INFERENCE = str(REPO / "configs" / "inference.json")
 MODEL = REPO / "models" / "model.pt"
 
 
-def _bundle_cli(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", *args]
+def _zoo_check(command: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle <command> --net_id network_def ...`` on the inference config, as the zoo runs it."""
+    common = ["--net_id", "network_def", "--meta_file", META, "--config_file", INFERENCE, "--bundle_root", str(REPO)]
+    cmd = [sys.executable, "-m", "monai.bundle", command, *common, *args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -42,38 +44,14 @@ def test_released_weights_are_a_small_generator_state_dict_that_loads_into_the_i
 
 
 def test_verify_net_in_out_passes_for_the_generator():
-    done = _bundle_cli(
-        "verify_net_in_out",
-        "--net_id",
-        "network_def",
-        "--meta_file",
-        META,
-        "--config_file",
-        INFERENCE,
-        "--bundle_root",
-        str(REPO),
-    )
+    done = _zoo_check("verify_net_in_out")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "verified with no error" in done.stdout + done.stderr
 
 
 def test_ckpt_export_gives_a_torchscript_generator_with_the_eager_output(tmp_path: Path):
     ts = tmp_path / "model.ts"
-    done = _bundle_cli(
-        "ckpt_export",
-        "--net_id",
-        "network_def",
-        "--filepath",
-        str(ts),
-        "--ckpt_file",
-        str(MODEL),
-        "--meta_file",
-        META,
-        "--config_file",
-        INFERENCE,
-        "--bundle_root",
-        str(REPO),
-    )
+    done = _zoo_check("ckpt_export", "--filepath", str(ts), "--ckpt_file", str(MODEL))
     assert done.returncode == 0, done.stderr[-3000:]
     scripted = torch.jit.load(str(ts), map_location="cpu")
     parser = ConfigParser()
