@@ -225,7 +225,7 @@ def plot_dice_bars(
     import matplotlib.pyplot as plt
 
     classes, sets = seg["classes"], list(seg["training_sets"])
-    fig, axes = plt.subplots(1, len(classes), figsize=(3.4 * len(classes), 3.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(classes), figsize=(3.4 * len(classes), 3.4), squeeze=False)
     width = 0.8 / len(sets)
     for ax, cls in zip(axes[0], classes):
         for k, name in enumerate(sets):
@@ -234,8 +234,9 @@ def plot_dice_bars(
         ax.set_xticks(np.arange(len(centers)) + 0.4 - width / 2, centers, fontsize=7)
         ax.set_ylim(0, 1)
         ax.set_title(f"{cls} Dice (real test images)", fontsize=8)
-    axes[0, -1].legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, loc="lower center", ncol=min(4, len(sets)), frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
