@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -199,7 +200,15 @@ def network_setting(handoff: str | os.PathLike | None, key: str, default: Any) -
     ``default`` when no hand-off is given."""
     if not handoff:
         return default
-    return load_handoff(handoff).network[key]
+    if not os.path.isfile(handoff):
+        load_handoff(handoff)  # raises the hand-off's own "file not found" error
+    return dict(_handoff_network(str(handoff), os.stat(handoff).st_mtime_ns))[key]
+
+
+@functools.lru_cache(maxsize=8)
+def _handoff_network(path: str, mtime_ns: int) -> tuple[tuple[str, Any], ...]:
+    """A hand-off's generator settings, read (and checksummed) once per file version, not once per config key."""
+    return tuple(load_handoff(path).network.items())
 
 
 def label_names_of(label_dirs: Sequence[str | os.PathLike]) -> dict[str, str]:
