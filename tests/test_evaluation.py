@@ -194,3 +194,35 @@ def test_evaluate_writes_a_report_whose_json_holds_every_number_of_its_markdown(
     assert len(shown) > 50
     missing = sorted({t for t in shown if t not in known})
     assert not missing, f"numbers shown in report.md but absent from report.json: {missing}"
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_segmentation_augmentation_moves_image_and_label_together(augment: bool):
+    from monai.bundle import ConfigParser
+    from monai.transforms import Randomizable
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "configs" / "segmentation.json"))
+    parser["augment"] = augment
+    preprocessing = parser.get_parsed_content("train#preprocessing#transforms")
+    transforms = parser.get_parsed_content("train#transforms")
+    random_ones = [t for t in transforms.transforms if isinstance(t, Randomizable)]
+    assert len(transforms.transforms) == len(preprocessing) + len(random_ones)
+    assert bool(random_ones) == augment
+    if not augment:
+        return
+    augmentation = type(transforms)(random_ones)
+    # an asymmetric label map whose image is the label scaled to [0, 1]: after any flip and intensity change, each
+    # class must still have one intensity, increasing with the class, at the flipped label's pixels
+    label = torch.zeros(1, 16, 16, dtype=torch.long)
+    label[0, 2:6, 1:4], label[0, 9:14, 10:12], label[0, 3, 12] = 1, 2, 3
+    flipped = set()
+    for seed in range(16):
+        augmentation.set_random_state(seed)
+        out = augmentation({"image": label.float() / 3, "label": label.clone()})
+        image, lab = torch.as_tensor(out["image"]), torch.as_tensor(out["label"])
+        levels = [image[lab == k].unique() for k in range(4)]
+        assert all(len(v) == 1 for v in levels), seed
+        assert all(a < b for a, b in zip(levels, levels[1:])), seed
+        flipped.add(bool((lab != label).any()))
+    assert flipped == {True, False}
