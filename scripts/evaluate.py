@@ -36,11 +36,6 @@ __all__ = ["Evaluation"]
 logger = logging.getLogger(__name__)
 
 
-def _flat(prefix: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """``{"a": 1}`` -> ``{"prefix#a": 1}``: overrides that set single keys instead of replacing a whole dict."""
-    return {f"{prefix}#{k}": v for k, v in overrides.items()}
-
-
 class Evaluation:
     """The paper's evaluation protocol on centers with paired held-out test data, end to end.
 
@@ -140,9 +135,12 @@ class Evaluation:
                 "run_name": name,
                 "output_dir": str(self.output_dir / name),
                 "resume": self.resume,
-                **_flat("visit_overrides", self.visit_overrides),
             },
         )
+        # merge key by key into the method's own visit_overrides (a baseline's file may set some), as raw config: a key
+        # may itself be a config path such as "discriminators_def#num_layers", which "visit_overrides#<key>" cannot
+        # express
+        workflow.parser["visit_overrides"].update(self.visit_overrides)
         workflow.initialize()
         workflow.run()
         workflow.finalize()

@@ -25,6 +25,7 @@ from monai.bundle import ConfigWorkflow
 from monai.data import load_decathlon_datalist
 
 from scripts.data import read_center_order
+from scripts.handoff import load_handoff
 from scripts.synthesis import GeneratorSource, choose_styles
 from tests.conftest import META, REPO, TINY, run_visit
 
@@ -144,7 +145,8 @@ def _numbers(obj) -> set[str]:
 
 def test_evaluate_writes_a_report_whose_json_holds_every_number_of_its_markdown(demo_root: Path, tmp_path: Path):
     out = tmp_path / "runs"
-    visit = {k: v for k, v in TINY.items()}
+    # a config-path key reaches every visit: the generator is built with 6 filters although the visits' ngf is 8
+    visit = {**TINY, "network_def#ngf": 6}
     workflow = ConfigWorkflow(
         config_file=EVALUATE,
         meta_file=META,
@@ -171,6 +173,8 @@ def test_evaluate_writes_a_report_whose_json_holds_every_number_of_its_markdown(
     assert report["centers"] == centers
     assert set(report["quality"]) == {"tdgan_bank", "finetune"}
     assert len(report["quality"]["tdgan_bank"]["ssim"]) == len(centers)  # one row per visit
+    for method in report["methods"].values():
+        assert load_handoff(method["final_handoff"]).network["ngf"] == 6
     assert set(report["segmentation"]["scores"]) == {"tdgan_bank", "finetune", "real_all", "real_last"}
     for name, per_center in report["segmentation"]["scores"].items():
         assert set(per_center) == set(centers), name
