@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from scripts.networks import TDGANGenerator, TemporaryDiscriminators, encode_condition, one_hot_labels
+from tests.conftest import TRAIN
 
 
 def test_fresh_generator_gives_different_images_for_different_center_codes():
@@ -76,3 +77,18 @@ def test_each_temporary_discriminator_sees_label_and_image_and_returns_patch_log
     assert logits.shape == (2, 1, 6, 6)  # 70x70 PatchGAN patches on a 64x64 input
     with pytest.raises(ValueError, match="at least one"):
         TemporaryDiscriminators(count=0, spatial_dims=2, num_classes=4)
+
+
+@pytest.mark.parametrize("d_layers, field", [(3, 70), (2, 34)])
+def test_train_config_d_layers_sets_the_patch_size_of_the_temporary_discriminators(d_layers: int, field: int):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    parser.update({"d_layers": d_layers, "ndf": 8})
+    parser["discriminators_def"]["count"] = 1
+    disc = parser.get_parsed_content("discriminators_def")
+    rf, jump = 1, 1
+    for conv in (m for m in disc.modules() if isinstance(m, torch.nn.Conv2d)):
+        rf, jump = rf + (conv.kernel_size[0] - 1) * jump, jump * conv.stride[0]
+    assert rf == field  # receptive field of one output logit, from the kernels and strides
