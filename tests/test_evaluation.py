@@ -21,8 +21,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import load_decathlon_datalist
+from monai.transforms import Randomizable
 
 from scripts.data import read_center_order
 from scripts.handoff import load_handoff
@@ -202,9 +203,6 @@ def test_evaluate_writes_a_report_whose_json_holds_every_number_of_its_markdown(
 
 @pytest.mark.parametrize("augment", [True, False])
 def test_segmentation_augmentation_moves_image_and_label_together(augment: bool):
-    from monai.bundle import ConfigParser
-    from monai.transforms import Randomizable
-
     parser = ConfigParser()
     parser.read_config(str(REPO / "configs" / "segmentation.json"))
     parser["augment"] = augment

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from monai.bundle import ConfigParser
 
 from scripts.networks import TDGANGenerator, TemporaryDiscriminators, encode_condition, one_hot_labels
 from tests.conftest import TRAIN
@@ -81,8 +82,6 @@ def test_each_temporary_discriminator_sees_label_and_image_and_returns_patch_log
 
 @pytest.mark.parametrize("d_layers, field", [(3, 70), (2, 34)])
 def test_train_config_d_layers_sets_the_patch_size_of_the_temporary_discriminators(d_layers: int, field: int):
-    from monai.bundle import ConfigParser
-
     parser = ConfigParser()
     parser.read_config(TRAIN)
     parser.update({"d_layers": d_layers, "ndf": 8})
