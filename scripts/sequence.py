@@ -22,9 +22,9 @@ from typing import Any
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from scripts.data import read_center_order
+from scripts.data.centers import read_center_order
+from scripts.data.checks import check_sequence_inputs
 from scripts.handoff import load_handoff
-from scripts.validate import check_sequence_inputs
 
 __all__ = ["plan_visits", "run_visit", "VisitSequence"]
 

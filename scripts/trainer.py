@@ -117,7 +117,7 @@ class TDGANTrainer(Trainer):
         device: an object representing the device on which to run.
         max_epochs: the total epoch number for engine to run.
         train_data_loader: yields, per iteration, a list with one batch dict per online group
-            (keys ``image``, ``label``, ``center``), e.g. from ``scripts.data.OnlineCenters``.
+            (keys ``image``, ``label``, ``center``), e.g. from ``scripts.data.centers.OnlineCenters``.
         g_network: generator (G), a ``TDGANGenerator`` (or a wrapper with ``.module``).
         g_optimizer: G optimizer.
         d_network: the temporary discriminators, one per online group (or a ``DistributedDataParallel`` wrapping

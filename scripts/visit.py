@@ -28,7 +28,7 @@ import torch
 from monai.handlers import CheckpointLoader
 from torch.utils.data import Dataset
 
-from scripts.data import label_maps
+from scripts.data.centers import label_maps
 from scripts.handoff import Handoff, HandoffError, load_handoff, save_handoff
 
 __all__ = ["CenterVisit", "Reminder", "HandoffSaver", "VisitCheckpoints", "latest_checkpoint", "software_versions"]

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from monai.bundle import ConfigWorkflow
 
-from scripts.demo_data import make_demo_centers
+from scripts.data.demo import make_demo_centers
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "configs" / "train.json")

@@ -8,7 +8,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Tests of the step benchmark command line (scripts.benchmark_step) on tiny networks; no timing is asserted."""
+"""Tests of the step benchmark command line (scripts.tools.benchmark_step) on tiny networks; no timing is asserted."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scripts.benchmark_step import parse_overrides, peak_gflops
+from scripts.tools.benchmark_step import parse_overrides, peak_gflops
 from scripts.trainer import amp_supported
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ TINY = ("--set", "ngf=8", "--set", "num_blocks=1", "--set", "ndf=8")
 
 def _bench(*args: str) -> tuple[list[dict], list[dict]]:
     """Run the benchmark on 32x32 demo centers, batch 2, one thread; return its case and summary records."""
-    cmd = [sys.executable, "-m", "scripts.benchmark_step", "--sizes", "32", "--batch_size", "2", "--threads", "1"]
+    cmd = [sys.executable, "-m", "scripts.tools.benchmark_step", "--sizes", "32", "--batch_size", "2", "--threads", "1"]
     cmd += ["--device", "cpu", "--steps", "2", "--warmup", "1", *TINY, *args]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from conftest import run_visit
 
-from scripts import demo_data
-from scripts.demo_data import make_demo_centers, mni152_anatomy
+from scripts.data import demo as demo_data
+from scripts.data.demo import make_demo_centers, mni152_anatomy
 from scripts.handoff import load_handoff
 
 needs_nilearn = pytest.mark.skipif(

@@ -8,7 +8,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Tests of the built-in demo data generator (scripts.demo_data) and the PNG writer (scripts.png)."""
+"""Tests of the built-in demo data generator (scripts.data.demo) and the PNG writer (scripts.png)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import pytest
 from monai.data import load_decathlon_datalist
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged
 
-from scripts.demo_data import (
+from scripts.data.demo import (
     CENTER_STYLES,
     CLASS_NAMES,
     center_style,

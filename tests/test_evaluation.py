@@ -25,9 +25,9 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import load_decathlon_datalist
 from monai.transforms import Randomizable
 
-from scripts.data import read_center_order
+from scripts.data.centers import read_center_order
+from scripts.evaluation.synthesis import GeneratorSource, choose_styles
 from scripts.handoff import load_handoff
-from scripts.synthesis import GeneratorSource, choose_styles
 from tests.conftest import META, REPO, TINY, run_visit
 
 INFERENCE = str(REPO / "configs" / "inference.json")

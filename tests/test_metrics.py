@@ -17,9 +17,9 @@ import math
 import pytest
 import torch
 
-from scripts.downstream import segmentation_scores
-from scripts.memorisation import audit_center, rms_distances
-from scripts.quality import forgetting, image_metrics
+from scripts.evaluation.image_quality import forgetting, image_metrics
+from scripts.evaluation.memorisation import audit_center, rms_distances
+from scripts.evaluation.segmentation_scores import segmentation_scores
 
 CLASSES = ["background", "brain", "lesion"]
 

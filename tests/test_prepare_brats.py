@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from conftest import REPO, run_visit
 
+from scripts.data.checks import InputError
+from scripts.data.prepare_brats import prepare_brats, slice_indices
 from scripts.handoff import load_handoff
-from scripts.prepare_brats import prepare_brats, slice_indices
-from scripts.validate import InputError
 
 SHAPE = (32, 32, 24)
 
@@ -73,7 +73,7 @@ def test_slice_window_is_centred_on_the_tumour_and_drops_slices_with_few_tumour_
 def test_prepare_brats_command_makes_centers_split_by_case_that_train_one_visit(brats, tmp_path: Path):
     root, segs = brats
     out = tmp_path / "data"
-    cmd = [sys.executable, "-m", "scripts.prepare_brats", "--input_dir", str(root), "--output_dir", str(out)]
+    cmd = [sys.executable, "-m", "scripts.data.prepare_brats", "--input_dir", str(root), "--output_dir", str(out)]
     cmd += ["--num_centers", "2", "--test_fraction", "0.5", "--modality", "flair", "--seed", "1"]
     done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -155,7 +155,15 @@ def test_bad_brats_cases_are_all_reported_and_leave_no_output(brats, tmp_path: P
     )
     assert not (tmp_path / "data").exists() and [p.name for p in tmp_path.iterdir()] == ["bad"]
 
-    cmd = [sys.executable, "-m", "scripts.prepare_brats", "--input_dir", str(bad), "--output_dir", str(tmp_path / "d")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scripts.data.prepare_brats",
+        "--input_dir",
+        str(bad),
+        "--output_dir",
+        str(tmp_path / "d"),
+    ]
     done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert f"  {bad / 'HGG' / 'Case_B' / 'Case_B_t2.nii.gz'}: not found" in done.stderr

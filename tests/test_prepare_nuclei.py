@@ -25,9 +25,9 @@ import pytest
 from conftest import REPO, run_visit
 from monai.transforms import LoadImage
 
+from scripts.data.checks import InputError
+from scripts.data.prepare_nuclei import instance_labels, patch_starts, prepare_nuclei, rasterise_instances
 from scripts.handoff import load_handoff
-from scripts.prepare_nuclei import instance_labels, patch_starts, prepare_nuclei, rasterise_instances
-from scripts.validate import InputError
 
 HEIGHT, WIDTH = 80, 96
 
@@ -96,7 +96,7 @@ def test_polygons_become_interior_and_a_contour_of_the_requested_width():
 def test_prepare_nuclei_command_makes_organ_centers_of_rgb_patches_that_train_one_visit(monuseg, tmp_path: Path):
     root, table, nuclei = monuseg
     out = tmp_path / "data"
-    cmd = [sys.executable, "-m", "scripts.prepare_nuclei", "--input_dir", str(root), "--output_dir", str(out)]
+    cmd = [sys.executable, "-m", "scripts.data.prepare_nuclei", "--input_dir", str(root), "--output_dir", str(out)]
     cmd += ["--organ_table", str(table), "--patch_size", "32", "--test_fraction", "0.5"]
     done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -18,7 +18,7 @@ import pytest
 import torch
 from monai.data import DataLoader
 
-from scripts.data import OnlineCenters
+from scripts.data.centers import OnlineCenters
 from scripts.networks import TDGANGenerator, TemporaryDiscriminators, encode_condition
 from scripts.trainer import TDGANTrainer, amp_supported, resolve_amp_dtype
 from scripts.visit import Reminder

@@ -20,7 +20,7 @@ import torch
 from conftest import META, REPO, TRAIN
 from monai.bundle import ConfigWorkflow
 
-from scripts.demo_data import make_demo_centers
+from scripts.data.demo import make_demo_centers
 from scripts.handoff import load_handoff
 from scripts.networks import TDGANGenerator, encode_condition
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from monai.data import DataLoader
 
-from scripts.data import OnlineCenters
+from scripts.data.centers import OnlineCenters
 from scripts.networks import TDGANGenerator, TemporaryDiscriminators, one_hot_labels
 from scripts.trainer import TDGANTrainer
 from scripts.visit import Reminder

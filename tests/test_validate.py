@@ -27,7 +27,7 @@ import pytest
 from conftest import META, REPO, TINY, run_visit, visit_workflow
 from monai.bundle import ConfigWorkflow
 
-from scripts.validate import InputError
+from scripts.data.checks import InputError
 
 SEQUENTIAL = str(REPO / "configs" / "train_sequential.json")
 

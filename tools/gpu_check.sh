@@ -17,7 +17,7 @@ if [ "$device" = cuda ]; then
 else
     python -c "import platform, torch; print('CPU smoke run (no GPU numbers):', platform.processor() or platform.machine(), '| torch', torch.__version__)"
 fi
-python -c "import scripts.demo_data as d; d.ensure_demo_centers('data/demo', num_centers=3, num_train=48, num_test=16, size=64, seed=0, anatomy='procedural')"
+python -c "import scripts.data.demo as d; d.ensure_demo_centers('data/demo', num_centers=3, num_train=48, num_test=16, size=64, seed=0, anatomy='procedural')"
 bundle() { python -m monai.bundle run --meta_file configs/metadata.json --logging_file configs/logging.conf "$@"; }
 
 echo "== 1. one visit, ${size}², full-size networks, AMP (float16 on CUDA, bfloat16 on CPU), 2 epochs"
@@ -34,7 +34,7 @@ print(f"visit: {v['iterations']} steps in {v['seconds']} s (training loop), {tim
 PY
 
 echo "== 2. step benchmark, ${size}², batch 8, centers 1 and 8, fp32 / bf16 / fp16"
-python -m scripts.benchmark_step --device "$device" --sizes "$size" --batch_size 8 --centers 1 8 \
+python -m scripts.tools.benchmark_step --device "$device" --sizes "$size" --batch_size 8 --centers 1 8 \
     --precisions fp32 bf16 fp16 --steps 8 --warmup 2 2> "$out/benchmark.err" | tee "$out/benchmark.jsonl"
 
 echo "== 3. synthesis with configs/inference.json from the visit's hand-off (center_a's 48 label maps, ${size}²)"

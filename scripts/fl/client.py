@@ -31,7 +31,7 @@ if str(BUNDLE_ROOT) not in sys.path:  # run by file path: make this copy's `scri
 
 import nvflare.client as flare  # noqa: E402
 
-from scripts.data import center_name  # noqa: E402
+from scripts.data.centers import center_name  # noqa: E402
 from scripts.fl.message import handoff_to_message, is_first_message, message_to_handoff  # noqa: E402
 from scripts.handoff import load_handoff, save_handoff  # noqa: E402
 from scripts.sequence import run_visit  # noqa: E402

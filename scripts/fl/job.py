@@ -23,7 +23,7 @@ from typing import Any
 from nvflare.app_common.workflows.cyclic_ctl import CyclicController
 from nvflare.job_config.api import FedJob
 
-from scripts.data import read_center_order
+from scripts.data.centers import read_center_order
 from scripts.fl.client import SITE_KEYS
 from scripts.fl.executor import VisitExecutor
 from scripts.fl.relay import HandoffPersistor, HandoffRelay

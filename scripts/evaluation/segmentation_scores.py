@@ -21,7 +21,7 @@ import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from monai.networks.utils import one_hot
 
-from scripts.quality import load_pairs
+from scripts.evaluation.image_quality import load_pairs
 
 __all__ = ["segment", "segmentation_scores", "center_scores"]
 

@@ -24,8 +24,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from scripts.msd import CentersWriter, seeded_split
-from scripts.validate import InputError, raise_if_problems
+from scripts.data.checks import InputError, raise_if_problems
+from scripts.data.writer import CentersWriter, seeded_split
 
 __all__ = [
     "MODALITIES",
@@ -267,7 +267,7 @@ def prepare_brats(
         "centers": {},
     }
     problems: list[str] = []
-    description = f"BraTS {modality} axial slices, prepared by scripts/prepare_brats.py ({tumour} tumour labels)."
+    description = f"BraTS {modality} axial slices, prepared by scripts/data/prepare_brats.py ({tumour} tumour labels)."
     with CentersWriter(output_dir, LABELS[tumour], {"0": modality.upper()}, description) as writer:
         for center, cases in groups.items():
             training, test = seeded_split(cases, test_fraction, seed)
@@ -332,7 +332,7 @@ def _write_case(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line; see ``python -m scripts.prepare_brats --help``."""
+    """Command line; see ``python -m scripts.data.prepare_brats --help``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--input_dir", required=True, help="BraTS folder: <case>_{t1,t1ce,t2,flair,seg}.nii.gz")
     parser.add_argument("--output_dir", required=True, help="data root to create (center folders + centers.json)")

@@ -25,13 +25,13 @@ import torch
 from monai.bundle import ConfigWorkflow
 from monai.metrics import SSIMMetric
 
-from scripts.data import center_datalist
-from scripts.demo_data import ensure_demo_centers
+from scripts.data.centers import center_datalist
+from scripts.data.demo import ensure_demo_centers
 from scripts.networks import encode_condition
 
 __all__ = ["score_generator", "run_visit", "main"]
 
-BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+BUNDLE_ROOT = Path(__file__).resolve().parents[2]
 DEMO = json.loads((BUNDLE_ROOT / "configs" / "demo.json").read_text())
 
 
@@ -102,7 +102,7 @@ def run_visit(data_root: Path, out: Path, precision: str, seed: int, overrides: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: one JSON line per (precision, seed) visit on stdout."""
-    p = argparse.ArgumentParser(prog="python -m scripts.precision_check", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m scripts.tools.precision_check", description=__doc__)
     p.add_argument("--data_root", default=None, help="demo centers folder (made if absent; default: a temp folder)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="each precision is trained once per seed")

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from scripts.msd import CentersWriter, seeded_split
-from scripts.validate import InputError, raise_if_problems
+from scripts.data.checks import InputError, raise_if_problems
+from scripts.data.writer import CentersWriter, seeded_split
 
 __all__ = [
     "LABELS",
@@ -225,7 +225,7 @@ def prepare_nuclei(
         "seed": seed,
         "centers": {},
     }
-    description = f"H&E nuclei patches ({patch_size}x{patch_size}), prepared by scripts/prepare_nuclei.py."
+    description = f"H&E nuclei patches ({patch_size}x{patch_size}), prepared by scripts/data/prepare_nuclei.py."
     with CentersWriter(output_dir, LABELS, {"0": "H&E"}, description) as writer:
         for organ, paths in groups.items():
             training, test = seeded_split([p.stem for p in paths], test_fraction, seed)
@@ -282,7 +282,7 @@ def _write_image(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Command line; see ``python -m scripts.prepare_nuclei --help``."""
+    """Command line; see ``python -m scripts.data.prepare_nuclei --help``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--input_dir", required=True, help="folder with H&E .tif images and MoNuSeg .xml annotations")
     parser.add_argument("--output_dir", required=True, help="data root to create (organ folders + centers.json)")

@@ -23,10 +23,10 @@ import torch
 from monai.metrics import MAEMetric, PSNRMetric, SSIMMetric
 from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, Resized, ScaleIntensityd
 
-from scripts.data import EnsureSpatialDimsd, center_datalist
+from scripts.data.centers import EnsureSpatialDimsd, center_datalist
+from scripts.evaluation.synthesis import generate_images
 from scripts.handoff import load_handoff
 from scripts.networks import TDGANGenerator
-from scripts.synthesis import generate_images
 
 __all__ = [
     "generator_from_handoff",

@@ -29,11 +29,11 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.demo_data import make_demo_centers
+from scripts.data.demo import make_demo_centers
 
 __all__ = ["run_case", "main"]
 
-BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+BUNDLE_ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = [str(BUNDLE_ROOT / "configs" / "train.json"), str(BUNDLE_ROOT / "configs" / "train_3d.json")]
 
 
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(run_case(*args.case, args.steps, args.warmup, args.device)), flush=True)
         return 0
     for size, batch in itertools.product(args.sizes, args.batch_sizes):
-        cmd = [sys.executable, "-m", "scripts.benchmark_3d", "--case", str(size), str(batch)]
+        cmd = [sys.executable, "-m", "scripts.tools.benchmark_3d", "--case", str(size), str(batch)]
         cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
         cmd += [] if args.device is None else ["--device", args.device]
         if subprocess.run(cmd, cwd=BUNDLE_ROOT).returncode != 0:

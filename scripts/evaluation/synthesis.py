@@ -28,7 +28,7 @@ import torch
 from monai.data import load_decathlon_datalist
 from monai.transforms import MapTransform
 
-from scripts.data import read_center_order
+from scripts.data.centers import read_center_order
 from scripts.handoff import HandoffError, load_handoff
 from scripts.networks import TDGANGenerator, encode_condition
 

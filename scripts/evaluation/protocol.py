@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from monai.bundle import ConfigWorkflow
 
-from scripts.data import read_center_order
-from scripts.downstream import center_scores
-from scripts.memorisation import audit_dataset
-from scripts.quality import METRICS, forgetting, generator_from_handoff, load_pairs, quality_matrix
-from scripts.report import plot_dice_bars, plot_grid, plot_quality_matrices, write_report
-from scripts.synthesis import generate_images
+from scripts.data.centers import read_center_order
+from scripts.evaluation.image_quality import METRICS, forgetting, generator_from_handoff, load_pairs, quality_matrix
+from scripts.evaluation.memorisation import audit_dataset
+from scripts.evaluation.report import plot_dice_bars, plot_grid, plot_quality_matrices, write_report
+from scripts.evaluation.segmentation_scores import center_scores
+from scripts.evaluation.synthesis import generate_images
 
 __all__ = ["Evaluation"]
 

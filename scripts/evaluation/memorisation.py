@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from scripts.data import center_datalist
-from scripts.quality import load_pairs
+from scripts.data.centers import center_datalist
+from scripts.evaluation.image_quality import load_pairs
 
 __all__ = ["rms_distances", "nearest_neighbours", "audit_center", "audit_dataset"]
 

@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.demo_data import center_name, make_demo_centers
+from scripts.data.demo import center_name, make_demo_centers
 from scripts.handoff import Handoff, save_handoff
 from scripts.visit import software_versions
 
 __all__ = ["parse_overrides", "fabricate_handoff", "peak_gflops", "count_step_flops", "run_case", "summarize", "main"]
 
-BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+BUNDLE_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_CONFIG = BUNDLE_ROOT / "configs" / "train.json"
 META_FILE = BUNDLE_ROOT / "configs" / "metadata.json"
 
@@ -125,7 +125,9 @@ def fabricate_handoff(overrides: dict[str, Any], data_root: Path, earlier: int, 
         network=dict(generator.settings),
         registry=[{"name": n, "code": i} for i, n in enumerate(names)],
         label_bank={n: _demo_label_bank(data_root / n) for n in names},
-        visits=[{"centers": [n], "codes": [i], "fabricated_by": "scripts.benchmark_step"} for i, n in enumerate(names)],
+        visits=[
+            {"centers": [n], "codes": [i], "fabricated_by": "scripts.tools.benchmark_step"} for i, n in enumerate(names)
+        ],
         versions=software_versions(BUNDLE_ROOT),
     )
     return save_handoff(handoff, path)
@@ -490,7 +492,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _build_argparser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m scripts.benchmark_step",
+        prog="python -m scripts.tools.benchmark_step",
         description=__doc__
         + " Prints one JSON line per case (size x precision x center index), then summary lines, on stdout; progress "
         "on stderr.",
@@ -584,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed, records = 0, []
     for size, precision, center in itertools.product(args.sizes, args.precisions, args.centers):
         _log(f"case size {size} {precision} center {center} ...")
-        cmd = [sys.executable, "-m", "scripts.benchmark_step", "--one-case", "--sizes", str(size)]
+        cmd = [sys.executable, "-m", "scripts.tools.benchmark_step", "--one-case", "--sizes", str(size)]
         cmd += ["--precisions", precision, "--centers", str(center), *common]
         proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True, check=False)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

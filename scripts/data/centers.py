@@ -45,7 +45,7 @@ def read_center_order(data_root: str | os.PathLike, strict: bool = True) -> list
         InputError: no readable ``centers.json`` or a malformed ``order``; with ``strict``, also listed centers
             without a folder holding a ``dataset.json`` (one line per problem).
     """
-    from scripts.validate import center_order_problems, raise_if_problems
+    from scripts.data.checks import center_order_problems, raise_if_problems
 
     order, problems = center_order_problems(data_root)
     raise_if_problems(problems if strict or not order else [], f"the centers of {data_root}")
