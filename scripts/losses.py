@@ -8,7 +8,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""TDGAN's loss terms: the adversarial loss and the pluggable perceptual (feature) loss."""
+"""TDGAN's perceptual (feature) loss; the adversarial loss is MONAI's ``PatchAdversarialLoss`` (see the trainer)."""
 
 from __future__ import annotations
 
@@ -20,29 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["GANLoss", "PerceptualLoss", "VGG16Features"]
+__all__ = ["PerceptualLoss", "VGG16Features"]
 
 logger = logging.getLogger(__name__)
-
-
-class GANLoss(nn.Module):
-    """Adversarial loss on discriminator logits: ``vanilla`` (BCE with logits) or ``lsgan`` (least squares).
-
-    Args:
-        mode: ``"vanilla"`` or ``"lsgan"``.
-    """
-
-    def __init__(self, mode: str = "vanilla") -> None:
-        super().__init__()
-        if mode not in ("vanilla", "lsgan"):
-            raise ValueError(f"GAN loss mode must be 'vanilla' or 'lsgan', got {mode!r}.")
-        self.mode = mode
-
-    def forward(self, logits: torch.Tensor, target_is_real: bool) -> torch.Tensor:
-        target = torch.ones_like(logits) if target_is_real else torch.zeros_like(logits)
-        if self.mode == "vanilla":
-            return F.binary_cross_entropy_with_logits(logits, target)
-        return F.mse_loss(logits, target)
 
 
 class PerceptualLoss(nn.Module):

@@ -20,13 +20,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigParser
 
 from scripts.data.centers import read_center_order
 from scripts.data.checks import check_sequence_inputs
 from scripts.handoff import load_handoff
+from scripts.visit import BUNDLE_ROOT, run_visit
 
-__all__ = ["plan_visits", "run_visit", "VisitSequence"]
+__all__ = ["plan_visits", "handoff_name", "write_summary", "VisitSequence"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,29 +41,33 @@ def plan_visits(order: Sequence[str], centers_per_visit: int = 1) -> list[list[s
     return [list(order[i : i + n]) for i in range(0, len(order), n)]
 
 
-def run_visit(
-    visit_config: str | Sequence[str], overrides: dict[str, Any], meta_file: str | None = None
-) -> ConfigWorkflow:
-    """Run ONE visit: the bundle's visit workflow (``configs/train.json``) through ``monai.bundle.ConfigWorkflow``.
+def handoff_name(index: int, centers: Sequence[str]) -> str:
+    """The name of visit ``index``'s (0-based) hand-off, the same in the local sequence and the federated relay:
+    ``visitNN_<center>`` (``visitNN_<a>+<b>`` when several centers are online)."""
+    return f"visit{index + 1:02d}_{'+'.join(centers)}"
 
-    The local sequence and the federated client (``scripts/fl/client.py``) both call this, so a visit is written once.
 
-    Args:
-        visit_config: the visit workflow config file(s).
-        overrides: config overrides: ``center_dirs``, ``dataset_dir``, ``handoff_in``, ``handoff_out``,
-            ``output_dir`` and any setting of the visit (network sizes, epochs, ...).
-        meta_file: the bundle's metadata file.
+def write_summary(
+    path: str | os.PathLike, data_root: str | None, order: Sequence[str], visits: Sequence[dict], **extra: Any
+) -> dict[str, Any]:
+    """Write ``sequence.json`` atomically: the data root, the order, one record per visit (``centers``,
+    ``handoff``, ...) and the final hand-off; ``extra`` keys (e.g. the federated engine) are added.
 
     Returns:
-        the finished workflow.
+        the summary written.
     """
-    workflow = ConfigWorkflow(
-        config_file=visit_config, meta_file=meta_file, logging_file=False, workflow_type="train", **overrides
-    )
-    workflow.initialize()
-    workflow.run()
-    workflow.finalize()
-    return workflow
+    summary = {
+        "data_root": data_root,
+        "order": list(order),
+        **extra,
+        "visits": list(visits),
+        "final_handoff": visits[-1]["handoff"] if visits else None,
+    }
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(summary, indent=4))
+    os.replace(tmp, path)
+    return summary
 
 
 class VisitSequence:
@@ -79,7 +84,7 @@ class VisitSequence:
         order: center names in visiting order; default: ``centers.json``'s order.
         centers_per_visit: see :py:func:`plan_visits`.
         visit_overrides: config overrides applied to every visit.
-        meta_file: the bundle's metadata file.
+        bundle_root: the bundle whose metadata the visits record.
         resume: skip visits whose hand-off already exists (an interrupted sequence continues where it stopped; an
             interrupted visit resumes from its own checkpoints).
     """
@@ -92,7 +97,7 @@ class VisitSequence:
         order: Sequence[str] | None = None,
         centers_per_visit: int = 1,
         visit_overrides: dict[str, Any] | None = None,
-        meta_file: str | None = None,
+        bundle_root: str | os.PathLike | None = None,
         resume: bool = True,
     ) -> None:
         self.data_root = Path(data_root)
@@ -105,12 +110,12 @@ class VisitSequence:
             raise ValueError(f"centers {unknown} are not listed in {self.data_root / 'centers.json'} ({known}).")
         self.visits = plan_visits(self.order, centers_per_visit)
         self.visit_overrides = dict(visit_overrides or {})
-        self.meta_file = meta_file
+        self.bundle_root = Path(bundle_root) if bundle_root else BUNDLE_ROOT
         self.resume = resume
 
     def handoff_path(self, index: int) -> Path:
         """Hand-off file of visit ``index`` (0-based)."""
-        return self.output_dir / "handoffs" / f"visit{index + 1:02d}_{'+'.join(self.visits[index])}.pt"
+        return self.output_dir / "handoffs" / f"{handoff_name(index, self.visits[index])}.pt"
 
     def check_inputs(self) -> None:
         """Check every center's files and the hand-offs a resumed run would reuse against the visit configuration,
@@ -142,25 +147,18 @@ class VisitSequence:
             else:
                 logger.info(f"[{i + 1}/{len(self.visits)}] {tag}: visiting {names} from {handoff_in or 'scratch'}.")
                 t0 = time.perf_counter()
-                overrides = {
-                    "check_data": False,  # every center was read by check_inputs
-                    **self.visit_overrides,
-                    "dataset_dir": str(self.data_root / names[0]),
-                    "center_dirs": [str(self.data_root / n) for n in names],
-                    "handoff_in": handoff_in,
-                    "handoff_out": str(out),
-                    "output_dir": str(self.output_dir / "visits" / tag),
-                }
-                run_visit(self.visit_config, overrides, self.meta_file)
+                run_visit(
+                    [self.data_root / n for n in names],
+                    self.output_dir / "visits" / tag,
+                    handoff_in,
+                    out,
+                    {"check_data": False, **self.visit_overrides},  # every center was read by check_inputs
+                    self.visit_config,
+                    self.bundle_root,
+                )
                 logger.info(f"[{i + 1}/{len(self.visits)}] {tag}: done in {time.perf_counter() - t0:.1f} s -> {out}")
             records.append({"centers": names, "handoff": str(out)})
             handoff_in = str(out)
-        summary = {
-            "data_root": str(self.data_root),
-            "order": self.order,
-            "visits": records,
-            "final_handoff": handoff_in,
-        }
-        (self.output_dir / "sequence.json").write_text(json.dumps(summary, indent=4))
+        write_summary(self.output_dir / "sequence.json", str(self.data_root), self.order, records)
         logger.info(f"sequence complete: final hand-off {handoff_in}")
         return [r["handoff"] for r in records]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,16 +23,21 @@ from monai.data import MetaTensor
 from monai.engines import Trainer
 from monai.engines.utils import default_metric_cmp_fn
 from monai.inferers import Inferer, SimpleInferer
+from monai.losses import PatchAdversarialLoss
 from monai.utils import GanKeys
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from scripts.losses import GANLoss
 from scripts.networks import TemporaryDiscriminators, encode_condition, one_hot_labels
+from scripts.precision import Precision
+from scripts.reminding import Reminder, RemindingBatch
 
-__all__ = ["TDGANTrainer", "CenterBatch", "loss_averages", "amp_supported", "resolve_amp_dtype"]
+__all__ = ["TDGANTrainer", "CenterBatch", "loss_averages", "GAN_MODES"]
 
 logger = logging.getLogger(__name__)
+
+GAN_MODES = {"vanilla": "bce", "lsgan": "least_squares"}
+"""``gan_mode`` -> criterion of MONAI's ``PatchAdversarialLoss`` (pix2pix's names on the left)."""
 
 
 @dataclass
@@ -63,55 +67,21 @@ def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
     return getattr(network, "module", network)
 
 
-_AMP_DTYPES = {"bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-
-
-def resolve_amp_dtype(amp_dtype: torch.dtype | str | None, device_type: str) -> torch.dtype:
-    """The autocast dtype: ``amp_dtype`` (a dtype or ``"bfloat16"``/``"bf16"``/``"float16"``/``"fp16"``), or by
-    default bfloat16 on CPU and float16 on CUDA.
-
-    Raises:
-        ValueError: an ``amp_dtype`` that is neither float16 nor bfloat16.
-    """
-    if amp_dtype is None:
-        return torch.float16 if device_type == "cuda" else torch.bfloat16
-    dtype = _AMP_DTYPES.get(amp_dtype.lower()) if isinstance(amp_dtype, str) else amp_dtype
-    if dtype not in (torch.bfloat16, torch.float16):
-        raise ValueError(
-            f"amp_dtype must be 'bfloat16' or 'float16' (or null for the device's default), got {amp_dtype!r}."
-        )
-    return dtype
-
-
-def amp_supported(device_type: str, dtype: torch.dtype) -> bool:
-    """Whether ``dtype`` autocast runs natively here: on CPU oneDNN's bf16/fp16 check (AVX512-BF16 / AMX / AVX512-FP16
-    instructions; without them the low-precision kernels are emulated and slower than fp32), on CUDA the card's."""
-    if device_type == "cuda":
-        return dtype == torch.float16 or torch.cuda.is_bf16_supported()
-    if device_type != "cpu" or not torch.backends.mkldnn.is_available():
-        return False
-    if dtype == torch.bfloat16:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
-
-
 class TDGANTrainer(Trainer):
     """TDGAN training at one visit, inherits from ``Trainer`` and ``Workflow``.
 
-    Training loop, for each batch (one share per online group of centers, each group with its own temporary
-    discriminator):
+    Each iteration (one share of the batch per online group of centers, each group with its own temporary
+    discriminator ``D_g``; ``y`` label map, ``x`` real image, ``y'`` reminding label maps under EARLIER centers' codes,
+    ``T`` the frozen generator as it arrived):
 
-        1. One generator forward on the batch's label maps under their center codes, together with the reminding
-           batch (label maps under EARLIER centers' codes) when there is a teacher.
-        2. Discriminator step: ``L_D = d_loss_scale * sum_g (GAN(D_g(y, G(y).detach()), 0) + GAN(D_g(y, x), 1))``.
-        3. Generator step with the discriminators frozen:
-           digesting ``= sum_g GAN(D_g(y, G(y)), 1) + l1_weight * |G(y) - x| + perceptual_weight * P(G(y), x)``,
-           reminding ``= l1_weight * |G(y') - T(y')| + perceptual_weight * P(G(y'), T(y'))`` against the frozen
-           teacher ``T`` (the generator as it arrived), and ``L_G = g_loss_scale * (digesting + reminding_weight *
-           reminding)``.
+        1. one generator forward over the groups' label maps and the reminding batch;
+        2. :py:meth:`backward_d`: ``L_D = d_loss_scale * sum_g (GAN(D_g(y, G(y).detach()), 0) + GAN(D_g(y, x), 1))``;
+        3. :py:meth:`backward_g`, the discriminators frozen: digesting ``= sum_g GAN(D_g(y, G(y)), 1) +
+           l1_weight * |G(y) - x| + perceptual_weight * P(G(y), x)``, reminding ``= l1_weight * |G(y') - T(y')| +
+           perceptual_weight * P(G(y'), T(y'))``, ``L_G = g_loss_scale * (digesting + reminding_weight * reminding)``.
 
-    The reminding batch is one batch (the size of a group's batch) sampled across all earlier centers, so a step
-    costs the same however many centers came before. The teacher runs in eval mode without gradients.
+    The reminding batch (one group's batch size, sampled across all earlier centers by the :py:class:`Reminder`,
+    which also holds the teacher) keeps a step's cost flat however many centers came before.
 
     Args:
         device: an object representing the device on which to run.
@@ -125,12 +95,12 @@ class TDGANTrainer(Trainer):
         d_optimizer: optimizer over all the discriminators' parameters.
         epoch_length: number of iterations for one epoch, default to `len(train_data_loader)`.
         g_inferer: inference method to execute G model forward. Defaults to ``SimpleInferer()``.
-        teacher: the frozen previous generator, or None at the first visit.
-        reminder: object whose ``sample(labels_per_group, batch_size)`` returns reminding label maps and
-            earlier-center codes, or None when there is nothing to remind.
-        gan_mode: ``"vanilla"`` (BCE with logits) or ``"lsgan"``.
+        reminder: the :py:class:`~scripts.reminding.Reminder` (sampler and frozen teacher), or None when there is
+            nothing to remind (first visit, fine-tuning).
+        gan_mode: ``"vanilla"`` (binary cross-entropy) or ``"lsgan"`` (least squares), through MONAI's
+            ``PatchAdversarialLoss``.
         l1_weight: weight of the L1 terms (100 in pix2pix and TDGAN).
-        perceptual_loss: a ``PerceptualLoss`` or None; with None the perceptual term is off (weight 0).
+        perceptual_loss: a perceptual loss module ``(pred, target) -> scalar``, or None (the term is off).
         perceptual_weight: weight of the perceptual terms when ``perceptual_loss`` is given.
         reminding_weight: weight of the reminding loss; 0 makes the visit plain pix2pix fine-tuning.
         g_loss_scale: factor on the whole generator loss (0.1 in TDGAN).
@@ -143,13 +113,8 @@ class TDGANTrainer(Trainer):
         metric_cmp_fn: function to compare current key metric with previous best key metric value.
         train_handlers: every handler is a set of Ignite Event-Handlers, must have `attach` function.
         decollate: whether to decollate the batch-first data to a list of data after model computation.
-        amp: run the forward passes under ``torch.autocast`` (with a GradScaler for float16 on CUDA). Where the
-            device has no native support for ``amp_dtype`` (a CPU without AVX512-BF16/AMX), a warning says so and the
-            visit runs in float32.
+        amp: run the forward passes under ``torch.autocast`` (see :py:class:`~scripts.precision.Precision`).
         amp_dtype: autocast dtype; default bfloat16 on CPU, float16 on CUDA.
-        teacher_cache: with ``bank`` reminding, keep the frozen teacher's output for each bank map once computed
-            (each map has one fixed center code, so the output never changes); a step then runs no teacher forward.
-            Costs ``4 * image_channels * pixels`` bytes per bank map.
         channels_last: put the networks and their inputs in channels-last memory format.
         compile: ``torch.compile`` the generator, teacher, discriminators and feature network (``Module.compile``:
             state-dict keys unchanged).
@@ -166,8 +131,7 @@ class TDGANTrainer(Trainer):
         d_optimizer: Optimizer,
         epoch_length: int | None = None,
         g_inferer: Inferer | None = None,
-        teacher: torch.nn.Module | None = None,
-        reminder: Any | None = None,
+        reminder: Reminder | None = None,
         gan_mode: str = "vanilla",
         l1_weight: float = 100.0,
         perceptual_loss: torch.nn.Module | None = None,
@@ -185,10 +149,11 @@ class TDGANTrainer(Trainer):
         decollate: bool = False,
         amp: bool = False,
         amp_dtype: torch.dtype | str | None = None,
-        teacher_cache: bool = True,
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
+        if gan_mode not in GAN_MODES:
+            raise ValueError(f"gan_mode must be one of {sorted(GAN_MODES)}, got {gan_mode!r}.")
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -201,7 +166,7 @@ class TDGANTrainer(Trainer):
             additional_metrics=additional_metrics,
             metric_cmp_fn=metric_cmp_fn,
             handlers=train_handlers,
-            amp=amp,
+            amp=False,  # precision is self.precision's: Trainer.run would make a CUDA GradScaler whenever amp is set
             decollate=decollate,
         )
         if self.state.epoch_length == 0:
@@ -212,92 +177,51 @@ class TDGANTrainer(Trainer):
         if key_train_metric is None:  # Workflow attaches additional metrics only alongside a key metric
             for name, metric in (additional_metrics or {}).items():
                 metric.attach(self, name)
-        self.g_network = g_network
-        self.g_optimizer = g_optimizer
-        self.d_network = d_network
-        self.d_optimizer = d_optimizer
+        self.g_network, self.g_optimizer = g_network, g_optimizer
+        self.d_network, self.d_optimizer = d_network, d_optimizer
         self.g_inferer = SimpleInferer() if g_inferer is None else g_inferer
-        settings = getattr(g_network, "module", g_network).settings
+        settings = _unwrap(g_network).settings
         self.num_classes, self.max_centers = settings["num_classes"], settings["max_centers"]
-        self.teacher = teacher
-        if teacher is not None:
-            teacher.eval().requires_grad_(False)
         self.reminder = reminder
-        self.gan_loss = GANLoss(gan_mode)
+        self.adversarial = PatchAdversarialLoss(criterion=GAN_MODES[gan_mode], no_activation_leastsq=True)
         self.l1_weight = l1_weight
         self.perceptual_loss = perceptual_loss
         self.perceptual_weight = perceptual_weight if perceptual_loss is not None else 0.0
         self.reminding_weight = reminding_weight
-        self.g_loss_scale = g_loss_scale
-        self.d_loss_scale = d_loss_scale
-        self.reminding_on = teacher is not None and reminder is not None and reminding_weight > 0
-        self._speed_setup(amp_dtype, teacher_cache, channels_last, compile)
-        if perceptual_loss is None:
-            logger.info("perceptual term off: no feature network configured (perceptual weight 0).")
-        else:
-            logger.info(f"perceptual term on: weight {perceptual_weight}.")
-        if not self.reminding_on:
-            why = "no earlier center" if teacher is None or reminder is None else f"reminding_weight={reminding_weight}"
-            logger.info(f"reminding off ({why}).")
-
-    def _speed_setup(
-        self, amp_dtype: torch.dtype | str | None, teacher_cache: bool, channels_last: bool, compile: bool
-    ) -> None:
-        """Precision, teacher-output cache, memory format and compilation (see docs/benchmark.md)."""
-        dev_type = torch.device(self.state.device).type
-        self.amp_dtype = resolve_amp_dtype(amp_dtype, dev_type)
-        if self.amp and not amp_supported(dev_type, self.amp_dtype):
-            logger.warning(
-                f"amp: {self.amp_dtype} autocast is not supported natively on this {dev_type} (needs AVX512-BF16 or "
-                "AMX for bfloat16, AVX512-FP16 for float16 on CPU): running in float32."
-            )
-            self.amp = False
-        self.precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype] if self.amp else "fp32"
-        self.teacher_cache = bool(
-            teacher_cache and self.reminding_on and getattr(self.reminder, "source", None) == "bank"
+        self.g_loss_scale, self.d_loss_scale = g_loss_scale, d_loss_scale
+        self.reminding_on = reminder is not None and reminding_weight > 0
+        self.precision = Precision(self.state.device, amp, amp_dtype)
+        self._speed_setup(channels_last, compile)
+        logger.info(
+            "perceptual term "
+            + (f"on: weight {perceptual_weight}." if perceptual_loss else "off: no feature network configured.")
         )
-        self._cache: torch.Tensor | None = None  # teacher outputs per bank map, allocated at first use
-        self._cached: torch.Tensor | None = None  # which bank maps have their output in the cache
+        if not self.reminding_on:
+            logger.info(f"reminding off ({'no earlier center' if reminder is None else 'reminding_weight 0'}).")
+
+    def _speed_setup(self, channels_last: bool, compile: bool) -> None:
+        """Memory format and compilation (see docs/benchmark.md); the reminder's teacher runs as the generator."""
         self.memory_format = torch.preserve_format
         if channels_last:
-            dims = getattr(self.g_network, "module", self.g_network).settings.get("spatial_dims", 2)
+            dims = _unwrap(self.g_network).settings.get("spatial_dims", 2)
             self.memory_format = torch.channels_last if dims == 2 else torch.channels_last_3d
-        nets = [self.g_network, self.teacher, self.d_network, self.perceptual_loss]
+        teacher = self.reminder.teacher if self.reminding_on else None
+        nets = [self.g_network, teacher, self.d_network, self.perceptual_loss]
         for net in nets:
             if net is not None and channels_last:
                 net.to(memory_format=self.memory_format)
         if compile:
-            for net in [self.g_network, self.teacher, *self.d_network, self.perceptual_loss]:
+            for net in [self.g_network, teacher, *self.d_network, self.perceptual_loss]:
                 if net is not None:
                     net.compile()
+        cache = self.reminding_on and self.reminder.cache
+        if self.reminding_on:
+            chunk = int(getattr(self.data_loader, "batch_size", None) or 4)
+            self.reminder.configure(self.precision, self.memory_format, chunk)
         logger.info(
-            f"precision {self.precision}, teacher cache {'on' if self.teacher_cache else 'off'}, "
+            f"precision {self.precision.name}, teacher cache {'on' if cache else 'off'}, "
             f"channels_last {channels_last}, compile {compile}."
         )
-
-    def prepare_scaler(self) -> None:
-        """Set ``self.scaler``: a GradScaler only for float16 autocast on CUDA, else None."""
-        use_scaler = self.amp and self.amp_dtype == torch.float16 and self.state.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-
-    def run(self) -> None:  # type: ignore[override]
-        """Execute training (``Trainer.run`` would make a CUDA GradScaler whenever ``amp`` is set)."""
-        self.prepare_scaler()
-        super(Trainer, self).run()
-
-    def _autocast(self):
-        if not self.amp:
-            return nullcontext()
-        return torch.autocast(device_type=self.state.device.type, dtype=self.amp_dtype)
-
-    def _backward_step(self, loss: torch.Tensor, optimizer: Optimizer) -> None:
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
 
     def prepare_groups(self, batchdata: Sequence[dict] | dict) -> list[CenterBatch]:
         """Move each online group's batch to the device as plain tensors."""
@@ -321,128 +245,71 @@ class TDGANTrainer(Trainer):
         return out
 
     def generate(
-        self, groups: list[CenterBatch]
-    ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
-        """One generator forward over all groups and the reminding batch.
+        self, groups: list[CenterBatch], remind: RemindingBatch | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """One generator forward over every group's label maps and the reminding batch's.
 
         Returns:
-            the fakes per group, the generator's reminding output, and the teacher's (None without reminding).
+            the fakes per group, and the generator's output for the reminding batch (None without one).
         """
-        labels = [g.label for g in groups]
-        centers = [g.center for g in groups]
-        remind_target = None
-        if self.reminding_on:
-            r_label, r_center, remind_target = self.remind_batch(labels, groups[0].label.shape[0])
-            labels.append(r_label)
-            centers.append(r_center)
+        labels = [g.label for g in groups] + ([remind.label] if remind is not None else [])
+        centers = [g.center for g in groups] + ([remind.center] if remind is not None else [])
         cond = encode_condition(torch.cat(labels), torch.cat(centers), self.num_classes, self.max_centers)
-        cond = cond.contiguous(memory_format=self.memory_format)
-        with self._autocast():
-            out = self.g_inferer(cond, self.g_network).float()
+        with self.precision.autocast():
+            out = self.g_inferer(cond.contiguous(memory_format=self.memory_format), self.g_network).float()
         sizes = [g.label.shape[0] for g in groups]
         fakes = list(out[: sum(sizes)].split(sizes))
-        remind_out = out[sum(sizes) :] if self.reminding_on else None
-        return fakes, remind_out, remind_target
+        return fakes, (out[sum(sizes) :] if remind is not None else None)
 
-    def _teach(self, label: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
-        """The frozen teacher's float32 output for label maps under center codes (no gradient)."""
-        cond = encode_condition(label, center, self.num_classes, self.max_centers)
-        with torch.no_grad(), self._autocast():
-            return self.teacher(cond.contiguous(memory_format=self.memory_format)).float()
+    def perceptual(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The perceptual term P (0 when no feature network is configured), run in the training precision."""
+        if self.perceptual_weight == 0:
+            return torch.zeros((), device=prediction.device)
+        with self.precision.autocast():
+            return self.perceptual_loss(prediction, target).float()
 
-    def fill_teacher_cache(self, index: torch.Tensor | None = None) -> int:
-        """Compute and keep the teacher outputs of the bank maps ``index`` (all when None) not cached yet.
-
-        Runs the teacher in chunks of at most one training batch. Returns the number of maps computed.
-        """
-        if not self.teacher_cache:
-            return 0
-        bank, codes = self.reminder.bank, self.reminder.bank_codes
-        if self._cached is None:
-            self._cached = torch.zeros(len(bank), dtype=torch.bool, device=bank.device)
-        index = torch.arange(len(bank), device=bank.device) if index is None else index.to(bank.device)
-        missing = index[~self._cached[index]].unique()
-        if len(missing) == 0:
-            return 0
-        chunk = max(1, int(getattr(self.data_loader, "batch_size", None) or 4))
-        for part in missing.split(chunk):
-            out = self._teach(bank[part].to(self.state.device).long(), codes[part].to(self.state.device))
-            if self._cache is None:
-                self._cache = torch.empty((len(bank), *out.shape[1:]), dtype=out.dtype, device=out.device)
-            self._cache[part.to(out.device)] = out
-            self._cached[part] = True
-        return len(missing)
-
-    def remind_batch(
-        self, labels: list[torch.Tensor], batch_size: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One reminding batch: label maps of earlier centers, their codes, and the teacher's output for them.
-
-        With the teacher cache, the teacher runs only for bank maps never drawn before in this visit.
-        """
-        dev = labels[0].device
-        if not self.teacher_cache:
-            r_label, r_center = self.reminder.sample(labels, batch_size)
-            return r_label, r_center, self._teach(r_label, r_center)
-        idx = self.reminder.sample_index(batch_size)
-        self.fill_teacher_cache(idx)
-        r_label = self.reminder.bank[idx].to(dev).long()
-        r_center = self.reminder.bank_codes[idx].to(dev)
-        return r_label, r_center, self._cache[idx.to(self._cache.device)].to(dev)
-
-    def discriminator_step(self, groups: list[CenterBatch], fakes: list[torch.Tensor]) -> torch.Tensor:
+    def backward_d(self, groups: list[CenterBatch], fakes: list[torch.Tensor]) -> torch.Tensor:
         """Update every temporary discriminator on its group's real pairs and (detached) fakes."""
         self.d_network.requires_grad_(True)
         self.d_optimizer.zero_grad(set_to_none=True)
-        with self._autocast():
-            # one forward per discriminator over [fakes; reals] (instance norm keeps samples apart): one call per
-            # backward, as DistributedDataParallel requires
-            labels = [torch.cat([g.one_hot, g.one_hot]) for g in groups]
-            pairs = [torch.cat([fake.detach(), g.image]) for g, fake in zip(groups, fakes)]
-            loss = torch.zeros((), device=self.state.device)
-            for g, logits in zip(groups, self.d_network(labels, pairs)):
-                n = g.image.shape[0]
-                loss_fake = self.gan_loss(logits[:n].float(), False)
-                loss_real = self.gan_loss(logits[n:].float(), True)
-                loss = loss + self.d_loss_scale * (loss_fake + loss_real)
-        self._backward_step(loss, self.d_optimizer)
+        # one call over [fakes; reals] per discriminator (instance norm keeps samples apart): one forward per
+        # backward, as DistributedDataParallel requires
+        labels = [torch.cat([g.one_hot, g.one_hot]) for g in groups]
+        pairs = [torch.cat([fake.detach(), g.image]) for g, fake in zip(groups, fakes)]
+        with self.precision.autocast():
+            logits = [out.float() for out in self.d_network(labels, pairs)]
+        loss = sum(
+            self.d_loss_scale * (self.adversarial(z[:n], False, True) + self.adversarial(z[n:], True, True))
+            for z, n in zip(logits, (g.image.shape[0] for g in groups))
+        )
+        self.precision.step(loss, self.d_optimizer)
         return loss.detach()
 
-    def generator_step(
+    def backward_g(
         self,
         groups: list[CenterBatch],
         fakes: list[torch.Tensor],
-        remind_out: torch.Tensor | None,
-        remind_target: torch.Tensor | None,
+        remind_out: torch.Tensor | None = None,
+        remind: RemindingBatch | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Update the generator with digesting + reminding losses; the discriminators are frozen meanwhile."""
+        """Update the generator with the digesting and reminding losses, the discriminators frozen meanwhile."""
         self.d_network.requires_grad_(False)
         self.g_optimizer.zero_grad(set_to_none=True)
-        zero = torch.zeros((), device=self.state.device)
-        gan, l1, perceptual, remind = zero, zero, zero, zero
-        with self._autocast():
-            # the inner module: no D gradient is wanted here, so no DistributedDataParallel sync either
-            d_logits = _unwrap(self.d_network)([g.one_hot for g in groups], fakes)
-            for g, fake, logits in zip(groups, fakes, d_logits):
-                gan = gan + self.gan_loss(logits.float(), True)
-                l1 = l1 + F.l1_loss(fake, g.image)
-                if self.perceptual_weight > 0:
-                    perceptual = perceptual + self.perceptual_loss(fake, g.image).float()
-            if remind_out is not None:
-                remind = self.l1_weight * F.l1_loss(remind_out, remind_target)
-                if self.perceptual_weight > 0:
-                    remind = remind + self.perceptual_weight * self.perceptual_loss(remind_out, remind_target).float()
-            digest = gan + self.l1_weight * l1 + self.perceptual_weight * perceptual
-            total = self.g_loss_scale * (digest + self.reminding_weight * remind)
-        self._backward_step(total, self.g_optimizer)
+        with self.precision.autocast():  # the inner module: no D gradient, so no DistributedDataParallel sync
+            logits = [out.float() for out in _unwrap(self.d_network)([g.one_hot for g in groups], fakes)]
+        gan = sum(self.adversarial(z, True, False) for z in logits)
+        l1 = sum(F.l1_loss(fake, g.image) for g, fake in zip(groups, fakes))
+        perceptual = sum(self.perceptual(fake, g.image) for g, fake in zip(groups, fakes))
+        reminding = torch.zeros((), device=gan.device)
+        if remind is not None:
+            reminding = self.l1_weight * F.l1_loss(remind_out, remind.target)
+            reminding = reminding + self.perceptual_weight * self.perceptual(remind_out, remind.target)
+        digesting = gan + self.l1_weight * l1 + self.perceptual_weight * perceptual
+        total = self.g_loss_scale * (digesting + self.reminding_weight * reminding)
+        self.precision.step(total, self.g_optimizer)
         self.d_network.requires_grad_(True)
-        return {
-            GanKeys.GLOSS: total.detach(),
-            "g_gan": gan.detach(),
-            "g_l1": l1.detach(),
-            "g_perceptual": perceptual.detach(),
-            "reminding": remind.detach(),
-        }
+        losses = {GanKeys.GLOSS: total, "g_gan": gan, "g_l1": l1, "g_perceptual": perceptual, "reminding": reminding}
+        return {k: v.detach() for k, v in losses.items()}
 
     def _iteration(self, engine: TDGANTrainer, batchdata: Sequence[dict] | dict) -> dict[str, torch.Tensor]:
         """One TDGAN iteration: generator forward, discriminator step, generator step.
@@ -457,8 +324,9 @@ class TDGANTrainer(Trainer):
         if batchdata is None:
             raise ValueError("must provide batch data for current iteration.")
         groups = engine.prepare_groups(batchdata)
-        fakes, remind_out, remind_target = engine.generate(groups)
-        d_loss = engine.discriminator_step(groups, fakes)
-        out = engine.generator_step(groups, fakes, remind_out, remind_target)
-        out[GanKeys.DLOSS] = d_loss
-        return out
+        remind = None
+        if engine.reminding_on:
+            remind = engine.reminder.batch([g.label for g in groups], groups[0].label.shape[0])
+        fakes, remind_out = engine.generate(groups, remind)
+        d_loss = engine.backward_d(groups, fakes)
+        return {GanKeys.DLOSS: d_loss, **engine.backward_g(groups, fakes, remind_out, remind)}

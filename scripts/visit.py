@@ -25,88 +25,94 @@ from typing import Any
 
 import monai
 import torch
+from monai.bundle import ConfigWorkflow
 from monai.handlers import CheckpointLoader
 from torch.utils.data import Dataset
 
 from scripts.data.centers import label_maps
 from scripts.handoff import Handoff, HandoffError, load_handoff, save_handoff
+from scripts.reminding import REMINDING_SOURCES, Reminder
 
-__all__ = ["CenterVisit", "Reminder", "HandoffSaver", "VisitCheckpoints", "latest_checkpoint", "software_versions"]
+__all__ = [
+    "BUNDLE_ROOT",
+    "CenterVisit",
+    "HandoffSaver",
+    "VisitCheckpoints",
+    "latest_checkpoint",
+    "run_visit",
+    "software_versions",
+    "visit_workflow",
+]
 
 logger = logging.getLogger(__name__)
 
-REMINDING_SOURCES = ("bank", "local")
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
+"""This copy of the bundle (the folder holding ``configs/`` and ``scripts/``)."""
 
 
-class Reminder:
-    """Samples one reminding batch per step: label maps under codes of EARLIER centers.
-
-    ``bank``: label maps of earlier centers, carried in the hand-off; a center is drawn uniformly per sample, then
-    one of its maps. ``local``: this visit's own label maps (the current batch) under earlier centers' codes, so
-    nothing but the weights and the registry has to travel. Either way the cost per step does not depend on how many
-    centers came before.
+def visit_workflow(
+    center_dirs: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    handoff_in: str | os.PathLike | None = None,
+    handoff_out: str | os.PathLike | None = None,
+    settings: dict[str, Any] | None = None,
+    config_file: str | Sequence[str] | None = None,
+    bundle_root: str | os.PathLike = BUNDLE_ROOT,
+) -> ConfigWorkflow:
+    """ONE visit, the bundle's visit workflow (``configs/train.json``) through ``monai.bundle.ConfigWorkflow``,
+    initialised and ready to ``run()``. The sequence, the federated client, the benchmarks and the tests all build
+    their visits here, so a visit is assembled once.
 
     Args:
-        source: ``"bank"`` or ``"local"``.
-        earlier_codes: codes of the earlier centers to remind.
-        bank: for ``bank``: uint8 label maps (N, 1, *spatial) of the earlier centers, concatenated.
-        bank_counts: for ``bank``: how many of ``bank``'s maps belong to each of ``earlier_codes``, in order.
-        seed: seed of the sampler's own random generator (the global RNG is not touched).
+        center_dirs: the centers online in this visit (the first is also ``dataset_dir``).
+        output_dir: the visit's folder (checkpoints, TensorBoard, and by default the hand-off).
+        handoff_in: the incoming hand-off, or None at the first center.
+        handoff_out: where the outgoing hand-off goes; default ``<output_dir>/handoff.pt``.
+        settings: any other setting of the visit config (network sizes, epochs, ...).
+        config_file: the visit config file(s); default ``<bundle_root>/configs/train.json`` (e.g. add
+            ``configs/train_3d.json``).
+        bundle_root: the bundle whose configs and metadata are used.
     """
+    bundle_root = Path(bundle_root)
+    config_file = config_file or str(bundle_root / "configs" / "train.json")
+    overrides = {
+        "bundle_root": str(bundle_root),
+        **(settings or {}),
+        "dataset_dir": str(center_dirs[0]),
+        "center_dirs": [str(d) for d in center_dirs],
+        "output_dir": str(output_dir),
+        "handoff_in": str(handoff_in) if handoff_in else None,
+    }
+    if handoff_out:
+        overrides["handoff_out"] = str(handoff_out)
+    workflow = ConfigWorkflow(
+        config_file=config_file,
+        meta_file=str(bundle_root / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        **overrides,
+    )
+    workflow.initialize()
+    return workflow
 
-    def __init__(
-        self,
-        source: str,
-        earlier_codes: Sequence[int],
-        bank: torch.Tensor | None = None,
-        bank_counts: Sequence[int] | None = None,
-        seed: int = 0,
-    ) -> None:
-        if source not in REMINDING_SOURCES:
-            raise ValueError(f"reminding source must be one of {REMINDING_SOURCES}, got {source!r}.")
-        if not earlier_codes:
-            raise ValueError("a Reminder needs at least one earlier center.")
-        self.source = source
-        self.codes = torch.as_tensor(list(earlier_codes), dtype=torch.long)
-        self.gen = torch.Generator().manual_seed(seed)
-        if source == "bank":
-            if bank is None or bank_counts is None or len(bank_counts) != len(earlier_codes):
-                raise ValueError("bank reminding needs the label bank and one count per earlier center.")
-            counts = torch.as_tensor(list(bank_counts), dtype=torch.long)
-            self.counts = counts
-            self.starts = torch.cumsum(counts, 0) - counts
-            self.bank = bank
-            # the center code of each bank map: a (map, code) pair is fixed, so the frozen teacher's output for a
-            # bank index never changes and the trainer may cache it (see TDGANTrainer's teacher_cache)
-            self.bank_codes = torch.repeat_interleave(self.codes, counts).to(bank.device)
 
-    def sample_index(self, batch_size: int) -> torch.Tensor:
-        """``bank`` only: indices into ``bank`` of one reminding batch (their codes are ``bank_codes[index]``)."""
-        if self.source != "bank":
-            raise ValueError(f"sample_index needs bank reminding, this reminder's source is {self.source!r}.")
-        which = torch.randint(len(self.codes), (batch_size,), generator=self.gen)
-        offset = (torch.rand(batch_size, generator=self.gen) * self.counts[which]).long()
-        return (self.starts[which] + offset).to(self.bank.device)
+def run_visit(
+    center_dirs: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    handoff_in: str | os.PathLike | None = None,
+    handoff_out: str | os.PathLike | None = None,
+    settings: dict[str, Any] | None = None,
+    config_file: str | Sequence[str] | None = None,
+    bundle_root: str | os.PathLike = BUNDLE_ROOT,
+) -> ConfigWorkflow:
+    """Run ONE visit to completion (see :py:func:`visit_workflow` for the arguments); returns the finished workflow.
 
-    def sample(self, labels: Sequence[torch.Tensor], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reminding batch.
-
-        Args:
-            labels: this step's label maps, one (B, 1, *spatial) tensor per online group (``local`` draws from them;
-                ``bank`` only takes their device).
-            batch_size: reminding batch size.
-
-        Returns:
-            label maps (batch_size, 1, *spatial) on the labels' device and their center codes (batch_size,).
-        """
-        device = labels[0].device
-        if self.source == "local":
-            codes = self.codes[torch.randint(len(self.codes), (batch_size,), generator=self.gen)]
-            pool = labels[0] if len(labels) == 1 else torch.cat(list(labels))
-            idx = torch.randint(pool.shape[0], (batch_size,), generator=self.gen)
-            return pool[idx.to(device)], codes.to(device)
-        idx = self.sample_index(batch_size)
-        return self.bank[idx].to(device).long(), self.bank_codes[idx].to(device)
+    The outgoing hand-off is ``handoff_out`` (default ``<output_dir>/handoff.pt``).
+    """
+    workflow = visit_workflow(center_dirs, output_dir, handoff_in, handoff_out, settings, config_file, bundle_root)
+    workflow.run()
+    workflow.finalize()
+    return workflow
 
 
 class CenterVisit:
@@ -124,6 +130,8 @@ class CenterVisit:
         reminding_weight: weight of the reminding loss; 0 means no teacher is kept (plain fine-tuning).
         spatial_size: this configuration's spatial size, to check the incoming label bank against.
         seed: seed of the reminding sampler.
+        teacher_cache: with ``bank`` reminding, compute the teacher's output for each bank map once (see
+            :py:class:`~scripts.reminding.Reminder`).
 
     Raises:
         HandoffError: the incoming hand-off is unreadable, tampered with, or built with other generator settings, or
@@ -139,6 +147,7 @@ class CenterVisit:
         reminding_weight: float = 1.0,
         spatial_size: Sequence[int] | None = None,
         seed: int = 0,
+        teacher_cache: bool = True,
     ) -> None:
         if reminding_source not in REMINDING_SOURCES:
             raise ValueError(f"reminding_source must be one of {REMINDING_SOURCES}, got {reminding_source!r}.")
@@ -171,15 +180,21 @@ class CenterVisit:
         codes = {e["name"]: int(e["code"]) for e in self.registry}
         self.codes = [codes[n] for n in self.center_names]
         earlier = [e for e in (self.incoming.registry if self.incoming else []) if e["name"] not in self.center_names]
-        self.teacher: torch.nn.Module | None = None
         self.reminder: Reminder | None = None
         if earlier and reminding_weight > 0:
-            self.teacher = copy.deepcopy(generator)  # the trainer keeps it in eval mode, frozen
-            self.reminder = self._make_reminder(earlier, spatial_size, seed)
+            self.reminder = self._make_reminder(earlier, spatial_size, seed, teacher_cache)
 
-    def _make_reminder(self, earlier: list[dict], spatial_size: Sequence[int] | None, seed: int) -> Reminder:
+    @property
+    def teacher(self) -> torch.nn.Module | None:
+        """The frozen copy of the generator as it arrived (None when nothing is reminded)."""
+        return None if self.reminder is None else self.reminder.teacher
+
+    def _make_reminder(
+        self, earlier: list[dict], spatial_size: Sequence[int] | None, seed: int, cache: bool
+    ) -> Reminder:
+        teacher = copy.deepcopy(getattr(self.generator, "module", self.generator))
         if self.reminding_source == "local":
-            return Reminder("local", [e["code"] for e in earlier], seed=seed)
+            return Reminder("local", [e["code"] for e in earlier], teacher, seed=seed)
         bank = self.incoming.label_bank
         banked = [e for e in earlier if e["name"] in bank and len(bank[e["name"]]) > 0]
         unbanked = [e["name"] for e in earlier if e not in banked]
@@ -200,9 +215,11 @@ class CenterVisit:
         return Reminder(
             "bank",
             [e["code"] for e in banked],
+            teacher,
             bank=torch.cat(maps).to(device),
             bank_counts=[len(m) for m in maps],
             seed=seed,
+            cache=cache,
         )
 
     def outgoing(self, new_bank: dict[str, torch.Tensor], summary: dict[str, Any], versions: dict) -> Handoff:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from monai.bundle import ConfigWorkflow
 
+from scripts import visit
 from scripts.data.demo import make_demo_centers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,23 +49,9 @@ def visit_workflow(
     center_dirs: list[Path], out: Path, handoff_in: Path | None = None, **override: Any
 ) -> ConfigWorkflow:
     """The bundle's visit workflow (configs/train.json) with tiny settings, initialised, not yet run."""
-    settings = {
-        **TINY,
-        "bundle_root": str(REPO),
-        "dataset_dir": str(center_dirs[0]),
-        "center_dirs": [str(d) for d in center_dirs],
-        "output_dir": str(out),
-        "handoff_in": str(handoff_in) if handoff_in else None,
-        **override,
-    }
-    workflow = ConfigWorkflow(config_file=TRAIN, meta_file=META, logging_file=False, workflow_type="train", **settings)
-    workflow.initialize()
-    return workflow
+    return visit.visit_workflow(center_dirs, out, handoff_in, settings={**TINY, **override}, bundle_root=REPO)
 
 
 def run_visit(center_dirs: list[Path], out: Path, handoff_in: Path | None = None, **override: Any) -> ConfigWorkflow:
     """Run one tiny visit to completion; the outgoing hand-off is ``out/handoff.pt``."""
-    workflow = visit_workflow(center_dirs, out, handoff_in, **override)
-    workflow.run()
-    workflow.finalize()
-    return workflow
+    return visit.run_visit(center_dirs, out, handoff_in, settings={**TINY, **override}, bundle_root=REPO)

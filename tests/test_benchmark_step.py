@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from scripts.precision import amp_supported
 from scripts.tools.benchmark_step import parse_overrides, peak_gflops
-from scripts.trainer import amp_supported
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("--set", "ngf=8", "--set", "num_blocks=1", "--set", "ndf=8")

@@ -206,7 +206,7 @@ def test_segmentation_augmentation_moves_image_and_label_together(augment: bool)
     parser = ConfigParser()
     parser.read_config(str(REPO / "configs" / "segmentation.json"))
     parser["augment"] = augment
-    preprocessing = parser.get_parsed_content("train#preprocessing#transforms")
+    preprocessing = parser.get_parsed_content("train#preprocessing").transforms
     transforms = parser.get_parsed_content("train#transforms")
     random_ones = [t for t in transforms.transforms if isinstance(t, Randomizable)]
     assert len(transforms.transforms) == len(preprocessing) + len(random_ones)

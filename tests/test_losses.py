@@ -8,7 +8,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Tests of the GAN loss and the pluggable perceptual loss (local weights only)."""
+"""Tests of the adversarial criteria and the pluggable perceptual loss (local weights only)."""
 
 from __future__ import annotations
 
@@ -17,17 +17,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from monai.losses import PatchAdversarialLoss
 
-from scripts.losses import GANLoss, PerceptualLoss, VGG16Features
+from scripts.losses import PerceptualLoss, VGG16Features
+from scripts.trainer import GAN_MODES
 
 
-def test_gan_loss_matches_hand_computed_values():
+def test_adversarial_criteria_of_the_gan_modes_match_hand_computed_values():
     logits = torch.zeros(1, 1, 2, 2)
-    assert GANLoss("vanilla")(logits, True).item() == pytest.approx(math.log(2))
-    assert GANLoss("lsgan")(logits, True).item() == pytest.approx(1.0)
-    assert GANLoss("lsgan")(logits, False).item() == pytest.approx(0.0)
-    with pytest.raises(ValueError, match="vanilla.*lsgan"):
-        GANLoss("wgan")
+    bce = PatchAdversarialLoss(criterion=GAN_MODES["vanilla"], no_activation_leastsq=True)
+    lsq = PatchAdversarialLoss(criterion=GAN_MODES["lsgan"], no_activation_leastsq=True)
+    assert bce(logits, True, True).item() == pytest.approx(math.log(2))
+    assert bce(logits + 2.0, False, True).item() == pytest.approx(math.log(1 + math.exp(2.0)))
+    assert lsq(logits, True, True).item() == pytest.approx(1.0)
+    assert lsq(logits, False, True).item() == pytest.approx(0.0)
+    assert lsq(logits - 1.0, True, False).item() == pytest.approx(4.0)  # the generator's target is always real
 
 
 def test_vgg16_features_need_a_local_weights_file():

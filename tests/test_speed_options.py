@@ -20,8 +20,9 @@ from monai.data import DataLoader
 
 from scripts.data.centers import OnlineCenters
 from scripts.networks import TDGANGenerator, TemporaryDiscriminators, encode_condition
-from scripts.trainer import TDGANTrainer, amp_supported, resolve_amp_dtype
-from scripts.visit import Reminder
+from scripts.precision import amp_supported, resolve_amp_dtype
+from scripts.reminding import Reminder
+from scripts.trainer import TDGANTrainer
 
 K, SIZE, BATCH, EARLIER, PER_CENTER = 4, 32, 2, 3, 3
 
@@ -31,7 +32,7 @@ def _bank() -> torch.Tensor:
     return torch.randint(0, K, (EARLIER * PER_CENTER, 1, SIZE, SIZE), generator=gen, dtype=torch.uint8)
 
 
-def _trainer(source: str = "bank", **speed) -> TDGANTrainer:
+def _trainer(source: str = "bank", teacher_cache: bool = True, **speed) -> TDGANTrainer:
     """A tiny trainer at a fourth center, reminding three earlier ones; same weights and data for any options."""
     torch.manual_seed(0)
     gen = TDGANGenerator(spatial_dims=2, num_classes=K, max_centers=4, ngf=4, num_blocks=1)
@@ -50,9 +51,10 @@ def _trainer(source: str = "bank", **speed) -> TDGANTrainer:
         for _ in range(4)
     ]
     if source == "bank":
-        reminder = Reminder("bank", list(range(EARLIER)), bank=_bank(), bank_counts=[PER_CENTER] * EARLIER, seed=0)
+        bank, counts = _bank(), [PER_CENTER] * EARLIER
+        reminder = Reminder("bank", list(range(EARLIER)), teacher, bank, counts, seed=0, cache=teacher_cache)
     else:
-        reminder = Reminder("local", list(range(EARLIER)), seed=0)
+        reminder = Reminder("local", list(range(EARLIER)), teacher, seed=0)
     return TDGANTrainer(
         device="cpu",
         max_epochs=1,
@@ -61,7 +63,6 @@ def _trainer(source: str = "bank", **speed) -> TDGANTrainer:
         g_optimizer=torch.optim.Adam(gen.parameters(), 2e-4, betas=(0.5, 0.999)),
         d_network=disc,
         d_optimizer=torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.5, 0.999)),
-        teacher=teacher,
         reminder=reminder,
         **speed,
     )
@@ -70,40 +71,39 @@ def _trainer(source: str = "bank", **speed) -> TDGANTrainer:
 def _teacher_calls(trainer: TDGANTrainer) -> list[int]:
     """Batch sizes of the teacher's forwards from now on."""
     calls: list[int] = []
-    trainer.teacher.register_forward_hook(lambda m, args, out: calls.append(int(args[0].shape[0])))
+    trainer.reminder.teacher.register_forward_hook(lambda m, args, out: calls.append(int(args[0].shape[0])))
     return calls
 
 
 def test_cached_teacher_targets_equal_the_teachers_output_and_each_bank_map_is_taught_once():
     trainer = _trainer()
-    assert trainer.teacher_cache
-    reference = copy.deepcopy(trainer.teacher)
+    reminder = trainer.reminder
+    assert reminder.cache
+    reference = copy.deepcopy(reminder.teacher)
     calls = _teacher_calls(trainer)
     labels = [torch.zeros(BATCH, 1, SIZE, SIZE, dtype=torch.long)]
     bank = _bank()
     for _ in range(3):
-        r_label, r_center, target = trainer.remind_batch(labels, BATCH)
+        r_label, r_center, target = reminder.batch(labels, BATCH)
         with torch.no_grad():
             expected = reference(encode_condition(r_label, r_center, K, 4))
         torch.testing.assert_close(target, expected, rtol=1e-5, atol=1e-6)
         # bank maps PER_CENTER * c .. PER_CENTER * (c + 1) - 1 belong to center c: a map comes with its center's code
         for m, c in zip(r_label, r_center.tolist()):
             assert any(torch.equal(m, b.long()) for b in bank[PER_CENTER * c : PER_CENTER * (c + 1)])
-    taught = int(trainer._cached.sum())
+    taught = int(reminder._cached.sum())
     assert 0 < taught < EARLIER * PER_CENTER and sum(calls) == taught  # only the drawn maps, each once
-    assert trainer.fill_teacher_cache() == EARLIER * PER_CENTER - taught
-    assert bool(trainer._cached.all()) and sum(calls) == EARLIER * PER_CENTER
+    assert reminder.fill_cache() == EARLIER * PER_CENTER - taught
+    assert bool(reminder._cached.all()) and sum(calls) == EARLIER * PER_CENTER
     n = len(calls)
     for _ in range(5):
-        trainer.remind_batch(labels, BATCH)
+        reminder.batch(labels, BATCH)
     assert len(calls) == n, "a full cache must not run the teacher again"
 
 
 def test_cached_and_uncached_teacher_give_the_same_training_step():
     cached, uncached = _trainer(teacher_cache=True), _trainer(teacher_cache=False)
-    assert cached.teacher_cache and not uncached.teacher_cache
-    for t in (cached, uncached):
-        t.prepare_scaler()
+    assert cached.reminder.cache and not uncached.reminder.cache
     for batch_c, batch_u in zip(cached.data_loader, uncached.data_loader):
         out_c, out_u = cached._iteration(cached, batch_c), uncached._iteration(uncached, batch_u)
         assert float(out_c["reminding"]) > 0
@@ -115,8 +115,7 @@ def test_cached_and_uncached_teacher_give_the_same_training_step():
 
 def test_local_reminding_runs_the_teacher_every_step():
     trainer = _trainer(source="local")
-    assert not trainer.teacher_cache
-    trainer.prepare_scaler()
+    assert not trainer.reminder.cache
     calls = _teacher_calls(trainer)
     for batch in trainer.data_loader:
         trainer._iteration(trainer, batch)
@@ -134,10 +133,9 @@ def test_amp_dtype_names_and_defaults():
 def test_amp_runs_where_supported_and_falls_back_to_fp32_elsewhere(dtype):
     trainer = _trainer(amp=True, amp_dtype=dtype)
     supported = amp_supported("cpu", getattr(torch, dtype))
-    assert trainer.precision == ({"bfloat16": "bf16", "float16": "fp16"}[dtype] if supported else "fp32")
-    assert trainer.amp == supported
-    trainer.prepare_scaler()
-    assert trainer.scaler is None  # a GradScaler only for float16 on CUDA
+    assert trainer.precision.name == ({"bfloat16": "bf16", "float16": "fp16"}[dtype] if supported else "fp32")
+    assert trainer.precision.amp == supported
+    assert trainer.precision.scaler is None  # a GradScaler only for float16 on CUDA
     seen = []
     trainer.g_network.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
     out = trainer._iteration(trainer, next(iter(trainer.data_loader)))
@@ -151,8 +149,6 @@ def test_channels_last_gives_the_same_step():
     assert cl.memory_format == torch.channels_last
     conv = next(p for p in cl.g_network.parameters() if p.dim() == 4)
     assert conv.is_contiguous(memory_format=torch.channels_last)
-    for t in (plain, cl):
-        t.prepare_scaler()
     batch = next(iter(plain.data_loader))
     out_p, out_c = plain._iteration(plain, batch), cl._iteration(cl, batch)
     for key in ("reminding", "g_loss", "d_loss"):

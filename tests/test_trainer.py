@@ -21,8 +21,8 @@ from monai.data import DataLoader
 
 from scripts.data.centers import OnlineCenters
 from scripts.networks import TDGANGenerator, TemporaryDiscriminators, one_hot_labels
+from scripts.reminding import Reminder
 from scripts.trainer import TDGANTrainer
-from scripts.visit import Reminder
 
 K, SIZE, BATCH = 4, 32, 2
 
@@ -39,7 +39,7 @@ def _dataset(n: int, code: int, seed: int) -> list[dict]:
     ]
 
 
-def _trainer(teacher=None, reminder=None, reminding_weight=1.0, groups=1, seed=0) -> TDGANTrainer:
+def _trainer(reminder=None, reminding_weight=1.0, groups=1, seed=0) -> TDGANTrainer:
     torch.manual_seed(seed)
     gen = TDGANGenerator(spatial_dims=2, num_classes=K, max_centers=3, ngf=8, num_blocks=1)
     disc = TemporaryDiscriminators(count=groups, spatial_dims=2, num_classes=K, ndf=8)
@@ -52,10 +52,13 @@ def _trainer(teacher=None, reminder=None, reminding_weight=1.0, groups=1, seed=0
         g_optimizer=torch.optim.Adam(gen.parameters(), 2e-4, betas=(0.5, 0.999)),
         d_network=disc,
         d_optimizer=torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.5, 0.999)),
-        teacher=teacher,
         reminder=reminder,
         reminding_weight=reminding_weight,
     )
+
+
+def _teacher() -> TDGANGenerator:
+    return TDGANGenerator(spatial_dims=2, num_classes=K, max_centers=8, ngf=4, num_blocks=1)
 
 
 def _first_batch(trainer: TDGANTrainer):
@@ -65,19 +68,19 @@ def _first_batch(trainer: TDGANTrainer):
 @pytest.mark.parametrize("groups", [1, 2])
 def test_discriminator_gets_no_gradient_in_generator_step_and_generator_none_in_discriminator_step(groups):
     teacher = copy.deepcopy(_trainer(groups=groups).g_network)
-    trainer = _trainer(teacher=teacher, reminder=Reminder("local", [0]), groups=groups)
-    trainer.prepare_scaler()
+    trainer = _trainer(reminder=Reminder("local", [0], teacher), groups=groups)
     gen, disc = trainer.g_network, trainer.d_network
     g = trainer.prepare_groups(_first_batch(trainer))
-    fakes, r_out, r_target = trainer.generate(g)
+    remind = trainer.reminder.batch([b.label for b in g], BATCH)
+    fakes, r_out = trainer.generate(g, remind)
 
     gen.zero_grad(set_to_none=True)
-    trainer.discriminator_step(g, fakes)
+    trainer.backward_d(g, fakes)
     assert all(p.grad is None for p in gen.parameters()), "the D step put gradients on G"
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in disc.parameters() if p.dim() > 1)
 
     disc.zero_grad(set_to_none=True)
-    trainer.generator_step(g, fakes, r_out, r_target)
+    trainer.backward_g(g, fakes, r_out, remind)
     assert all(p.grad is None for p in disc.parameters()), "the G step put gradients on D"
     assert all(p.grad is not None for p in gen.parameters())
     assert all(p.grad is None for p in teacher.parameters()) and not teacher.training
@@ -85,22 +88,30 @@ def test_discriminator_gets_no_gradient_in_generator_step_and_generator_none_in_
 
 def test_reminding_loss_is_zero_when_generator_matches_teacher_and_positive_otherwise():
     trainer = _trainer()
-    trainer.teacher = copy.deepcopy(trainer.g_network).eval().requires_grad_(False)
-    trainer.reminder, trainer.reminding_on = Reminder("local", [0, 2]), True
-    trainer.prepare_scaler()
+    reminder = Reminder("local", [0, 2], copy.deepcopy(trainer.g_network))
     g = trainer.prepare_groups(_first_batch(trainer))
-    out = trainer.generator_step(g, *trainer.generate(g))
-    assert out["reminding"].item() < 1e-5
 
+    def reminding_loss() -> float:
+        remind = reminder.batch([b.label for b in g], BATCH)
+        fakes, r_out = trainer.generate(g, remind)
+        return trainer.backward_g(g, fakes, r_out, remind)["reminding"].item()
+
+    assert reminding_loss() < 1e-5
     with torch.no_grad():
-        for p in trainer.teacher.parameters():
+        for p in reminder.teacher.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    out = trainer.generator_step(g, *trainer.generate(g))
-    assert out["reminding"].item() > 1e-3
+    assert reminding_loss() > 1e-3
 
 
 def _pix2pix_reference_steps(gen, disc, batches, steps):
-    """Plain pix2pix on the trainer's batches: BCE GAN + 100 L1, L_G x 0.1, L_D x 0.05, Adam(2e-4, 0.5, 0.999)."""
+    """Plain pix2pix on the trainer's batches: BCE GAN + 100 L1, L_G x 0.1, L_D x 0.05, Adam(2e-4, 0.5, 0.999).
+
+    BCE is written as sigmoid then binary cross-entropy, the same float operations as MONAI's PatchAdversarialLoss.
+    """
+
+    def bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+        return F.binary_cross_entropy(torch.sigmoid(logits), torch.full_like(logits, target))
+
     opt_g = torch.optim.Adam(gen.parameters(), 2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.5, 0.999))
     for batch in batches[:steps]:
@@ -113,19 +124,14 @@ def _pix2pix_reference_steps(gen, disc, batches, steps):
         # float rounding matters: Adam turns the ~0 gradients of the biases before instance norm into +-lr steps)
         d_both = disc[0](torch.cat([torch.cat([y, y]), torch.cat([fake.detach(), image])], 1))[-1]
         d_fake, d_real = d_both.split(label.shape[0])
-        loss_d = 0.05 * (
-            F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-            + F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-        )
+        loss_d = 0.05 * (bce(d_fake, 0.0) + bce(d_real, 1.0))
         loss_d.backward()
         opt_d.step()
         opt_g.zero_grad()
         for p in disc.parameters():
             p.requires_grad_(False)
         d_fake = disc[0](torch.cat([y, fake], 1))[-1]
-        loss_g = 0.1 * (
-            F.binary_cross_entropy_with_logits(d_fake, torch.ones_like(d_fake)) + 100 * F.l1_loss(fake, image)
-        )
+        loss_g = 0.1 * (bce(d_fake, 1.0) + 100 * F.l1_loss(fake, image))
         loss_g.backward()
         opt_g.step()
         for p in disc.parameters():
@@ -135,7 +141,7 @@ def _pix2pix_reference_steps(gen, disc, batches, steps):
 
 def test_with_reminding_weight_zero_a_visit_is_plain_pix2pix_fine_tuning():
     teacher_source = _trainer(seed=1).g_network  # a different generator: reminding would pull towards it
-    trainer = _trainer(teacher=copy.deepcopy(teacher_source), reminder=Reminder("local", [0]), reminding_weight=0.0)
+    trainer = _trainer(reminder=Reminder("local", [0], copy.deepcopy(teacher_source)), reminding_weight=0.0)
     assert not trainer.reminding_on
     gen0, disc0 = copy.deepcopy(trainer.g_network), copy.deepcopy(trainer.d_network)
     batches = list(trainer.data_loader)
@@ -144,7 +150,7 @@ def test_with_reminding_weight_zero_a_visit_is_plain_pix2pix_fine_tuning():
     for (name, p), q in zip(trainer.g_network.named_parameters(), reference.parameters()):
         assert torch.allclose(p, q, atol=1e-6), f"{name} differs from plain pix2pix"
 
-    reminded = _trainer(teacher=copy.deepcopy(teacher_source), reminder=Reminder("local", [0]), reminding_weight=1.0)
+    reminded = _trainer(reminder=Reminder("local", [0], copy.deepcopy(teacher_source)), reminding_weight=1.0)
     reminded.run()
     diff = max((p - q).abs().max() for p, q in zip(reminded.g_network.parameters(), reference.parameters()))
     assert diff > 1e-6, "reminding weight 1 should change the update"
@@ -154,18 +160,19 @@ def test_reminding_batch_has_constant_size_whatever_the_number_of_earlier_center
     labels = torch.randint(0, K, (BATCH, 1, 8, 8))
     for earlier in (1, 4, 7):
         bank = torch.cat([torch.full((3, 1, 8, 8), c, dtype=torch.uint8) for c in range(earlier)])
-        rem = Reminder("bank", list(range(earlier)), bank=bank, bank_counts=[3] * earlier, seed=0)
+        rem = Reminder("bank", list(range(earlier)), _teacher(), bank=bank, bank_counts=[3] * earlier, seed=0)
         maps, codes = rem.sample([labels], BATCH)
         assert maps.shape == (BATCH, 1, 8, 8) and codes.shape == (BATCH,)
         # each bank map was filled with its center's code: a sampled map must come from the sampled center
         assert torch.equal(maps[:, 0, 0, 0], codes)
-    maps, codes = Reminder("local", [5, 6], seed=0).sample([labels[:1], labels[1:]], 64)
+    maps, codes = Reminder("local", [5, 6], _teacher(), seed=0).sample([labels[:1], labels[1:]], 64)
     assert set(codes.tolist()) == {5, 6}
     assert all(any(torch.equal(m, lab) for lab in labels) for m in maps)
 
 
 def test_bank_reminding_draws_earlier_centers_evenly():
     bank = torch.cat([torch.zeros(1, 1, 4, 4, dtype=torch.uint8), torch.ones(9, 1, 4, 4, dtype=torch.uint8)])
-    _, codes = Reminder("bank", [0, 1], bank=bank, bank_counts=[1, 9], seed=0).sample([torch.zeros(1, 1, 4, 4)], 4000)
+    reminder = Reminder("bank", [0, 1], _teacher(), bank=bank, bank_counts=[1, 9], seed=0)
+    _, codes = reminder.sample([torch.zeros(1, 1, 4, 4)], 4000)
     share = (codes == 0).float().mean().item()
     assert 0.45 < share < 0.55  # centers are drawn uniformly, not in proportion to their bank size

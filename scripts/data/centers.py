@@ -13,14 +13,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from monai.config import KeysCollection
 from monai.data import load_decathlon_datalist
-from monai.transforms import MapTransform
 from torch.utils.data import ConcatDataset, Dataset
 
 __all__ = [
@@ -28,7 +26,6 @@ __all__ = [
     "center_name",
     "center_datalist",
     "OnlineCenters",
-    "EnsureSpatialDimsd",
     "label_maps",
 ]
 
@@ -105,36 +102,6 @@ class OnlineCenters(Dataset):
     def __getitem__(self, index: int) -> tuple[dict, ...]:
         # a tuple, not a list: MONAI's list_data_collate would flatten a list into extra samples
         return tuple(g[index % len(g)] for g in self.groups)
-
-
-class EnsureSpatialDimsd(MapTransform):
-    """Drop trailing singleton spatial axes (2D slices stored as (H, W, 1)) and check the spatial rank.
-
-    Args:
-        keys: keys of channel-first arrays to fix.
-        spatial_dims: expected number of spatial dimensions.
-
-    Raises:
-        ValueError: an array has another spatial rank, naming its file when known.
-    """
-
-    def __init__(self, keys: KeysCollection, spatial_dims: int, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.spatial_dims = spatial_dims
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            x = d[key]
-            while x.ndim - 1 > self.spatial_dims and x.shape[-1] == 1:
-                x = x[..., 0]
-            if x.ndim - 1 != self.spatial_dims:
-                src = getattr(x, "meta", {}).get("filename_or_obj", key)
-                raise ValueError(
-                    f"{src}: {key} has shape {tuple(x.shape[1:])}, expected {self.spatial_dims} spatial dimensions."
-                )
-            d[key] = x
-        return d
 
 
 def label_maps(dataset: Dataset, count: int, seed: int) -> torch.Tensor:

@@ -19,14 +19,16 @@ import importlib.util
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
+from PIL import Image
 
-from scripts.png import write_png
+from scripts.data.writer import CentersWriter
 
 __all__ = [
     "ANATOMY_SOURCES",
@@ -589,18 +591,6 @@ def head_volume(slice_2d: np.ndarray) -> np.ndarray:
     return volume
 
 
-def _save_nifti(array: np.ndarray, path: Path) -> None:
-    """Save a 2D array as a NIfTI file with an identity affine.
-
-    Args:
-        array: the array, saved with its own dtype.
-        path: the ``.nii.gz`` path.
-    """
-    image = nib.Nifti1Image(array, np.eye(4))
-    image.header.set_data_dtype(array.dtype)
-    nib.save(image, str(path))
-
-
 def make_demo_centers(
     output_dir: str | Path,
     num_centers: int = 3,
@@ -655,47 +645,38 @@ def make_demo_centers(
         procedural_anatomy: "procedural anatomy",
         mni152_anatomy: "anatomy of the MNI152 ICBM 2009a template under random smooth deformations",
     }.get(anatomy, f"anatomy from {getattr(anatomy, '__name__', 'a custom source')}")
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     names = [center_name(index) for index in range(num_centers)]
-    splits = (("training", "Tr", num_train), ("test", "Ts", num_test))
-    for center_index, name in enumerate(names):
-        style = center_style(center_index)
-        center_dir = output_dir / name
-        entries: dict[str, list[dict[str, str]]] = {"training": [], "test": []}
-        for split_index, (key, suffix, count) in enumerate(splits):
-            (center_dir / f"images{suffix}").mkdir(parents=True, exist_ok=True)
-            (center_dir / f"labels{suffix}").mkdir(parents=True, exist_ok=True)
-            offset = 0 if key == "training" else num_train
-            for item in range(count):
-                # One independent stream per subject; anatomy and appearance draw from separate children.
-                anatomy_seq, appearance_seq = np.random.SeedSequence([seed, center_index, split_index, item]).spawn(2)
-                subject = anatomy(np.random.default_rng(anatomy_seq), size)
-                label = np.asarray(subject["label"]).astype(np.uint8)
-                if label.shape != (size, size) or label.max(initial=0) > 3:
-                    raise ValueError(f"anatomy must return a ({size}, {size}) label map with values 0..3.")
-                image = render_appearance(subject, style, np.random.default_rng(appearance_seq))
-                if volumetric:
-                    label, image = head_volume(label), head_volume(image)
-                stem = f"{name}_{offset + item:03d}.nii.gz"
-                entry = {"image": f"images{suffix}/{stem}", "label": f"labels{suffix}/{stem}"}
-                _save_nifti(image, center_dir / entry["image"])
-                _save_nifti(label, center_dir / entry["label"])
-                entries[key].append(entry)
-        dataset = {
-            "name": name,
-            "description": f"TDGAN built-in demo data (synthetic{', 3D' if volumetric else ''}; {source}). "
-            + str(style["description"]),
-            "labels": dict(CLASS_NAMES),
-            "modality": {"0": "MRI"},
-            "numTraining": num_train,
-            "numTest": num_test,
-            "training": entries["training"],
-            "test": entries["test"],
-        }
-        (center_dir / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
-    (output_dir / "centers.json").write_text(json.dumps({"order": names}, indent=2) + "\n")
-    return output_dir
+    splits = (("training", num_train), ("test", num_test))
+    description = f"TDGAN built-in demo data (synthetic{', 3D' if volumetric else ''}; {source})."
+    record = {
+        "command": "scripts.data.demo.make_demo_centers",
+        "num_centers": num_centers,
+        "num_train": num_train,
+        "num_test": num_test,
+        "size": size,
+        "seed": seed,
+        "anatomy": source,
+        "volumetric": volumetric,
+    }
+    with CentersWriter(output_dir, CLASS_NAMES, {"0": "MRI"}, description) as writer:
+        for center_index, name in enumerate(names):
+            style = center_style(center_index)
+            for split_index, (key, count) in enumerate(splits):
+                offset = 0 if key == "training" else num_train
+                for item in range(count):
+                    # One independent stream per subject; anatomy and appearance draw from separate children.
+                    seq = np.random.SeedSequence([seed, center_index, split_index, item])
+                    anatomy_seq, appearance_seq = seq.spawn(2)
+                    subject = anatomy(np.random.default_rng(anatomy_seq), size)
+                    label = np.asarray(subject["label"]).astype(np.uint8)
+                    if label.shape != (size, size) or label.max(initial=0) > 3:
+                        raise ValueError(f"anatomy must return a ({size}, {size}) label map with values 0..3.")
+                    image = render_appearance(subject, style, np.random.default_rng(appearance_seq))
+                    if volumetric:
+                        label, image = head_volume(label), head_volume(image)
+                    writer.add(name, key, f"{name}_{offset + item:03d}", image, label)
+        descriptions = {name: f"{description} {center_style(i)['description']}" for i, name in enumerate(names)}
+        return writer.commit(names, record, descriptions)
 
 
 def ensure_demo_centers(output_dir: str | Path, **kwargs: Any) -> Path:
@@ -706,6 +687,9 @@ def ensure_demo_centers(output_dir: str | Path, **kwargs: Any) -> Path:
     if stamp.is_file() and (output_dir / "centers.json").is_file() and json.loads(stamp.read_text()) == kwargs:
         logger.info(f"demo centers present in {output_dir}, reused.")
         return output_dir
+    if stamp.is_file():  # demo data this function wrote with other arguments: made again, never mixed
+        logger.warning(f"demo centers in {output_dir} were made with {stamp.read_text().strip()}; remaking them.")
+        shutil.rmtree(output_dir)
     make_demo_centers(output_dir, **kwargs)
     stamp.write_text(json.dumps(kwargs, indent=2) + "\n")
     logger.info(f"demo centers written to {output_dir}: {json.loads((output_dir / 'centers.json').read_text())}")
@@ -767,7 +751,10 @@ def save_preview(output_dir: str | Path, png_path: str | Path, per_center: int =
             # Extra white space between (image | label) pairs.
             top, left = gap + r * (tile + gap), gap + c * (tile + gap)
             canvas[top : top + tile, left : left + tile] = np.kron(array, np.ones((scale, scale, 1), dtype=np.uint8))
-    return write_png(png_path, canvas)
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas).save(png_path)
+    return png_path
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-
-from scripts.png import write_png
+from monai.data import partition_dataset
+from PIL import Image
 
 __all__ = ["CentersWriter", "seeded_split"]
 
@@ -32,7 +32,8 @@ SPLITS = {"training": "Tr", "test": "Ts"}
 
 
 def seeded_split(items: Sequence[str], test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Split ``items`` into (training, test) by a seeded shuffle; at least one item stays in training.
+    """Split ``items`` into (training, test) with MONAI's seeded ``partition_dataset``; at least one item stays in
+    training.
 
     Args:
         items: the items (cases, images) of one center.
@@ -44,9 +45,12 @@ def seeded_split(items: Sequence[str], test_fraction: float, seed: int) -> tuple
     """
     if not 0 <= test_fraction < 1:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
-    order = np.random.default_rng(seed).permutation(len(items))
     n_test = min(round(test_fraction * len(items)), len(items) - 1)
-    test = {int(i) for i in order[:n_test]}
+    if n_test == 0:
+        return list(items), []
+    index = list(range(len(items)))
+    train_idx, test_idx = partition_dataset(index, ratios=[len(items) - n_test, n_test], shuffle=True, seed=seed)
+    test = set(test_idx)
     return [x for i, x in enumerate(items) if i not in test], [x for i, x in enumerate(items) if i in test]
 
 
@@ -111,7 +115,7 @@ class CentersWriter:
             path = folder / entry[key]
             path.parent.mkdir(parents=True, exist_ok=True)
             if fmt == "png":
-                write_png(path, np.asarray(array, dtype=np.uint8))
+                Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
             else:
                 dtype = np.float32 if key == "image" else np.uint8
                 nifti = nib.Nifti1Image(np.asarray(array, dtype=dtype), np.eye(4))
@@ -119,12 +123,15 @@ class CentersWriter:
                 nib.save(nifti, str(path))
         self.entries.setdefault(center, {"training": [], "test": []})[split].append(entry)
 
-    def commit(self, order: Sequence[str], record: Mapping[str, Any]) -> Path:
+    def commit(
+        self, order: Sequence[str], record: Mapping[str, Any], descriptions: Mapping[str, str] | None = None
+    ) -> Path:
         """Write every ``dataset.json``, ``centers.json`` and ``prepare.json`` (``record``), then move into place.
 
         Args:
             order: the centers in visiting order (each must have at least one training pair).
             record: how the data were prepared (arguments, cases per center and split), kept as ``prepare.json``.
+            descriptions: a center's own ``description`` (default: the writer's, for every center).
 
         Returns:
             ``output_dir``.
@@ -138,7 +145,7 @@ class CentersWriter:
             entries = self.entries[center]
             dataset = {
                 "name": center,
-                "description": self.description,
+                "description": (descriptions or {}).get(center, self.description),
                 "labels": self.labels,
                 "modality": self.modality,
                 "numTraining": len(entries["training"]),

@@ -21,16 +21,15 @@ from typing import Any
 
 import torch
 from monai.metrics import MAEMetric, PSNRMetric, SSIMMetric
-from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, Resized, ScaleIntensityd
 
-from scripts.data.centers import EnsureSpatialDimsd, center_datalist
+from scripts.data.centers import center_datalist
+from scripts.data.transforms import preprocessing
 from scripts.evaluation.synthesis import generate_images
 from scripts.handoff import load_handoff
 from scripts.networks import TDGANGenerator
 
 __all__ = [
     "generator_from_handoff",
-    "pair_transforms",
     "load_pairs",
     "image_metrics",
     "generator_quality",
@@ -44,27 +43,13 @@ METRICS = ("ssim", "psnr", "mae")
 DECIMALS = {"ssim": 3, "psnr": 2, "mae": 4}
 
 
-def pair_transforms(spatial_dims: int, spatial_size: Sequence[int], minv: float = -1.0) -> Compose:
-    """Read an image/label pair as the visit reads it: channel first, resized, image scaled to [minv, 1]."""
-    return Compose(
-        [
-            LoadImaged(keys=["image", "label"], image_only=True),
-            EnsureChannelFirstd(keys=["image", "label"]),
-            EnsureSpatialDimsd(keys=["image", "label"], spatial_dims=spatial_dims),
-            Resized(keys=["image", "label"], spatial_size=spatial_size, mode=["bilinear", "nearest"]),
-            ScaleIntensityd(keys="image", minv=minv, maxv=1.0),
-            EnsureTyped(keys=["image", "label"], dtype=[torch.float32, torch.uint8], track_meta=False),
-        ]
-    )
-
-
 def load_pairs(
     center_dir: str | os.PathLike, spatial_dims: int, spatial_size: Sequence[int], key: str = "test", minv: float = -1.0
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """A center's ``key`` list as stacked tensors: images (N, C, *spatial) in [minv, 1], labels (N, 1, *spatial),
-    and the image file names."""
+    """A center's ``key`` list read as the visit reads it, as stacked tensors: images (N, C, *spatial) in [minv, 1],
+    labels (N, 1, *spatial), and the image file names."""
     items = center_datalist(center_dir, code=0, key=key)
-    load = pair_transforms(spatial_dims, spatial_size, minv)
+    load = preprocessing(spatial_dims, spatial_size, (minv, 1.0))
     data = [load(item) for item in items]
     return (
         torch.stack([d["image"] for d in data]),

@@ -34,7 +34,8 @@ import nvflare.client as flare  # noqa: E402
 from scripts.data.centers import center_name  # noqa: E402
 from scripts.fl.message import handoff_to_message, is_first_message, message_to_handoff  # noqa: E402
 from scripts.handoff import load_handoff, save_handoff  # noqa: E402
-from scripts.sequence import run_visit  # noqa: E402
+from scripts.sequence import handoff_name  # noqa: E402
+from scripts.visit import run_visit  # noqa: E402
 
 # set by the site for each visit; the job may not choose them
 SITE_KEYS = ("bundle_root", "dataset_dir", "center_dirs", "handoff_in", "handoff_out", "output_dir", "checkpoint_dir")
@@ -114,22 +115,13 @@ def main(argv: list[str] | None = None) -> None:
         if not is_first_message(model.params, model.meta):
             incoming = message_to_handoff(model.params, model.meta, f"site {site}: generator received")
             done = len(incoming.visits)
-        tag = f"visit{done + 1:02d}_{center_name(center_dir)}"
+        tag = handoff_name(done, [center_name(center_dir)])
         if done:
             handoff_in = work_dir / tag / "handoff_in.pt"
             save_handoff(incoming, handoff_in)  # what arrived, as the hand-off file the visit reads
         handoff_out = work_dir / tag / "handoff_out.pt"
         print(f"site {site}: {tag} from {handoff_in or 'scratch'} (round {model.current_round})")
-        settings = {
-            **overrides,
-            "bundle_root": str(BUNDLE_ROOT),
-            "dataset_dir": str(center_dir),
-            "center_dirs": [str(center_dir)],
-            "handoff_in": str(handoff_in) if handoff_in else None,
-            "handoff_out": str(handoff_out),
-            "output_dir": str(work_dir / tag),
-        }
-        run_visit(str(BUNDLE_ROOT / "configs" / "train.json"), settings, str(BUNDLE_ROOT / "configs" / "metadata.json"))
+        run_visit([center_dir], work_dir / tag, handoff_in, handoff_out, overrides, bundle_root=BUNDLE_ROOT)
         params, meta = handoff_to_message(load_handoff(handoff_out))
         flare.send(flare.FLModel(params=params, params_type=flare.ParamsType.FULL, meta=meta))
         print(f"site {site}: {tag} sent ({len(params)} generator tensors)")

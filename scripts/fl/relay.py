@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from nvflare.fuel.utils import fobs
 
 from scripts.fl.message import META_KEY, describe_message, handoff_to_message, message_to_handoff
 from scripts.handoff import HandoffError, load_handoff, save_handoff
+from scripts.sequence import handoff_name, write_summary
 
 __all__ = ["HandoffPersistor", "HandoffRelay"]
 
@@ -136,7 +136,7 @@ class HandoffRelay(ShareableGenerator):
             )
         centers = [str(c) for c in handoff.visits[-1]["centers"]]
         index = len(self._records)
-        path = Path(self.output_dir) / "handoffs" / f"visit{index + 1:02d}_{'+'.join(centers)}.pt"
+        path = Path(self.output_dir) / "handoffs" / f"{handoff_name(index, centers)}.pt"
         digest = save_handoff(handoff, path)
         self._records.append({"centers": centers, "handoff": str(path), "site": site, "sha256": digest})
         self.log_info(fl_ctx, f"visit {index + 1}: hand-off of site {site} ({centers}) -> {path}")
@@ -146,15 +146,6 @@ class HandoffRelay(ShareableGenerator):
         return make_model_learnable(params, meta)
 
     def _write_summary(self) -> None:
-        summary = {
-            "data_root": self.data_root,
-            "order": self.order,
-            "engine": "nvflare",
-            "num_rounds": self.num_rounds,
-            "visits": [{"centers": r["centers"], "handoff": r["handoff"], "site": r["site"]} for r in self._records],
-            "final_handoff": self._records[-1]["handoff"],
-        }
+        visits = [{"centers": r["centers"], "handoff": r["handoff"], "site": r["site"]} for r in self._records]
         path = Path(self.output_dir) / "sequence.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary, indent=4))
-        os.replace(tmp, path)
+        write_summary(path, self.data_root, self.order, visits, engine="nvflare", num_rounds=self.num_rounds)

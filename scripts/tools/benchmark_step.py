@@ -27,20 +27,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
+from scripts.data.centers import center_datalist
 from scripts.data.demo import center_name, make_demo_centers
+from scripts.data.transforms import preprocessing
 from scripts.handoff import Handoff, save_handoff
-from scripts.visit import software_versions
+from scripts.visit import software_versions, visit_workflow
 
 __all__ = ["parse_overrides", "fabricate_handoff", "peak_gflops", "count_step_flops", "run_case", "summarize", "main"]
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_CONFIG = BUNDLE_ROOT / "configs" / "train.json"
-META_FILE = BUNDLE_ROOT / "configs" / "metadata.json"
 
 
 def _log(message: str) -> None:
@@ -83,51 +82,38 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _parser(overrides: dict[str, Any]) -> ConfigParser:
-    """The bundle's visit workflow config (``configs/train.json`` + metadata) with ``overrides`` applied."""
-    parser = ConfigParser()
-    parser.read_config(str(TRAIN_CONFIG))
-    parser.read_meta(str(META_FILE))
-    parser.update(overrides)
-    return parser
+def _demo_label_bank(center_dir: Path, spatial_dims: int, spatial_size: Sequence[int]) -> torch.Tensor:
+    """The training label maps of one demo center folder, read as the visit reads them, as uint8 (N, 1, *spatial)."""
+    load = preprocessing(spatial_dims, spatial_size, keys=("label",))
+    return torch.stack([load(item)["label"] for item in center_datalist(center_dir, 0)])
 
 
-def _demo_label_bank(center_dir: Path) -> torch.Tensor:
-    """The training label maps of one demo center folder as uint8 (N, 1, H, W)."""
-    entries = json.loads((center_dir / "dataset.json").read_text())["training"]
-    maps = [np.asarray(nib.load(str(center_dir / e["label"])).dataobj).round().astype(np.uint8) for e in entries]
-    maps = [m.reshape(m.shape[:2]) if m.ndim == 3 and m.shape[-1] == 1 else m for m in maps]
-    return torch.from_numpy(np.stack(maps)[:, None])
-
-
-def fabricate_handoff(overrides: dict[str, Any], data_root: Path, earlier: int, path: Path) -> str:
+def fabricate_handoff(
+    generator: torch.nn.Module, data_root: Path, earlier: int, spatial_size: Sequence[int], path: Path
+) -> str:
     """Write an incoming hand-off as if ``earlier`` demo centers had been visited before.
 
-    The generator is built from the same config and overrides as the visit (``network_def``), initialised with the
-    config's determinism; the registry holds the first ``earlier`` demo centers with codes ``0..earlier-1``, and the
-    label bank their demo training label maps.
+    The registry holds the first ``earlier`` demo centers with codes ``0..earlier-1``, the label bank their demo
+    training label maps, and the weights are ``generator``'s (the visit's own initial generator).
 
     Args:
-        overrides: the visit's config overrides (network sizes must match the visit's).
+        generator: the generator the visit builds (its ``network_def``).
         data_root: folder written by ``make_demo_centers`` with at least ``earlier`` centers.
         earlier: number of earlier centers (>= 1).
+        spatial_size: the visit's spatial size.
         path: where to write the hand-off.
 
     Returns:
         the hand-off's sha256.
     """
-    parser = _parser(overrides)
-    parser.get_parsed_content("initialize")
-    generator = parser.get_parsed_content("network_def")
     names = [center_name(i) for i in range(earlier)]
+    dims = generator.settings["spatial_dims"]
     handoff = Handoff(
         generator={k: v.detach().cpu() for k, v in generator.state_dict().items()},
         network=dict(generator.settings),
         registry=[{"name": n, "code": i} for i, n in enumerate(names)],
-        label_bank={n: _demo_label_bank(data_root / n) for n in names},
-        visits=[
-            {"centers": [n], "codes": [i], "fabricated_by": "scripts.tools.benchmark_step"} for i, n in enumerate(names)
-        ],
+        label_bank={n: _demo_label_bank(data_root / n, dims, spatial_size) for n in names},
+        visits=[{"centers": [n], "codes": [i], "fabricated_by": __name__} for i, n in enumerate(names)],
         versions=software_versions(BUNDLE_ROOT),
     )
     return save_handoff(handoff, path)
@@ -279,13 +265,14 @@ def run_case(
     precision: str = "fp32",
     perceptual: str = "vgg16-random",
     flops: bool = True,
+    configs: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Benchmark one case in this process: the visit at center ``center_index`` (1-based) at ``size`` x ``size``.
+    """Benchmark one case in this process: the visit at center ``center_index`` (1-based) at ``size`` per side.
 
-    Builds the real workflow (``configs/train.json`` through ``ConfigParser``, its ``CacheDataset`` and
-    ``DataLoader``), fills the teacher-output cache (a once-per-visit cost, timed apart), then runs ``warmup`` +
-    ``steps`` iterations straight from the data loader, timing the wait for each batch and ``trainer._iteration``
-    apart.
+    Builds the real visit workflow (:py:func:`scripts.visit.visit_workflow`: ``configs/train.json`` plus ``configs``,
+    its ``CacheDataset`` and ``DataLoader``), fills the teacher-output cache (a once-per-visit cost, timed apart),
+    then runs ``warmup`` + ``steps`` iterations straight from the data loader, timing the wait for each batch and
+    ``trainer._iteration`` apart.
 
     Args:
         size: image side in pixels.
@@ -299,6 +286,7 @@ def run_case(
         perceptual: ``vgg16-random`` (a VGG16-sized feature network with random weights, for timing only) or
             ``none`` (the config's ``perceptual_network``, null by default).
         flops: count the FLOPs of one more (untimed) step.
+        configs: more config files after ``configs/train.json`` (e.g. ``configs/train_3d.json``: volumes).
 
     Returns:
         the case's record, printed as one JSON line. Step seconds (``step_s_median``, ``step_s_min``, ``step_s``)
@@ -312,46 +300,42 @@ def run_case(
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
     t_case = time.perf_counter()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    config_files = [str(TRAIN_CONFIG), *(str(BUNDLE_ROOT / c) for c in configs)]
+    dims = int(ConfigParser.load_config_files(config_files).get("spatial_dims", 2))
+    spatial_size = [size] * dims
     with tempfile.TemporaryDirectory(prefix="tdgan_bench_") as tmp:
         tmp_path = Path(tmp)
         data_root = tmp_path / "data"
+        train_items = max(8, 2 * batch_size) if dims == 2 else 2 * batch_size
         make_demo_centers(
-            data_root, num_centers=center_index, num_train=max(8, 2 * batch_size), num_test=0, size=size, seed=0
+            data_root, num_centers=center_index, num_train=train_items, num_test=0, size=size, volumetric=dims == 3
         )
         center_dir = data_root / center_name(center_index - 1)
         handoff_in = tmp_path / "handoff_in.pt" if center_index > 1 else None
-        overrides: dict[str, Any] = {
-            "bundle_root": str(BUNDLE_ROOT),
-            "dataset_dir": str(center_dir),
-            "center_dirs": [str(center_dir)],
-            "output_dir": str(tmp_path / "visit"),
-            "handoff_in": None if handoff_in is None else str(handoff_in),
-            "spatial_size": [size, size],
-            "batch_size": batch_size,
-            **PRECISIONS[precision],
-        }
+        overrides: dict[str, Any] = {"spatial_size": spatial_size, "batch_size": batch_size, **PRECISIONS[precision]}
         if perceptual == "vgg16-random":
             overrides["perceptual_network"] = RANDOM_VGG
         if device is not None:
             overrides["device"] = f"$torch.device({device!r})"
         overrides.update(extra)
+        workflow = visit_workflow([center_dir], tmp_path / "visit", handoff_in, None, overrides, config_files)
+        parser = workflow.parser
         if handoff_in is not None:
-            fabricate_handoff(overrides, data_root, center_index - 1, handoff_in)
-
-        parser = _parser(overrides)
-        parser.get_parsed_content("initialize")
+            fabricate_handoff(
+                parser.get_parsed_content("network_def"), data_root, center_index - 1, spatial_size, handoff_in
+            )
         trainer = parser.get_parsed_content("train#trainer")
         loader = parser.get_parsed_content("train#dataloader")
-        trainer.prepare_scaler()  # what TDGANTrainer.run does before Ignite's loop
         dev = torch.device(trainer.state.device)
+        reminder = trainer.reminder if trainer.reminding_on else None
         setup_s = time.perf_counter() - t_case
 
         _sync(dev)
         t0 = time.perf_counter()
-        cached_maps = trainer.fill_teacher_cache()
+        cached_maps = 0 if reminder is None else reminder.fill_cache()
         _sync(dev)
         fill_s = time.perf_counter() - t0
-        cache_mb = 0.0 if trainer._cache is None else trainer._cache.numel() * trainer._cache.element_size() / 2**20
+        cache_mb = 0.0 if reminder is None else reminder.cache_bytes / 2**20
 
         def batches():
             while True:
@@ -390,16 +374,17 @@ def run_case(
         step_flops = count_step_flops(trainer, batch) if flops else None
         median = statistics.median(times)
         images = batch_size * len(trainer.d_network)
-        peak, basis = peak_gflops(dev, trainer.precision, torch.get_num_threads())
+        peak, basis = peak_gflops(dev, trainer.precision.name, torch.get_num_threads())
         achieved = None if step_flops is None else step_flops / median / 1e9
         record = {
             "size": size,
+            "spatial_dims": dims,
             "center_index": center_index,
             "earlier_centers": center_index - 1,
             "batch_size": batch_size,
             "online_groups": len(trainer.d_network),
             "reminding": bool(trainer.reminding_on),
-            "precision": trainer.precision,
+            "precision": trainer.precision.name,
             "precision_asked": precision,
             "step_s_median": round(median, 4),
             "step_s_min": round(min(times), 4),
@@ -408,7 +393,7 @@ def run_case(
             "images_per_s": round(images / median, 3),
             "data_wait_s_median": round(statistics.median(waits), 5),
             "data_wait_share": round(sum(waits) / (sum(waits) + sum(times)), 5),
-            "teacher_cache": bool(trainer.teacher_cache),
+            "teacher_cache": bool(reminder is not None and reminder.cache),
             "teacher_cache_maps": cached_maps,
             "teacher_cache_fill_s": round(fill_s, 3),
             "teacher_cache_mb": round(cache_mb, 2),
@@ -436,6 +421,9 @@ def run_case(
             "perceptual_network": RANDOM_VGG_LABEL if perceptual == "vgg16-random" else None,
             "channels_last": trainer.memory_format != torch.preserve_format,
             "compile": bool(parser.get_parsed_content("compile")),
+            "g_params": sum(p.numel() for p in trainer.g_network.parameters()),
+            "d_params": sum(p.numel() for p in trainer.d_network.parameters()),
+            "configs": list(configs),
             "overrides": extra,
             "setup_s": round(setup_s, 2),
         }
@@ -452,10 +440,12 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     A ``precision_speedup`` record compares each low precision with fp32 per (size, center).
     """
     out: list[dict[str, Any]] = []
-    keys = sorted({(r["size"], r["precision"]) for r in records})
-    for size, prec in keys:
-        rows = {r["center_index"]: r for r in records if r["size"] == size and r["precision"] == prec}
-        summary: dict[str, Any] = {"summary": "centers", "size": size, "precision": prec}
+    keys = sorted({(r["size"], r["batch_size"], r["precision"]) for r in records})
+    for size, batch, prec in keys:
+        rows = {
+            r["center_index"]: r for r in records if (r["size"], r["batch_size"], r["precision"]) == (size, batch, prec)
+        }
+        summary: dict[str, Any] = {"summary": "centers", "size": size, "batch_size": batch, "precision": prec}
         for stat in ("step_s_median", "step_s_min", "step_cpu_s_median"):
             if 1 in rows:
                 base = rows[1][stat]
@@ -474,13 +464,15 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         ref = [
             b
             for b in records
-            if b["precision"] == "fp32" and (b["size"], b["center_index"]) == (r["size"], r["center_index"])
+            if b["precision"] == "fp32"
+            and (b["size"], b["batch_size"], b["center_index"]) == (r["size"], r["batch_size"], r["center_index"])
         ]
         if ref:
             out.append(
                 {
                     "summary": "precision_speedup",
                     "size": r["size"],
+                    "batch_size": r["batch_size"],
                     "center_index": r["center_index"],
                     "precision": r["precision"],
                     "speedup_vs_fp32_median": round(ref[0]["step_s_median"] / r["step_s_median"], 3),
@@ -513,7 +505,13 @@ def _build_argparser() -> argparse.ArgumentParser:
         help="vgg16-random (default): time the perceptual term with a VGG16-sized network of RANDOM weights (timing "
         "only); none: the config's perceptual_network (null: term off)",
     )
-    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--batch_size", type=int, nargs="+", default=[4], help="batch sizes, default 4")
+    p.add_argument(
+        "--configs",
+        nargs="*",
+        default=[],
+        help="more config files after configs/train.json, e.g. configs/train_3d.json (volumes: sizes are cube sides)",
+    )
     p.add_argument("--steps", type=int, default=5, help="timed steps per case")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
@@ -546,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = parse_overrides(args.overrides)
     except ValueError as e:
         p.error(str(e))
-    if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
+    if args.steps < 1 or args.warmup < 0 or min(args.batch_size) < 1:
         p.error("need --steps >= 1, --warmup >= 0 and --batch_size >= 1.")
     if any(c < 1 for c in args.centers):
         p.error("center indices are 1-based (>= 1).")
@@ -556,12 +554,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     if args.one_case:
-        if len(args.sizes) != 1 or len(args.centers) != 1 or len(args.precisions) != 1:
-            p.error("--one-case takes exactly one size, one center and one precision.")
+        if any(len(v) != 1 for v in (args.sizes, args.centers, args.precisions, args.batch_size)):
+            p.error("--one-case takes exactly one size, one center, one precision and one batch size.")
         record = run_case(
             args.sizes[0],
             args.centers[0],
-            args.batch_size,
+            args.batch_size[0],
             args.steps,
             args.warmup,
             args.device,
@@ -569,12 +567,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             precision=args.precisions[0],
             perceptual=args.perceptual,
             flops=args.flops,
+            configs=args.configs,
         )
         print(json.dumps(record), flush=True)
         return 0
 
-    common = ["--batch_size", str(args.batch_size), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    common += ["--perceptual", args.perceptual]
+    common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--perceptual", args.perceptual]
+    if args.configs:
+        common += ["--configs", *args.configs]
     if args.threads is not None:
         common += ["--threads", str(args.threads)]
     if args.device is not None:
@@ -584,15 +584,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for item in args.overrides:
         common += ["--set", item]
     failed, records = 0, []
-    for size, precision, center in itertools.product(args.sizes, args.precisions, args.centers):
-        _log(f"case size {size} {precision} center {center} ...")
+    for size, batch, precision, center in itertools.product(args.sizes, args.batch_size, args.precisions, args.centers):
+        _log(f"case size {size} batch {batch} {precision} center {center} ...")
         cmd = [sys.executable, "-m", "scripts.tools.benchmark_step", "--one-case", "--sizes", str(size)]
-        cmd += ["--precisions", precision, "--centers", str(center), *common]
+        cmd += ["--batch_size", str(batch), "--precisions", precision, "--centers", str(center), *common]
         proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True, check=False)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
             failed += 1
-            _log(f"case size {size} {precision} center {center} FAILED (exit status {proc.returncode}).")
+            _log(f"case size {size} batch {batch} {precision} center {center} FAILED (exit {proc.returncode}).")
             continue
         print(lines[-1], flush=True)
         records.append(json.loads(lines[-1]))

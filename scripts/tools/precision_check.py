@@ -21,80 +21,47 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from monai.bundle import ConfigWorkflow
-from monai.metrics import SSIMMetric
-
-from scripts.data.centers import center_datalist
+from scripts.data.centers import read_center_order
 from scripts.data.demo import ensure_demo_centers
-from scripts.networks import encode_condition
+from scripts.evaluation.image_quality import generator_quality, load_pairs
+from scripts.visit import visit_workflow
 
-__all__ = ["score_generator", "run_visit", "main"]
+__all__ = ["train_and_score", "main"]
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2]
 DEMO = json.loads((BUNDLE_ROOT / "configs" / "demo.json").read_text())
 
 
-def score_generator(workflow: ConfigWorkflow, center_dir: Path, code: int) -> dict[str, float]:
-    """Mean L1 and SSIM (data range 2, images in [-1, 1]) of the visit's generator on the center's test pairs.
-
-    The test pairs go through the visit's own preprocessing; the generator runs in eval mode under the test
-    label maps and the center's code.
-    """
-    items = center_datalist(center_dir, code, key="test")
-    preprocess = workflow.parser.get_parsed_content("train#preprocessing")
-    data = [preprocess(item) for item in items]
-    label = torch.stack([torch.as_tensor(d["label"]).as_subclass(torch.Tensor) for d in data]).long()
-    real = torch.stack([torch.as_tensor(d["image"]).as_subclass(torch.Tensor) for d in data]).float()
-    generator = workflow.parser.get_parsed_content("network")
-    device = next(generator.parameters()).device
-    settings = generator.settings
-    generator.eval()
-    with torch.no_grad():
-        codes = torch.full((len(label),), code, device=device)
-        cond = encode_condition(label.to(device), codes, settings["num_classes"], settings["max_centers"])
-        fake = generator(cond).float().cpu()
-    ssim = SSIMMetric(spatial_dims=2, data_range=2.0)(fake, real).mean().item()
-    return {"test_l1": round((fake - real).abs().mean().item(), 5), "test_ssim": round(ssim, 5), "test_n": len(items)}
-
-
-def run_visit(data_root: Path, out: Path, precision: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Train the demo's first center once (configs/train.json with the demo's visit settings) and score it."""
-    center = json.loads((data_root / "centers.json").read_text())["order"][0]
-    center_dir = data_root / center
+def train_and_score(data_root: Path, out: Path, precision: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Train the demo's first center once (configs/train.json with the demo's visit settings) and score the generator
+    on the center's test pairs with the report's metrics (SSIM / PSNR / MAE on [0, 1],
+    :py:func:`scripts.evaluation.image_quality.generator_quality`)."""
+    center = read_center_order(data_root)[0]
     settings = {
         **DEMO["visit_overrides"],
-        "bundle_root": str(BUNDLE_ROOT),
-        "dataset_dir": str(center_dir),
-        "center_dirs": [str(center_dir)],
-        "output_dir": str(out),
-        "handoff_in": None,
         "seed": seed,
         "progress_bar": False,
         "amp": precision != "fp32",
         "amp_dtype": {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}[precision],
         **overrides,
     }
-    workflow = ConfigWorkflow(
-        config_file=str(BUNDLE_ROOT / "configs" / "train.json"),
-        meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type="train",
-        **settings,
-    )
-    workflow.initialize()
+    workflow = visit_workflow([data_root / center], out, settings=settings)
     trainer = workflow.parser.get_parsed_content("train#trainer")
     t0 = time.perf_counter()
     workflow.run()
     seconds = time.perf_counter() - t0
+    generator = workflow.parser.get_parsed_content("network").eval()
+    images, labels, _ = load_pairs(data_root / center, generator.settings["spatial_dims"], settings["spatial_size"])
+    quality = generator_quality(generator, 0, images, labels)
     record = {
         "center": center,
         "precision_asked": precision,
-        "precision": trainer.precision,
+        "precision": trainer.precision.name,
         "seed": seed,
         "iterations": int(trainer.state.iteration),
         "train_s": round(seconds, 1),
-        **score_generator(workflow, center_dir, 0),
+        **{f"test_{k}": round(v, 5) for k, v in quality.items()},
+        "test_n": int(images.shape[0]),
     }
     workflow.finalize()
     return record
@@ -117,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ensure_demo_centers(data_root, **DEMO["demo_data"])
         for precision in args.precisions:
             for seed in args.seeds:
-                record = run_visit(data_root, Path(tmp) / f"{precision}_{seed}", precision, seed, overrides)
+                record = train_and_score(data_root, Path(tmp) / f"{precision}_{seed}", precision, seed, overrides)
                 print(json.dumps(record), flush=True)
     return 0
 
