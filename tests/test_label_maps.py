@@ -28,6 +28,7 @@ from scripts.data.label_maps import (
     new_label_bank,
     new_label_maps,
 )
+from scripts.tools.measure_label_maps import measure
 
 DEMO = {"relocatable": [3], "hosts": [1], "flip_axes": [1]}  # the demo's lesion class, brain class, left-right axis
 
@@ -170,3 +171,13 @@ def test_bad_inputs_are_refused_with_what_was_expected(sources):
         new_label_maps(sources, 2, relocatable=[3])
     with pytest.raises(ValueError, match="N >= 1, 1, \\*spatial"):
         check_far_from_sources(sources[:, 0], sources)
+
+
+def test_the_ceiling_measurement_reads_the_centers_files_and_keeps_new_maps_below_it(demo_root):
+    got = measure(demo_root, count=3, seed=0, ceilings=[0.9], **DEMO)
+    assert set(got["centers"]) == {"center_a", "center_b", "center_c"}
+    center = got["centers"]["center_a"]
+    assert center["training_maps"] == 8
+    assert 0.0 < center["real_to_nearest_real"]["median"] < 1.0
+    assert center["with_ceiling"]["0.9"]["new_to_nearest_source"]["max"] <= 0.9
+    assert set(center["per_class_best_dice"]) <= {"1", "2", "3"}

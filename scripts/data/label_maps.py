@@ -44,7 +44,7 @@ __all__ = [
 DEFAULT_CEILING = 0.5
 """Highest mean foreground Dice a new label map may have with any source map. Measured on the demo data (64x64,
 48 training maps per center): a real training map's mean foreground Dice to its nearest other training map of the
-same center has median 0.52 (5th-95th percentile 0.44-0.64); see ``docs/privacy.md``."""
+same center has median 0.53 (5th-95th percentile 0.44-0.65); see ``docs/privacy.md``."""
 
 
 class LabelMapTooCloseError(ValueError):

@@ -55,9 +55,10 @@ def class_dice_to_nearest(a: torch.Tensor, b: torch.Tensor, cls: int, exclude_se
 def measure(data_root: str | Path, count: int, seed: int, ceilings: Sequence[float], **settings: Any) -> dict[str, Any]:
     """Per center and pooled: each real training map's similarity to its nearest OTHER real training map of the
     center; each new map's similarity to its nearest source, made without a ceiling (what the deformation alone
-    gives) and with each of ``ceilings`` (the seconds it took, the draws per map, and the share of real maps closer to
-    another real map than the ceiling); and, per foreground class, each map's best Dice of that class alone, real to
-    real and new (first ceiling) to source, since a mean over classes could hide one copied class."""
+    gives) and with each of ``ceilings`` (the seconds it took, the draws per map, the share of real maps more similar
+    to another real map than the ceiling, and the share of the maps made without a ceiling that it would have
+    redrawn); and, per foreground class, each map's best Dice of that class alone, real to real and new (first
+    ceiling) to source, since a mean over classes could hide one copied class."""
     out: dict[str, Any] = {"centers": {}}
     pooled: dict[str, list[torch.Tensor]] = {"real_to_nearest_real": [], "new_to_nearest_source_no_ceiling": []}
     for name in read_center_order(data_root):
@@ -80,6 +81,7 @@ def measure(data_root: str | Path, count: int, seed: int, ceilings: Sequence[flo
                 "mean_draws": round(sum(p["draws"] for p in made.provenance) / count, 2),
                 "new_to_nearest_source": summary(made.nearest_similarity),
                 "real_maps_above_ceiling": round(float((real > ceiling).double().mean()), 3),
+                "new_maps_above_ceiling_without_it": round(float((free > ceiling).double().mean()), 3),
             }
         made = new_label_maps(labels, count, seed, ceiling=ceilings[0], **settings).maps
         classes = [int(c) for c in labels.unique() if int(c) != 0]
