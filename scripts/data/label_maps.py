@@ -169,12 +169,11 @@ def _components(label: np.ndarray, classes: Sequence[int]) -> list[np.ndarray]:
     with its own class values and 0 elsewhere; touching lesion classes (e.g. a necrotic core in its tumour) move
     together."""
     mask = np.isin(label, classes)
-    parts, n = ndimage.label(mask, structure=np.ones((3,) * label.ndim))
-    out = []
-    for index, box in enumerate(ndimage.find_objects(parts), start=1):
-        if box is not None:
-            out.append(np.where(parts[box] == index, label[box], 0).astype(label.dtype))
-    return out[:n]
+    parts, _ = ndimage.label(mask, structure=np.ones((3,) * label.ndim))
+    return [
+        np.where(parts[box] == index, label[box], 0).astype(label.dtype)
+        for index, box in enumerate(ndimage.find_objects(parts), start=1)
+    ]
 
 
 def _turn(component: np.ndarray, rng: np.random.Generator) -> np.ndarray:
