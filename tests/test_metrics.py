@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from scripts.evaluation.image_quality import forgetting, image_metrics
-from scripts.evaluation.memorisation import audit_center, rms_distances
+from scripts.evaluation.memorisation import audit_center, handoff_reconstruction, memorisation_gap, rms_distances
 from scripts.evaluation.segmentation_scores import segmentation_scores
 
 CLASSES = ["background", "brain", "lesion"]
@@ -101,3 +101,99 @@ def test_memorisation_audit_flags_a_copy_of_a_real_image_and_not_a_distant_one()
     assert got["synthetic_to_real_min"] == pytest.approx(0.001, abs=1e-4)
     assert got["threshold"] > 0.001
     assert audit_center(copy, real, real_names=names, paired=[5])["flagged_nearest_to_own_pair"] == 0
+
+
+class LookupGenerator(torch.nn.Module):
+    """Stands in for a generator: for a label map it was given, returns the image stored with it; any other map is an
+    error. Records the center codes it was asked for."""
+
+    def __init__(self, labels: torch.Tensor, images: torch.Tensor) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # generate_images reads the device from the parameters
+        self.labels = labels.flatten(1).long()
+        self.images = images
+        self.codes: list[int] = []
+
+    def condition(self, label: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+        self.codes += center.tolist()
+        return label.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = [(self.labels == m).all(dim=1).nonzero().flatten() for m in x.flatten(1).long()]
+        assert all(len(r) for r in rows), "LookupGenerator got a label map it does not know"
+        return torch.stack([self.images[int(r[0])] for r in rows])
+
+
+def _distinct_labels(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
+    """n different random label maps (n, 1, size, size) with classes 0..2."""
+    return torch.randint(0, 3, (n, 1, size, size), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+
+
+def test_memorisation_gap_is_training_quality_minus_test_quality_computed_by_hand():
+    labels = _distinct_labels(5)
+    train_labels, test_labels = labels[:3], labels[3:]
+    a, da, b, db = 0.3, 0.05, 0.6, 0.2  # on [0, 1]: training images a, rebuilt as a + da; test images b, as b + db
+    train_images, test_images = _constant(a).repeat(3, 1, 1, 1), _constant(b).repeat(2, 1, 1, 1)
+    generator = LookupGenerator(
+        labels, torch.cat([_constant(a + da).repeat(3, 1, 1, 1), _constant(b + db).repeat(2, 1, 1, 1)])
+    )
+    got = memorisation_gap(generator, 4, train_images, train_labels, test_images, test_labels)
+    c1 = (0.01 * 1.0) ** 2
+    ssim = {
+        "train": (2 * a * (a + da) + c1) / (a * a + (a + da) ** 2 + c1),
+        "test": (2 * b * (b + db) + c1) / (b * b + (b + db) ** 2 + c1),
+    }
+    psnr = {"train": 10 * math.log10(1.0 / da**2), "test": 10 * math.log10(1.0 / db**2)}
+    # float32 local variances of flat images are not exactly 0 (see above): SSIM agrees to 1e-3 (the gap is 0.04)
+    for split in ("train", "test"):
+        assert got[split]["ssim"] == pytest.approx(ssim[split], abs=1e-3)
+        assert got[split]["psnr"] == pytest.approx(psnr[split], abs=1e-3)
+    assert got["gap"]["ssim"] == pytest.approx(ssim["train"] - ssim["test"], abs=1e-3)
+    assert got["gap"]["psnr"] == pytest.approx(psnr["train"] - psnr["test"], abs=2e-3)  # 26.02 - 13.98 dB
+    assert got["gap"]["mae"] == pytest.approx(da - db, abs=1e-5)  # lower is better: negative when memorising
+    assert set(generator.codes) == {4}  # every pair under the center's own code
+
+
+def test_a_bank_the_generator_turns_back_into_the_real_images_is_all_near_copies():
+    labels = _distinct_labels(6, seed=1)
+    real = torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    generator = LookupGenerator(labels, real)
+    bank = {"center_a": labels[[4, 1, 2]]}
+    got = handoff_reconstruction(generator, bank, {"center_a": 3}, {"center_a": real}, {"center_a": labels})
+    assert got["carries_label_maps"] is True
+    assert (got["label_maps"], got["near_copies"], got["near_copy_rate"]) == (3, 3, 1.0)
+    audit = got["centers"]["center_a"]
+    assert audit["synthetic_to_real_min"] == 0.0 and audit["flagged_fraction"] == 1.0
+    assert audit["flagged_nearest_to_own_pair"] == 3  # each rebuilt image is the very patient's whose map was carried
+    assert [s["nearest_real"] for s in audit["flagged_samples"]] == [4, 1, 2]
+    assert set(generator.codes) == {3}
+
+
+def test_a_bank_the_generator_maps_far_from_every_real_image_has_no_near_copies():
+    labels = _distinct_labels(4, seed=3)
+    real = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    far = torch.full((4, 1, 16, 16), 1.0)  # a white image, far from every uniform-noise one
+    got = handoff_reconstruction(
+        LookupGenerator(labels, far), {"center_b": labels}, {"center_b": 0}, {"center_b": real}
+    )
+    assert (got["near_copies"], got["near_copy_rate"]) == (0, 0.0)
+    assert got["centers"]["center_b"]["flagged_nearest_to_own_pair"] is None  # no real label maps given to pair with
+
+
+def test_an_empty_bank_says_the_handoff_carries_no_label_maps():
+    generator = LookupGenerator(_distinct_labels(2), torch.zeros(2, 1, 16, 16))
+    real = {"center_a": torch.zeros(2, 1, 16, 16)}
+    for bank in ({}, {"center_a": torch.zeros(0, 1, 16, 16, dtype=torch.uint8)}):
+        got = handoff_reconstruction(generator, bank, {"center_a": 0}, real)
+        assert got["carries_label_maps"] is False
+        assert got["near_copies"] is None and got["near_copy_rate"] is None  # nothing measured, not a rate of 0
+        assert "carries no label maps" in got["summary"]
+    assert generator.codes == []
+
+
+def test_handoff_reconstruction_refuses_a_banked_center_without_its_real_images():
+    labels = _distinct_labels(2)
+    with pytest.raises(ValueError, match=r"banked centers \['center_c'\]"):
+        handoff_reconstruction(
+            LookupGenerator(labels, torch.zeros(2, 1, 16, 16)), {"center_c": labels}, {"center_c": 0}, {}
+        )

@@ -8,22 +8,33 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Memorisation audit: how close each synthetic image is to its nearest real training image, against real-to-real."""
+"""Memorisation audit: near copies (each synthetic image against its nearest real training image, measured against
+real-to-real), the memorisation gap (quality on training pairs minus held-out pairs) and hand-off reconstruction (what
+a hand-off's label bank lets its holder rebuild)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from scripts.data.centers import center_datalist
-from scripts.evaluation.image_quality import load_pairs
+from scripts.evaluation.image_quality import image_metrics, load_pairs
+from scripts.evaluation.synthesis import generate_images
 
-__all__ = ["rms_distances", "nearest_neighbours", "audit_center", "audit_dataset"]
+__all__ = [
+    "rms_distances",
+    "nearest_neighbours",
+    "audit_center",
+    "audit_dataset",
+    "memorisation_gap",
+    "handoff_reconstruction",
+]
 
 
 def rms_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -130,3 +141,128 @@ def audit_dataset(
             paired,
         )
     return out
+
+
+def memorisation_gap(
+    generator: torch.nn.Module,
+    code: int,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    batch_size: int = 16,
+) -> dict[str, dict[str, float]]:
+    """How much better the generator rebuilds its training pairs than held-out pairs of the same center.
+
+    Image quality of G(label, code) against the paired real image (:func:`~scripts.evaluation.image_quality.
+    image_metrics`: SSIM, PSNR in dB and MAE, computed on [0, 1]) on the center's training pairs and on its held-out
+    test pairs. A generator that generalises scores about the same on both; one that memorises scores far better on
+    the training pairs.
+
+    Args:
+        generator: the generator (``condition`` + ``forward``, as :class:`~scripts.networks.TDGANGenerator`).
+        code: the center's code.
+        train_images: the center's training images (N, C, *spatial) in [-1, 1].
+        train_labels: their label maps (N, 1, *spatial).
+        test_images: the center's held-out images (M, C, *spatial) in [-1, 1].
+        test_labels: their label maps (M, 1, *spatial).
+        batch_size: generator batch size.
+
+    Returns:
+        ``{"train": {metric: value}, "test": {...}, "gap": {metric: train - test}}`` for ``ssim``, ``psnr`` and
+        ``mae``; a memorising generator has a positive SSIM and PSNR gap and a negative MAE gap (lower is better).
+        PSNR is ``inf`` where G reproduces every image exactly.
+    """
+    quality = {}
+    for split, images, labels in (("train", train_images, train_labels), ("test", test_images, test_labels)):
+        if images.shape[0] == 0 or images.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"memorisation_gap: {split} pairs need as many images as label maps (at least 1), got "
+                f"{images.shape[0]} images and {labels.shape[0]} label maps."
+            )
+        fake = generate_images(generator, labels, torch.full((labels.shape[0],), int(code)), batch_size)
+        quality[split] = image_metrics(fake, images)
+    gap = {m: quality["train"][m] - quality["test"][m] for m in quality["train"]}
+    return {"train": quality["train"], "test": quality["test"], "gap": gap}
+
+
+def handoff_reconstruction(
+    generator: torch.nn.Module,
+    label_bank: Mapping[str, torch.Tensor],
+    codes: Mapping[str, int],
+    real_images: Mapping[str, torch.Tensor],
+    real_labels: Mapping[str, torch.Tensor] | None = None,
+    quantile: float = 0.05,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """What a hand-off lets its holder rebuild: its generator run on every label map of its bank, under the map's own
+    center's code, audited against that center's real training images with :func:`audit_center`.
+
+    Args:
+        generator: the hand-off's generator.
+        label_bank: the hand-off's label bank, center name -> uint8 maps (N, 1, *spatial) (or (N, *spatial)).
+        codes: the hand-off's registry, center name -> code.
+        real_images: center name -> the center's real training images (M, C, *spatial) in [-1, 1], for every banked
+            center.
+        real_labels: optional center name -> the training label maps in the same order as ``real_images``; a bank
+            map equal to one of them is then paired with that patient, and the audit says how many near copies are
+            of the very patient whose map was carried.
+        quantile: the near-copy threshold of :func:`audit_center`.
+        batch_size: generator batch size.
+
+    Returns:
+        ``{"carries_label_maps": bool, "label_maps": int, "near_copies": int | None, "near_copy_rate": float | None,
+        "centers": {name: audit_center result}, "summary": str}``. With an empty bank (``local`` reminding) the
+        counts are None and the summary says the hand-off carries no label maps, so nothing can be rebuilt from it
+        (an absence of input, not a measured rate of 0).
+
+    Raises:
+        ValueError: a banked center missing from ``codes`` or ``real_images``.
+    """
+    banked = {name: maps for name, maps in label_bank.items() if maps is not None and len(maps) > 0}
+    if not banked:
+        return {
+            "carries_label_maps": False,
+            "label_maps": 0,
+            "near_copies": None,
+            "near_copy_rate": None,
+            "centers": {},
+            "summary": "the hand-off carries no label maps (local reminding): its holder has no label map of any "
+            "patient to run the generator on, so no training image can be rebuilt from it this way.",
+        }
+    missing = sorted(n for n in banked if n not in codes or n not in real_images)
+    if missing:
+        raise ValueError(
+            f"handoff_reconstruction: banked centers {missing} need a registry code and their real training images; "
+            f"codes given for {sorted(codes)}, images for {sorted(real_images)}."
+        )
+    centers: dict[str, Any] = {}
+    for name, maps in banked.items():
+        real = real_images[name]
+        maps = torch.as_tensor(maps).as_subclass(torch.Tensor)
+        if maps.ndim == real.ndim - 1:
+            maps = maps.unsqueeze(1)
+        fake = generate_images(generator, maps.long(), torch.full((maps.shape[0],), int(codes[name])), batch_size)
+        paired = None
+        if real_labels is not None and name in real_labels:
+            known = real_labels[name].flatten(1)
+            paired = [_row_index(known, m.flatten()) for m in maps]
+        # on [0, 1], the scale audit_dataset compares synthetic datasets on
+        centers[name] = audit_center((fake.clamp(-1, 1) + 1) / 2, (real.clamp(-1, 1) + 1) / 2, quantile, paired=paired)
+    total = sum(int(a["synthetic"]) for a in centers.values())
+    flagged = sum(int(a["flagged"]) for a in centers.values())
+    return {
+        "carries_label_maps": True,
+        "label_maps": total,
+        "near_copies": flagged,
+        "near_copy_rate": round(flagged / total, 4),
+        "centers": centers,
+        "summary": f"the hand-off carries {total} label maps of {len(centers)} centers; its generator turns "
+        f"{flagged} of them ({100 * flagged / total:.1f} %) into near copies of a real training image.",
+    }
+
+
+def _row_index(rows: torch.Tensor, row: torch.Tensor) -> int | None:
+    """Index of the first row of ``rows`` equal to ``row``, or None."""
+    hits = (rows == row.to(rows.dtype)).all(dim=1).nonzero().flatten()
+    return int(hits[0]) if len(hits) else None
