@@ -95,16 +95,16 @@ def test_three_dimensional_pairs_move_together():
 def test_appended_to_the_visits_cached_preprocessing_it_augments_real_files(demo_root):
     parser = ConfigParser()
     parser.read_config(str(REPO / "configs" / "train.json"))
-    parser["imports"] = parser["imports"] + ["$import scripts.data.augmentation"]
     parser["spatial_size"] = [32, 32]
-    parser["train#preprocessing#transforms"] = parser["train#preprocessing#transforms"] + [
-        {
-            "_target_": "Compose",
-            "transforms": "$scripts.data.augmentation.paired_augmentation(@spatial_dims, @spatial_size, 1.0, 1.0, "
-            "1.0, 0.5, flip_axes=[1])",
-        }
-    ]
-    preprocessing = parser.get_parsed_content("train#preprocessing")
+    parser["augment"] = True
+    parser["augmentation_settings"] = {
+        "affine_prob": 1.0,
+        "elastic_prob": 1.0,
+        "flip_prob": 1.0,
+        "intensity_prob": 0.5,
+        "flip_axes": [1],
+    }
+    preprocessing = parser.get_parsed_content("train#transforms")
     preprocessing.set_random_state(0)
     data = CacheDataset(center_datalist(demo_root / "center_a", 0), preprocessing, progress=False)
     first, again = data[0], data[0]

@@ -62,7 +62,7 @@ class EnsureSpatialDimsd(MapTransform):
 
 def preprocessing(
     spatial_dims: int,
-    spatial_size: Sequence[int],
+    spatial_size: Sequence[int] | None,
     intensity_range: Sequence[float] | None = (-1.0, 1.0),
     keys: Sequence[str] = ("image", "label"),
     label_dtype: torch.dtype = torch.uint8,
@@ -77,7 +77,7 @@ def preprocessing(
 
     Args:
         spatial_dims: 2 or 3.
-        spatial_size: the size every item is resized to.
+        spatial_size: the size every item is resized to (None: kept at its stored size).
         intensity_range: ``(min, max)`` of the scaled image: ``(-1, 1)`` for the GAN (Tanh output), ``(0, 1)`` for
             segmentation and reports.
         keys: ``("image", "label")`` or ``("label",)`` (synthesis reads label maps only).
@@ -92,8 +92,9 @@ def preprocessing(
         LoadImaged(keys=keys, image_only=True),
         EnsureChannelFirstd(keys=keys),
         EnsureSpatialDimsd(keys=keys, spatial_dims=spatial_dims),
-        Resized(keys=keys, spatial_size=spatial_size, mode=modes),
     ]
+    if spatial_size is not None:
+        transforms.append(Resized(keys=keys, spatial_size=spatial_size, mode=modes))
     if "image" in keys and intensity_range is not None:
         transforms.append(ScaleIntensityd(keys="image", minv=intensity_range[0], maxv=intensity_range[1]))
     transforms.append(EnsureTyped(keys=keys, dtype=dtypes, track_meta=track_meta))
