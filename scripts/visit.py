@@ -96,20 +96,12 @@ def visit_workflow(
     return workflow
 
 
-def run_visit(
-    center_dirs: Sequence[str | os.PathLike],
-    output_dir: str | os.PathLike,
-    handoff_in: str | os.PathLike | None = None,
-    handoff_out: str | os.PathLike | None = None,
-    settings: dict[str, Any] | None = None,
-    config_file: str | Sequence[str] | None = None,
-    bundle_root: str | os.PathLike = BUNDLE_ROOT,
-) -> ConfigWorkflow:
+def run_visit(*args: Any, **kwargs: Any) -> ConfigWorkflow:
     """Run ONE visit to completion (see :py:func:`visit_workflow` for the arguments); returns the finished workflow.
 
     The outgoing hand-off is ``handoff_out`` (default ``<output_dir>/handoff.pt``).
     """
-    workflow = visit_workflow(center_dirs, output_dir, handoff_in, handoff_out, settings, config_file, bundle_root)
+    workflow = visit_workflow(*args, **kwargs)
     workflow.run()
     workflow.finalize()
     return workflow

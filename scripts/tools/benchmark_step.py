@@ -198,20 +198,14 @@ def peak_gflops(device: torch.device, precision: str, threads: int) -> tuple[flo
     else:
         fp32, isa = 8, "SSE"
     per_cycle, note = fp32, ""
-    if precision == "bf16":
-        if "amx_bf16" in flags:
-            per_cycle, note = 1024, ", AMX-BF16"
-        elif "avx512_bf16" in flags:
-            per_cycle, note = 2 * fp32, ", AVX512-BF16 dot products (2 x fp32)"
+    if precision in ("bf16", "fp16"):
+        amx, avx512, name = f"amx_{precision}", f"avx512_{precision}", precision.upper()
+        if amx in flags:
+            per_cycle, note = 1024, f", AMX-{name}"
+        elif avx512 in flags:
+            per_cycle, note = 2 * fp32, f", AVX512-{name} (2 x fp32)"
         else:
-            note = ", no native bf16 (no gain over fp32)"
-    elif precision == "fp16":
-        if "amx_fp16" in flags:
-            per_cycle, note = 1024, ", AMX-FP16"
-        elif "avx512_fp16" in flags:
-            per_cycle, note = 2 * fp32, ", AVX512-FP16 (2 x fp32)"
-        else:
-            note = ", no native fp16 (no gain over fp32)"
+            note = f", no native {precision} (no gain over fp32)"
     value = cores * mhz / 1000.0 * per_cycle
     return value, f"{cores} cores x {mhz / 1000.0:.2f} GHz x {per_cycle} FLOP/cycle ({isa}{note})"
 
