@@ -29,7 +29,8 @@ from monai.bundle import ConfigWorkflow
 from monai.handlers import CheckpointLoader
 from torch.utils.data import Dataset
 
-from scripts.data.centers import label_maps
+from scripts.data.centers import read_label_maps, seeded_subset
+from scripts.data.label_maps import new_label_bank
 from scripts.handoff import Handoff, HandoffError, load_handoff, save_handoff
 from scripts.reminding import REMINDING_SOURCES, Reminder
 
@@ -45,6 +46,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+BANK_MAPS = ("new", "patients")
+"""What a ``bank`` hand-off carries: new label maps that belong to no patient, or real patients' label maps."""
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 """This copy of the bundle (the folder holding ``configs/`` and ``scripts/``)."""
@@ -303,12 +307,18 @@ class HandoffSaver:
     Args:
         visit: this visit.
         handoff_out: where to write the outgoing hand-off.
-        datasets: one training dataset per online center (same order as ``visit.center_names``); label maps are
-            drawn from them for the bank.
-        label_bank_size: label maps kept per center in the bank (``bank`` reminding only).
+        datasets: one training dataset per online center (same order as ``visit.center_names``).
+        label_bank_size: label maps the bank carries per center (``bank`` reminding only).
         checkpoint_dir: the visit's resume checkpoints, removed after the hand-off is written.
         bundle_root: the bundle, to record its version.
-        seed: seed of the label-map choice.
+        seed: seed of the bank's maps.
+        center_dirs: the online centers' folders (same order), whose training label maps the bank is made from.
+        spatial_size: the visit's spatial size (label maps are read at it).
+        bank_maps: ``"new"`` (default): the bank carries new label maps made from the center's own
+            (:py:func:`scripts.data.label_maps.new_label_bank`), belonging to no patient; ``"patients"``: a seeded
+            choice of the center's real training label maps, which the generator turns back into near copies of
+            those patients' images (see docs/privacy.md).
+        label_map_settings: keyword arguments of ``new_label_bank`` (``relocatable``, ``hosts``, ``flip_axes``, ...).
     """
 
     def __init__(
@@ -320,7 +330,15 @@ class HandoffSaver:
         checkpoint_dir: str | os.PathLike | None = None,
         bundle_root: str | os.PathLike | None = None,
         seed: int = 0,
+        center_dirs: Sequence[str | os.PathLike] = (),
+        spatial_size: Sequence[int] | None = None,
+        bank_maps: str = "new",
+        label_map_settings: dict[str, Any] | None = None,
     ) -> None:
+        if bank_maps not in BANK_MAPS:
+            raise ValueError(f"bank_maps must be one of {BANK_MAPS}, got {bank_maps!r}.")
+        if visit.reminding_source == "bank" and len(center_dirs) != len(visit.center_names):
+            raise ValueError(f"bank reminding needs the folder of every online center, got {list(center_dirs)}.")
         if len(datasets) != len(visit.center_names):
             raise ValueError(f"need one dataset per online center, got {len(datasets)} for {visit.center_names}.")
         self.visit = visit
@@ -330,6 +348,10 @@ class HandoffSaver:
         self.checkpoint_dir = checkpoint_dir
         self.bundle_root = bundle_root
         self.seed = seed
+        self.center_dirs = [str(d) for d in center_dirs]
+        self.spatial_size = spatial_size
+        self.bank_maps = bank_maps
+        self.label_map_settings = dict(label_map_settings or {})
         self.history: list[dict[str, Any]] = []
         self._t0 = 0.0
 
@@ -343,18 +365,30 @@ class HandoffSaver:
     def _started(self, engine: Any) -> None:
         self._t0 = time.perf_counter()
         self._first_epoch = engine.state.epoch
+        # made before the first step (a map that cannot be made far from every patient's stops the visit before it
+        # trains) and seeded, so a resumed visit carries the same bank
+        self._bank = self.label_bank()
 
     def _epoch_completed(self, engine: Any) -> None:
         losses = {k: round(float(v), 6) for k, v in engine.state.metrics.items() if isinstance(v, (int, float))}
         self.history.append({"epoch": engine.state.epoch, **losses})
 
-    def _completed(self, engine: Any) -> None:
+    def label_bank(self) -> dict[str, torch.Tensor]:
+        """The label maps this visit's centers add to the bank (``bank`` reminding), read from their folders."""
+        if self.visit.reminding_source != "bank":
+            return {}
+        dims = self.visit.settings["spatial_dims"]
         bank = {}
-        if self.visit.reminding_source == "bank":
-            bank = {
-                name: label_maps(ds, self.label_bank_size, self.seed + i)
-                for i, (name, ds) in enumerate(zip(self.visit.center_names, self.datasets))
-            }
+        for i, (name, folder) in enumerate(zip(self.visit.center_names, self.center_dirs)):
+            maps = read_label_maps(folder, dims, self.spatial_size)[0]
+            if self.bank_maps == "new":
+                bank[name] = new_label_bank(maps, self.label_bank_size, self.seed + i, **self.label_map_settings)
+            else:
+                bank[name] = seeded_subset(maps, self.label_bank_size, self.seed + i)
+        return bank
+
+    def _completed(self, engine: Any) -> None:
+        bank = self._bank
         summary = {
             "centers": self.visit.center_names,
             "codes": self.visit.codes,
@@ -367,6 +401,11 @@ class HandoffSaver:
             "reminding_source": self.visit.reminding_source,
             "reminding_weight": float(self.visit.reminding_weight),
             "reminded_codes": [] if self.visit.reminder is None else self.visit.reminder.codes.tolist(),
+            "label_bank": (
+                {"maps": self.bank_maps, "per_center": self.label_bank_size, "settings": self.label_map_settings}
+                if bank
+                else None
+            ),
             "final_losses": self.history[-1] if self.history else {},
             "loss_history": self.history,
         }

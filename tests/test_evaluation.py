@@ -25,7 +25,8 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import load_decathlon_datalist
 from monai.transforms import Randomizable
 
-from scripts.data.centers import read_center_order
+from scripts.data.centers import read_center_order, read_label_maps
+from scripts.data.label_maps import DEFAULT_CEILING, label_map_similarity
 from scripts.evaluation.synthesis import GeneratorSource, choose_styles
 from scripts.handoff import load_handoff
 from tests.conftest import META, REPO, TINY, run_visit
@@ -75,7 +76,7 @@ def test_synthetic_dataset_loads_with_decathlon_datalist_and_holds_no_real_image
         (data / d.name).symlink_to(d)
     (data / "centers.json").write_text(json.dumps({"order": [d.name for d in center_dirs]}))
     out = tmp_path / "synthetic"
-    workflow = _synthesis(two_center_handoff, data, out)
+    workflow = _synthesis(two_center_handoff, data, out, label_source="given")
     assert workflow.check_properties() in (None, [])
     workflow.run()
     workflow.finalize()
@@ -97,6 +98,28 @@ def test_synthetic_dataset_loads_with_decathlon_datalist_and_holds_no_real_image
     real_files = _digests(demo_root / "center_a") | _digests(demo_root / "center_b")
     assert not (_digests(out / "imagesTr") & real_files)
     assert not (out / "imagesTs").exists()
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["label_source"] == "given" and meta["shareable"] is False
+
+
+def test_default_synthesis_uses_new_label_maps_far_from_every_patients(
+    demo_root: Path, two_center_handoff: Path, tmp_path: Path
+):
+    out = tmp_path / "shareable"
+    workflow = _synthesis(two_center_handoff, demo_root / "center_a", out, style="center_a")
+    workflow.run()
+    workflow.finalize()
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["label_source"] == "new" and meta["shareable"] is True
+    assert meta["label_maps"]["ceiling"] == DEFAULT_CEILING
+    sources = read_label_maps(demo_root / "center_a", 2, TINY["spatial_size"])[0]
+    new = read_label_maps(out, 2, TINY["spatial_size"])[0]
+    assert len(new) == len(sources)
+    similarity = label_map_similarity(new, sources)
+    assert float(similarity.max()) <= DEFAULT_CEILING  # no written map is as close to a patient's as the ceiling
+    recorded = [it["nearest_source_similarity"] for it in meta["training"]]
+    assert recorded == pytest.approx(similarity.max(1).values.tolist(), abs=1e-4)
+    assert all(it["label_source"] == "new:center_a" for it in meta["training"])
 
 
 def test_synthesis_style_choice_is_explicit(demo_root: Path, two_center_handoff: Path, tmp_path: Path):
@@ -176,7 +199,16 @@ def test_evaluate_writes_a_report_whose_json_holds_every_number_of_its_markdown(
     assert len(report["quality"]["tdgan_bank"]["ssim"]) == len(centers)  # one row per visit
     for method in report["methods"].values():
         assert load_handoff(method["final_handoff"]).network["ngf"] == 6
-    assert set(report["segmentation"]["scores"]) == {"tdgan_bank", "finetune", "real_all", "real_last"}
+    sets = {"tdgan_bank", "finetune", "real_all", "real_last", "tdgan_bank_training_maps", "finetune_training_maps"}
+    assert set(report["segmentation"]["scores"]) == sets
+    assert {k for k, t in report["segmentation"]["training_sets"].items() if t["shareable"]} == {
+        "tdgan_bank",
+        "finetune",
+    }
+    leakage = report["leakage"]
+    assert set(leakage["near_copies"]) == sets - {"real_all", "real_last"}
+    assert set(leakage["memorisation_gap"]["tdgan_bank"]) == set(centers)
+    assert leakage["handoff_reconstruction"]["tdgan_bank"]["carries_label_maps"] is True
     for name, per_center in report["segmentation"]["scores"].items():
         assert set(per_center) == set(centers), name
     for png in [

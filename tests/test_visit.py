@@ -178,6 +178,7 @@ def _write_3d_center(root: Path, n: int, size: int) -> Path:
 def test_3d_visit_on_tiny_volumes_runs(tmp_path: Path):
     center = _write_3d_center(tmp_path, n=2, size=32)
     override = {"spatial_dims": 3, "spatial_size": [32, 32, 32], "num_classes": 3, "ngf": 4, "ndf": 4, "batch_size": 1}
+    override["bank_maps"] = "patients"  # two near-identical test volumes: no new map can be made far from both
     run_visit([center], tmp_path / "out", **override)
     handoff = load_handoff(tmp_path / "out" / "handoff.pt")
     assert handoff.network["spatial_dims"] == 3

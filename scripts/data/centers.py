@@ -26,7 +26,8 @@ __all__ = [
     "center_name",
     "center_datalist",
     "OnlineCenters",
-    "label_maps",
+    "read_label_maps",
+    "seeded_subset",
 ]
 
 
@@ -104,9 +105,40 @@ class OnlineCenters(Dataset):
         return tuple(g[index % len(g)] for g in self.groups)
 
 
-def label_maps(dataset: Dataset, count: int, seed: int) -> torch.Tensor:
-    """Up to ``count`` label maps of ``dataset`` (seeded choice), as uint8 (N, 1, *spatial) - no image is read out."""
-    n = len(dataset)
+def read_label_maps(
+    center_dir: str | os.PathLike,
+    spatial_dims: int,
+    spatial_size: Sequence[int] | None = None,
+    key: str = "training",
+) -> tuple[torch.Tensor, list[str]]:
+    """A center's label maps under ``key``, read as the visit reads them (the shared preprocessing, labels only: no
+    image is read), as uint8 (N, 1, *spatial), with their paths as ``<center>/<path in the folder>``.
+
+    Raises:
+        FileNotFoundError: no ``dataset.json``, or a listed label file is missing.
+        ValueError: the list under ``key`` is empty.
+    """
+    from scripts.data.transforms import preprocessing
+
+    center_dir = Path(center_dir)
+    meta = center_dir / "dataset.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta}: not found; a center folder needs an MSD-style dataset.json.")
+    items = load_decathlon_datalist(str(meta), is_segmentation=True, data_list_key=key, base_dir=str(center_dir))
+    if not items:
+        raise ValueError(f"{meta}: the '{key}' list is empty; expected at least one label map.")
+    load = preprocessing(spatial_dims, spatial_size, keys=("label",))
+    maps, names = [], []
+    for item in items:
+        if not os.path.isfile(item["label"]):
+            raise FileNotFoundError(f"{meta}: label file {item['label']} listed under '{key}' does not exist.")
+        maps.append(load({"label": item["label"]})["label"])
+        names.append(f"{center_dir.name}/{os.path.relpath(item['label'], center_dir)}")
+    return torch.stack(maps), names
+
+
+def seeded_subset(maps: torch.Tensor, count: int, seed: int) -> torch.Tensor:
+    """Up to ``count`` of ``maps`` (a seeded choice, in their original order)."""
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(n, generator=gen)[: min(count, n)].sort().values.tolist()
-    return torch.stack([torch.as_tensor(dataset[i]["label"]).as_subclass(torch.Tensor).to(torch.uint8) for i in idx])
+    idx = torch.randperm(len(maps), generator=gen)[: min(count, len(maps))].sort().values
+    return maps[idx]

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from scripts.data.centers import center_datalist
-from scripts.evaluation.image_quality import image_metrics, load_pairs
+from scripts.evaluation.image_quality import DECIMALS, image_metrics, load_pairs
 from scripts.evaluation.synthesis import generate_images
 
 __all__ = [
@@ -170,7 +170,8 @@ def memorisation_gap(
 
     Returns:
         ``{"train": {metric: value}, "test": {...}, "gap": {metric: train - test}}`` for ``ssim``, ``psnr`` and
-        ``mae``; a memorising generator has a positive SSIM and PSNR gap and a negative MAE gap (lower is better).
+        ``mae`` (rounded to one decimal more than the report's image-quality tables); a memorising generator has
+        a positive SSIM and PSNR gap and a negative MAE gap (lower is better).
         PSNR is ``inf`` where G reproduces every image exactly.
     """
     quality = {}
@@ -183,7 +184,9 @@ def memorisation_gap(
         fake = generate_images(generator, labels, torch.full((labels.shape[0],), int(code)), batch_size)
         quality[split] = image_metrics(fake, images)
     gap = {m: quality["train"][m] - quality["test"][m] for m in quality["train"]}
-    return {"train": quality["train"], "test": quality["test"], "gap": gap}
+    return {
+        split: {m: round(v, DECIMALS[m] + 1) for m, v in q.items()} for split, q in (*quality.items(), ("gap", gap))
+    }
 
 
 def handoff_reconstruction(

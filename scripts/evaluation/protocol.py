@@ -26,7 +26,7 @@ from monai.bundle import ConfigWorkflow
 
 from scripts.data.centers import read_center_order
 from scripts.evaluation.image_quality import METRICS, forgetting, generator_from_handoff, load_pairs, quality_matrix
-from scripts.evaluation.memorisation import audit_dataset
+from scripts.evaluation.memorisation import audit_dataset, handoff_reconstruction, memorisation_gap
 from scripts.evaluation.report import plot_dice_bars, plot_grid, plot_quality_matrices, write_report
 from scripts.evaluation.segmentation_scores import center_scores
 from scripts.evaluation.synthesis import generate_images
@@ -65,6 +65,10 @@ class Evaluation:
         real_baselines: also train the segmentation network on real images (all centers, and the last center only).
         grid_samples: test samples per center in the figure grids.
         quantile: near-copy threshold of the memorisation audit (quantile of real-to-real distances).
+        label_map_settings: how new label maps are made from each center's own (``relocatable``, ``hosts``,
+            ``flip_axes``, ...; see :py:func:`scripts.data.label_maps.new_label_maps`) for the shareable synthetic sets.
+        training_map_sets: methods whose generator also synthesises every center's TRAINING label maps (a set that
+            is not shareable, kept to show what it leaks and how it segments); default: every method.
         resume: reuse finished visits and segmentation runs.
         command: the command that made the report (recorded in it).
         device: where generators and segmentation networks are evaluated.
@@ -88,6 +92,8 @@ class Evaluation:
         real_baselines: bool = True,
         grid_samples: int = 3,
         quantile: float = 0.05,
+        label_map_settings: dict[str, Any] | None = None,
+        training_map_sets: Sequence[str] | None = None,
         resume: bool = True,
         command: str = "python -m monai.bundle run --config_file configs/evaluate.json",
         device: torch.device | str = "cpu",
@@ -110,6 +116,11 @@ class Evaluation:
         self.real_baselines = real_baselines
         self.grid_samples = grid_samples
         self.quantile = quantile
+        self.label_map_settings = dict(label_map_settings or {})
+        self.training_map_sets = list(methods if training_map_sets is None else training_map_sets)
+        unknown = sorted(set(self.training_map_sets) - set(methods))
+        if unknown:
+            raise ValueError(f"training_map_sets names methods {unknown} that are not in methods {sorted(methods)}.")
         self.resume = resume
         self.command = command
         self.device = torch.device(device)
@@ -146,13 +157,14 @@ class Evaluation:
         workflow.finalize()
         return self.output_dir / name / "sequence.json"
 
-    def synthesise(self, name: str, handoff: str) -> Path:
-        """Write the final generator's synthetic pairs (every center's training label maps, own style); with
-        ``resume``, a synthetic dataset written after the hand-off is reused."""
-        out = self.output_dir / name / "synthetic"
+    def synthesise(self, name: str, handoff: str, label_source: str = "new") -> Path:
+        """Write the final generator's synthetic pairs in each center's own style: from new label maps made from every
+        center's training maps (``label_source="new"``: shareable) or from the training maps themselves
+        (``"given"``: not shareable). With ``resume``, a synthetic dataset written after the hand-off is reused."""
+        out = self.output_dir / name / ("synthetic" if label_source == "new" else "synthetic_training_maps")
         done = out / "dataset.json"
         if self.resume and done.is_file() and done.stat().st_mtime >= Path(handoff).stat().st_mtime:
-            logger.info(f"[evaluate] synthesis {name}: reusing {out}.")
+            logger.info(f"[evaluate] synthesis {name} ({label_source} label maps): reusing {out}.")
             return out
         workflow = ConfigWorkflow(
             config_file=self.inference_config,
@@ -163,6 +175,8 @@ class Evaluation:
             handoff=handoff,
             dataset_dir=str(self.data_root),
             style="own",
+            label_source=label_source,
+            label_map_settings=self.label_map_settings,
             output_dir=str(out),
             overwrite=True,
             spatial_size=self.spatial_size,
@@ -226,22 +240,33 @@ class Evaluation:
             self._timed(f"quality matrix: {name}", t0)
 
         training_sets: dict[str, dict[str, Any]] = {}
-        synthetic_dirs = {}
+        synthetic_dirs: dict[str, Path] = {}
         for name, seq in sequences.items():
             t0 = time.perf_counter()
-            synthetic_dirs[name] = self.synthesise(name, seq["final_handoff"])
-            training_sets[name] = {"label": labels[name], "dataset_dir": str(synthetic_dirs[name]), "real": False}
+            for label_source in ("new", "given") if name in self.training_map_sets else ("new",):
+                key = name if label_source == "new" else f"{name}_training_maps"
+                synthetic_dirs[key] = self.synthesise(name, seq["final_handoff"], label_source)
+                training_sets[key] = {
+                    "label": labels[name] + ("" if label_source == "new" else ", training label maps (not shareable)"),
+                    "method": name,
+                    "dataset_dir": str(synthetic_dirs[key]),
+                    "real": False,
+                    "label_source": label_source,
+                    "shareable": label_source == "new",
+                }
             self._timed(f"synthesis: {name}", t0)
         if self.real_baselines:
             training_sets["real_all"] = {
                 "label": "Real images, all centers",
                 "dataset_dir": str(self.data_root),
                 "real": True,
+                "shareable": False,
             }
             training_sets["real_last"] = {
                 "label": f"Real images, last center ({self.centers[-1]})",
                 "dataset_dir": str(self.data_root / self.centers[-1]),
                 "real": True,
+                "shareable": False,
             }
         class_names = list(
             json.loads((self.data_root / self.centers[0] / "dataset.json").read_text())["labels"].values()
@@ -260,11 +285,8 @@ class Evaluation:
             self._timed(f"segmentation: {name}", t0)
 
         t0 = time.perf_counter()
-        memorisation = {
-            name: audit_dataset(d, self.data_root, len(self.spatial_size), self.spatial_size, self.quantile)
-            for name, d in synthetic_dirs.items()
-        }
-        self._timed("memorisation audit", t0)
+        leakage = self.leakage(sequences, synthetic_dirs)
+        self._timed("leakage", t0)
 
         t0 = time.perf_counter()
         figures = self.figures(sequences, quality, labels, class_names, scores, training_sets)
@@ -281,6 +303,7 @@ class Evaluation:
                 for name, seq in sequences.items()
             },
             "visit_overrides": self.visit_overrides,
+            "label_map_settings": self.label_map_settings,
             "quality": quality,
             "forgetting": forgets,
             "segmentation": {
@@ -290,13 +313,52 @@ class Evaluation:
                 "training_sets": training_sets,
                 "scores": scores,
             },
-            "memorisation": {"quantile": self.quantile, "results": memorisation},
+            "leakage": leakage,
             "figures": figures,
             "timings": self.timings,
         }
         md = write_report(report, self.report_dir)
         logger.info(f"[evaluate] report written: {md} and {self.report_dir / 'report.json'}")
         return report
+
+    def leakage(self, sequences: dict[str, dict[str, Any]], synthetic_dirs: dict[str, Path]) -> dict[str, Any]:
+        """What each method's artifacts leak: near copies in every synthetic set, the memorisation gap of the final
+        generator per center, and what its final hand-off alone lets the holder rebuild."""
+        dims = len(self.spatial_size)
+        near_copies = {
+            key: audit_dataset(d, self.data_root, dims, self.spatial_size, self.quantile)
+            for key, d in synthetic_dirs.items()
+        }
+        pairs = {
+            c: {
+                split: load_pairs(self.data_root / c, dims, self.spatial_size, key=split)[:2]
+                for split in ("training", "test")
+            }
+            for c in self.centers
+        }
+        gaps, reconstruction = {}, {}
+        for name, seq in sequences.items():
+            generator, h = generator_from_handoff(seq["final_handoff"], self.device)
+            gaps[name] = {
+                c: memorisation_gap(generator, h.codes[c], *pairs[c]["training"], *pairs[c]["test"])
+                for c in self.centers
+                if c in h.codes
+            }
+            banked = [c for c in h.label_bank if c in pairs]
+            reconstruction[name] = handoff_reconstruction(
+                generator,
+                h.label_bank,
+                h.codes,
+                {c: pairs[c]["training"][0] for c in banked},
+                {c: pairs[c]["training"][1] for c in banked},
+                quantile=self.quantile,
+            )
+        return {
+            "quantile": self.quantile,
+            "near_copies": near_copies,
+            "memorisation_gap": gaps,
+            "handoff_reconstruction": reconstruction,
+        }
 
     def figures(
         self,
@@ -334,8 +396,9 @@ class Evaluation:
             )
             grids[c] = path
         plot_quality_matrices(self.report_dir / "quality_matrix.png", quality, labels)
-        seg_labels = {name: t["label"] for name, t in training_sets.items()}
-        seg = {"classes": class_names[1:], "training_sets": training_sets, "scores": scores}
+        shown = {name: t for name, t in training_sets.items() if t.get("shareable") or t["real"]}
+        seg_labels = {name: t["label"] for name, t in shown.items()}
+        seg = {"classes": class_names[1:], "training_sets": shown, "scores": scores}
         plot_dice_bars(self.report_dir / "downstream_dice.png", seg, self.centers, seg_labels)
         return {"grids": grids, "quality_matrix": "quality_matrix.png", "dice_bars": "downstream_dice.png"}
 

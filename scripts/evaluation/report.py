@@ -99,37 +99,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             for c in centers:
                 s = seg["scores"][name][c][cls]
                 cells.append(f"{_fmt(s['dice'])} ({_fmt(s['hd95'])})")
-            rows.append([label[name], _fmt(t["pairs"])] + cells)
+            rows.append([label[name], "yes" if t.get("shareable") else "no", _fmt(t["pairs"])] + cells)
         out += [f"**{cls}**", ""]
-        out += _table(["Trained on", "Pairs"] + centers, rows)
+        out += _table(["Trained on", "Shareable", "Pairs"] + centers, rows)
 
-    mem = report["memorisation"]
-    out += ["## Memorisation audit", ""]
-    out += [
-        "RMS intensity distance (images scaled to [0, 1]) from each synthetic image to its nearest real training "
-        f"image of the same center, against real-to-real nearest-neighbour distances. A synthetic image closer than "
-        f"the {mem['quantile']} quantile of the real-to-real distances is flagged as a near copy. The last column "
-        "counts flagged images whose nearest real image is the one whose label map they were made from: the "
-        "generator reproducing that training image, so synthetic images made from training label maps should be "
-        "shared with the same care as the images themselves.",
-        "",
-    ]
-    rows = []
-    for name in mem["results"]:
-        for c, r in mem["results"][name].items():
-            rows.append(
-                [
-                    label[name],
-                    c,
-                    _fmt(r["synthetic_to_real_median"]),
-                    _fmt(r["real_to_real_median"]),
-                    _fmt(r["threshold"]),
-                    f"{_fmt(r['flagged'])} / {_fmt(r['synthetic'])}",
-                    _fmt(r.get("flagged_nearest_to_own_pair")),
-                ]
-            )
-    header = ["Generator", "Center", "Synthetic→real median", "Real→real median", "Threshold", "Flagged"]
-    out += _table(header + ["Nearest to own pair"], rows)
+    out += _leakage_section(report, label, centers)
 
     grids = fig.get("grids", {})
     if grids:
@@ -139,6 +113,69 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += ["## Run", ""]
     out += _table(["Step", "Seconds"], [[k, _fmt(v)] for k, v in report["timings"].items()])
     return "\n".join(out)
+
+
+def _leakage_section(report: dict[str, Any], label: dict[str, str], centers: Sequence[str]) -> list[str]:
+    """The report's leakage tables: near copies per synthetic set, memorisation gap, hand-off reconstruction."""
+    leak = report["leakage"]
+    out = ["## Leakage", ""]
+    out += [
+        "**Near copies.** RMS intensity distance (images in [0, 1]) from each synthetic image to its nearest real "
+        "training image of the same center; closer than the "
+        f"{leak['quantile']} quantile of the real-to-real nearest-neighbour distances is a near copy. *Nearest to "
+        "own pair*: near copies whose nearest real image is the patient whose label map they were made from. "
+        "Sets made from new label maps (which belong to no patient) are the shareable ones.",
+        "",
+    ]
+    rows = []
+    sets = report["segmentation"]["training_sets"]
+    for key, per_center in leak["near_copies"].items():
+        for c, r in per_center.items():
+            rows.append(
+                [
+                    label.get(key, key),
+                    "yes" if sets.get(key, {}).get("shareable") else "no",
+                    c,
+                    f"{_fmt(r['flagged'])} / {_fmt(r['synthetic'])}",
+                    _fmt(r["flagged_fraction"]),
+                    _fmt(r["synthetic_to_real_median"]),
+                    _fmt(r["real_to_real_median"]),
+                    _fmt(r.get("flagged_nearest_to_own_pair")),
+                ]
+            )
+    header = ["Synthetic set", "Shareable", "Center", "Near copies", "Rate", "Synthetic→real median"]
+    out += _table(header + ["Real→real median", "Nearest to own pair"], rows)
+
+    out += [
+        "**Memorisation gap.** The final generator's SSIM and PSNR (dB) on each center's TRAINING pairs minus on its "
+        "held-out test pairs: near 0 for a generator that learned the distribution, large for one that memorised "
+        "its training images.",
+        "",
+    ]
+    rows = []
+    for name, per_center in leak["memorisation_gap"].items():
+        cells = []
+        for c in centers:
+            g = per_center.get(c)
+            cells.append("–" if g is None else f"{_fmt(g['gap']['ssim'])} / {_fmt(g['gap']['psnr'])}")
+        rows.append([label[name]] + cells)
+    out += _table(["Generator", *[f"{c} (SSIM / PSNR gap)" for c in centers]], rows)
+
+    out += [
+        "**Hand-off reconstruction.** What the final hand-off ALONE lets its holder rebuild: its generator run on the "
+        "label maps the hand-off carries, under their centers' codes, audited as above.",
+        "",
+    ]
+    rows = []
+    for name, r in leak["handoff_reconstruction"].items():
+        if not r["carries_label_maps"]:
+            rows.append([label[name], "0", "–", "–", r["summary"]])
+            continue
+        rows.append(
+            [label[name], _fmt(r["label_maps"]), _fmt(r["near_copies"]), _fmt(r["near_copy_rate"]), r["summary"]]
+        )
+    out += _table(["Generator", "Label maps carried", "Near copies", "Rate", "What it means"], rows)
+    return out
 
 
 def _imshow_image(ax: Any, img: np.ndarray, title: str | None = None) -> None:

@@ -25,10 +25,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
-from monai.data import load_decathlon_datalist
 from monai.transforms import MapTransform
 
-from scripts.data.centers import read_center_order
+from scripts.data.centers import read_center_order, read_label_maps
+from scripts.data.label_maps import DEFAULT_CEILING, check_far_from_sources, new_label_maps
 from scripts.handoff import HandoffError, load_handoff
 from scripts.networks import TDGANGenerator, encode_condition
 
@@ -38,6 +38,7 @@ __all__ = [
     "center_sizes",
     "choose_styles",
     "label_folders",
+    "LABEL_SOURCES",
     "synthesis_datalist",
     "network_setting",
     "label_names_of",
@@ -155,37 +156,73 @@ def label_folders(dataset_dir: str | os.PathLike) -> list[Path]:
     )
 
 
+LABEL_SOURCES = ("new", "given")
+"""``new``: label maps made from each center's own maps that belong to no patient (shareable); ``given``: the label
+maps of the folders as they are (for training label maps: NOT shareable, the generator reproduces their images)."""
+
+
 def synthesis_datalist(
     source: GeneratorSource,
     label_dirs: Sequence[str | os.PathLike],
+    spatial_dims: int,
+    spatial_size: Sequence[int],
     style: str | Sequence[str] = "own",
     data_list_key: str = "training",
     seed: int = 0,
+    label_source: str = "new",
+    new_maps_per_center: int | None = None,
+    label_map_settings: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """One item per label map of the given center folders, with the center style it will be synthesised in.
+    """One item per label map to synthesise, with the center style it will be synthesised in.
+
+    With ``label_source="new"`` (the default, and the only shareable choice for training folders), each center's
+    label maps are only the SOURCE of new maps (:py:func:`scripts.data.label_maps.new_label_maps`: deformed,
+    lesions relocated and recombined), each checked farther than the similarity ceiling from every source map before
+    anything is written; ``"given"`` synthesises the folders' own label maps.
 
     Args:
         source: the trained generator and its registry.
         label_dirs: MSD-style center folders; only their label maps are read.
+        spatial_dims: spatial dimensions of the generator.
+        spatial_size: size the label maps are read (and synthesised) at.
         style: ``"own"`` (each label map in the style of the center folder it came from, which the generator must
             know), a center name, ``"mixture"`` (drawn in proportion to the centers' training sizes recorded in the
             hand-off), or a list with one name per label map.
         data_list_key: which list of each folder's dataset.json (``training`` or ``test``).
-        seed: seed of the mixture draw.
+        seed: seed of the mixture draw and of the new label maps.
+        label_source: ``"new"`` or ``"given"`` (:data:`LABEL_SOURCES`).
+        new_maps_per_center: new maps per center (default: as many as the center has source maps).
+        label_map_settings: keyword arguments of ``new_label_maps`` (``relocatable``, ``hosts``, ``flip_axes``,
+            ``ceiling``, ...).
 
     Returns:
-        items ``{"label": path, "center": name, "code": int, "label_source": "<folder>/<relative path>"}``.
+        items ``{"label": uint8 tensor (1, *spatial), "center": name, "code": int, "label_source": str,
+        "nearest_source_similarity": float}``; ``label_source`` is ``"<folder>/<relative path>"`` for a given map
+        and ``"new:<folder>"`` for a new one (which source map it came from is not recorded: that would name a
+        patient).
+
+    Raises:
+        LabelMapTooCloseError: a new map is closer to a source map than the ceiling allows.
     """
+    if label_source not in LABEL_SOURCES:
+        raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}.")
     items, folders = [], []
-    for d in map(Path, label_dirs):
-        meta_file = d / "dataset.json"
-        if not meta_file.is_file():
-            raise FileNotFoundError(f"{meta_file}: not found; label folders must be MSD-style center folders.")
-        for item in load_decathlon_datalist(str(meta_file), True, data_list_key, base_dir=str(d)):
-            if not os.path.isfile(item["label"]):
-                raise FileNotFoundError(f"{meta_file}: label file {item['label']} does not exist.")
-            items.append({"label": item["label"], "label_source": f"{d.name}/{os.path.relpath(item['label'], d)}"})
-            folders.append(d.name)
+    for index, d in enumerate(map(Path, label_dirs)):
+        stacked, names = read_label_maps(d, spatial_dims, spatial_size, data_list_key)
+        maps = list(stacked)
+        if label_source == "given":
+            items += [{"label": m, "label_source": n, "nearest_source_similarity": 1.0} for m, n in zip(maps, names)]
+            folders += [d.name] * len(maps)
+            continue
+        sources = stacked
+        settings = dict(label_map_settings or {})
+        made = new_label_maps(sources, new_maps_per_center or len(maps), seed=seed + index, **settings)
+        near = check_far_from_sources(made.maps, sources, settings.get("ceiling", DEFAULT_CEILING))
+        items += [
+            {"label": m, "label_source": f"new:{d.name}", "nearest_source_similarity": round(float(v), 4)}
+            for m, v in zip(made.maps, near)
+        ]
+        folders += [d.name] * len(made.maps)
     if not items:
         raise ValueError(f"no label maps under '{data_list_key}' in {[str(d) for d in label_dirs]}.")
     styles = choose_styles(folders if style == "own" else style, source, len(items), seed)
@@ -256,6 +293,10 @@ class SyntheticDatasetWriter:
         label_names: class index -> name (dataset.json ``labels``).
         description: dataset.json ``description``.
         overwrite: replace an existing ``output_dir``; otherwise an existing one is an error.
+        label_source: where the label maps came from (``"new"``: made from the centers' maps, belonging to no
+            patient; ``"given"``: the folders' own maps), recorded in dataset.json with whether the set is shareable.
+        label_map_settings: how new label maps were made (recorded in dataset.json).
+        shareable: whether the set may leave the center (recorded; default: ``label_source == "new"``).
     """
 
     def __init__(
@@ -264,11 +305,17 @@ class SyntheticDatasetWriter:
         label_names: dict[str, str],
         description: str = "TDGAN synthetic images",
         overwrite: bool = False,
+        label_source: str = "new",
+        label_map_settings: dict[str, Any] | None = None,
+        shareable: bool | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.label_names = dict(label_names)
         self.description = description
         self.overwrite = overwrite
+        self.label_source = label_source
+        self.label_map_settings = dict(label_map_settings or {})
+        self.shareable = label_source == "new" if shareable is None else bool(shareable)
         self._tmp: Path | None = None
         self.items: list[dict[str, Any]] = []
 
@@ -304,6 +351,7 @@ class SyntheticDatasetWriter:
                     "label": f"labelsTr/{name}",
                     "center": center,
                     "label_source": str(batch["label_source"][i]),
+                    "nearest_source_similarity": round(float(batch["nearest_source_similarity"][i]), 4),
                 }
             )
 
@@ -312,6 +360,17 @@ class SyntheticDatasetWriter:
             "name": self.output_dir.name,
             "description": self.description,
             "synthetic": True,
+            "shareable": self.shareable,
+            "label_source": self.label_source,
+            "label_maps": (
+                {
+                    "made_by": "scripts.data.label_maps.new_label_maps",
+                    "ceiling": DEFAULT_CEILING,
+                    **self.label_map_settings,
+                }
+                if self.label_source == "new"
+                else {"made_by": "the label folders' own maps (patients' label maps: not shareable)"}
+            ),
             "labels": self.label_names,
             "numTraining": len(self.items),
             "training": self.items,

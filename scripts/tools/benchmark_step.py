@@ -30,9 +30,8 @@ from typing import Any
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.data.centers import center_datalist
+from scripts.data.centers import read_label_maps
 from scripts.data.demo import center_name, make_demo_centers
-from scripts.data.transforms import preprocessing
 from scripts.handoff import Handoff, save_handoff
 from scripts.visit import software_versions, visit_workflow
 
@@ -82,12 +81,6 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _demo_label_bank(center_dir: Path, spatial_dims: int, spatial_size: Sequence[int]) -> torch.Tensor:
-    """The training label maps of one demo center folder, read as the visit reads them, as uint8 (N, 1, *spatial)."""
-    load = preprocessing(spatial_dims, spatial_size, keys=("label",))
-    return torch.stack([load(item)["label"] for item in center_datalist(center_dir, 0)])
-
-
 def fabricate_handoff(
     generator: torch.nn.Module, data_root: Path, earlier: int, spatial_size: Sequence[int], path: Path
 ) -> str:
@@ -112,7 +105,7 @@ def fabricate_handoff(
         generator={k: v.detach().cpu() for k, v in generator.state_dict().items()},
         network=dict(generator.settings),
         registry=[{"name": n, "code": i} for i, n in enumerate(names)],
-        label_bank={n: _demo_label_bank(data_root / n, dims, spatial_size) for n in names},
+        label_bank={n: read_label_maps(data_root / n, dims, spatial_size)[0] for n in names},
         visits=[{"centers": [n], "codes": [i], "fabricated_by": __name__} for i, n in enumerate(names)],
         versions=software_versions(BUNDLE_ROOT),
     )

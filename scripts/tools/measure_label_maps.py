@@ -22,10 +22,9 @@ from typing import Any
 
 import torch
 
-from scripts.data.centers import center_datalist, read_center_order
+from scripts.data.centers import read_center_order, read_label_maps
 from scripts.data.demo import make_demo_centers
 from scripts.data.label_maps import label_map_similarity, new_label_maps
-from scripts.data.transforms import preprocessing
 
 __all__ = ["summary", "training_label_maps", "class_dice_to_nearest", "measure", "main"]
 
@@ -101,8 +100,7 @@ def measure(data_root: str | Path, count: int, seed: int, ceilings: Sequence[flo
 
 def training_label_maps(center_dir: str | Path, spatial_dims: int = 2) -> torch.Tensor:
     """A center's training label maps at their stored size, uint8 (N, 1, *spatial); no image is read."""
-    load = preprocessing(spatial_dims, None, keys=("label",))
-    return torch.stack([load({"label": it["label"]})["label"] for it in center_datalist(center_dir, 0, "training")])
+    return read_label_maps(center_dir, spatial_dims)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
