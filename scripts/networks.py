@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ __all__ = [
     "TemporaryDiscriminators",
     "encode_condition",
     "one_hot_labels",
+    "with_legacy_defaults",
 ]
 
 
@@ -75,6 +77,19 @@ weights can still be described and loaded)."""
 # conditional scales start at N(1, 0.02) as pix2pix draws its norm weights; shifts at N(0, 0.02), not 0, so that
 # codes differ from the start on one-class maps
 _NORM_INIT_STD = 0.02
+
+LEGACY_SETTINGS: dict[str, Any] = {"conditioning": "input"}
+"""Settings added to :py:attr:`TDGANGenerator.settings` after hand-offs were first written, with the value that
+describes a generator recorded without them."""
+
+
+def with_legacy_defaults(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Recorded generator settings, with the settings added since filled in as the earlier generator had them.
+
+    A hand-off (or message) written before ``conditioning`` existed records no such key: it holds the weights of an
+    ``input``-conditioned generator, and must be built and compared as one.
+    """
+    return {**LEGACY_SETTINGS, **settings}
 
 
 class CenterConditionalNorm(nn.Module):

@@ -27,6 +27,7 @@ from scripts.networks import (
     TemporaryDiscriminators,
     encode_condition,
     one_hot_labels,
+    with_legacy_defaults,
 )
 from tests.conftest import REPO, TRAIN, run_visit
 
@@ -154,6 +155,13 @@ def test_input_conditioning_builds_the_generator_of_the_released_weights():
     gen.load_state_dict(state)  # strict: every name and shape
     with pytest.raises(RuntimeError, match="modulation"):
         TDGANGenerator(2, num_classes=4, max_centers=8, ngf=32, num_blocks=6).load_state_dict(state)
+
+    recorded = {"spatial_dims": 2, "num_classes": 4, "max_centers": 8, "out_channels": 1, "ngf": 32, "num_blocks": 6}
+    recorded["num_downsampling"] = 2  # the settings of a hand-off written before ``conditioning`` existed
+    legacy = TDGANGenerator(**with_legacy_defaults(recorded))
+    legacy.load_state_dict(state)
+    assert legacy.settings == {**recorded, "conditioning": "input"}
+    assert with_legacy_defaults(TDGANGenerator(2, 4, 8).settings)["conditioning"] == "cin"  # a recorded value wins
 
 
 def test_spade_keeps_the_class_of_a_one_class_map_where_cin_keeps_only_the_center():
