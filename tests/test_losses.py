@@ -13,14 +13,18 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from monai.bundle import ConfigParser
 from monai.losses import PatchAdversarialLoss
 
-from scripts.losses import PerceptualLoss, VGG16Features
+from scripts.losses import MonaiPerceptualNetwork, PerceptualLoss, VGG16Features
 from scripts.trainer import GAN_MODES
+from tests.conftest import TRAIN
+from tests.random_weights_perceptual_hub import HUB_REPO_FOLDER, MARKER, write_random_weights_hub
 
 
 def test_adversarial_criteria_of_the_gan_modes_match_hand_computed_values():
@@ -61,3 +65,132 @@ def test_vgg16_features_load_torchvision_layout_and_perceptual_loss_is_zero_only
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(ValueError, match="not a torchvision VGG16 state dict"):
         VGG16Features(tmp_path / "broken.pth")
+
+
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty torch.hub directory ($TORCH_HOME/hub in a tmp TORCH_HOME); any network access by torch.hub fails."""
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("torch.hub tried the network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # MONAI's cache_dir sets it process-wide; restored after
+    monkeypatch.setattr(torch.hub, "urlopen", no_network)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    hub = tmp_path / "torch" / "hub"
+    assert torch.hub.get_dir() == str(hub)
+    return hub
+
+
+@pytest.mark.parametrize(
+    "spatial_dims, channels, network_type, layout, shape",
+    [
+        (2, 1, "radimagenet_resnet50", "monai_checkpoints", (2, 1, 32, 32)),  # MRI
+        (2, 3, "radimagenet_resnet50", "hub_root", (2, 3, 32, 32)),  # H&E
+        (3, 1, "medicalnet_resnet10_23datasets", "monai_checkpoints", (2, 1, 16, 16, 16)),
+        (3, 1, "medicalnet_resnet10_23datasets", "huggingface", (2, 1, 16, 16, 16)),
+    ],
+)
+def test_monai_perceptual_network_loads_a_random_weights_hub_cache_and_gives_a_trainable_scalar(
+    offline_hub: Path, spatial_dims: int, channels: int, network_type: str, layout: str, shape: tuple[int, ...]
+):
+    """The hub cache here is made by the test from RANDOM weights (tests/random_weights_perceptual_hub.py): it checks
+    the loading path and the loss's plumbing, not perceptual quality."""
+    random_state = write_random_weights_hub(offline_hub, network_type, layout)
+    assert (offline_hub / MARKER).is_file()
+    network = MonaiPerceptualNetwork(spatial_dims, image_channels=channels)  # network_type: the default per dims
+    assert network.network_type == network_type
+    loaded = network.loss.perceptual_function.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in random_state.items())  # the cache's weights, not fresh ones
+
+    loss = PerceptualLoss(network)
+    loss.train()
+    assert all(not p.requires_grad for p in loss.parameters())
+    assert not any(m.training for m in network.modules())  # batch norms keep their statistics
+    torch.manual_seed(0)
+    target = torch.rand(shape) * 2 - 1
+    prediction = (torch.rand(shape) * 2 - 1).requires_grad_()
+    value = loss(prediction, target)
+    assert value.shape == () and value.dtype == torch.float32 and value.item() > 0
+    value.backward()
+    assert torch.isfinite(prediction.grad).all() and prediction.grad.abs().sum() > 0
+    assert loss(target, target).item() < 1e-6
+    # inputs in [-1, 1] reach MONAI's loss in [0, 1], the range its RadImageNet path expects
+    expected = network.loss((prediction.detach() + 1) / 2, (target + 1) / 2)
+    torch.testing.assert_close(loss(prediction.detach(), target), expected)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # computed in float32 whatever the trainer's precision
+        torch.testing.assert_close(loss(prediction.detach(), target), expected)
+
+
+def test_monai_perceptual_network_reads_an_explicit_cache_dir(offline_hub: Path, tmp_path: Path):
+    """RANDOM weights, as above, in a folder named by ``cache_dir`` instead of $TORCH_HOME/hub."""
+    elsewhere = tmp_path / "hub_copy"
+    write_random_weights_hub(elsewhere, "radimagenet_resnet50")
+    with pytest.warns(UserWarning, match="cache_dir"):  # MONAI makes it the process's torch.hub directory
+        network = MonaiPerceptualNetwork(2, cache_dir=elsewhere)
+    x = torch.rand(1, 1, 32, 32) * 2 - 1
+    assert network(x, -x).item() > 0
+
+
+@pytest.mark.parametrize(
+    "spatial_dims, expected", [(2, "RadImageNet-ResNet50_notop.pth"), (3, "medicalnet_resnet_10_23dataset.pth")]
+)
+def test_missing_perceptual_weights_are_one_clear_line_without_a_network_probe(
+    offline_hub: Path, spatial_dims: int, expected: str
+):
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError) as err:
+        MonaiPerceptualNetwork(spatial_dims)
+    assert time.monotonic() - start < 5
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(offline_hub) in message and f"{HUB_REPO_FOLDER}/hubconf.py" in message and expected in message
+    assert "perceptual_network to null" in message and "TORCH_HOME" in message and "cache_dir" in message
+
+    write_random_weights_hub(
+        offline_hub, "radimagenet_resnet50" if spatial_dims == 3 else "medicalnet_resnet10_23datasets"
+    )
+    with pytest.raises(FileNotFoundError, match=expected) as err:  # the hub code alone is not enough
+        MonaiPerceptualNetwork(spatial_dims)
+    assert f"{HUB_REPO_FOLDER}/hubconf.py" not in str(err.value)
+
+
+def test_hub_code_that_needs_a_missing_package_is_one_clear_line(offline_hub: Path):
+    write_random_weights_hub(offline_hub, "radimagenet_resnet50")
+    hubconf = offline_hub / HUB_REPO_FOLDER / "hubconf.py"
+    hubconf.write_text(hubconf.read_text() + "\nimport tdgan_test_package_that_is_not_installed  # noqa\n")
+    with pytest.raises(ImportError, match="needs the Python package 'tdgan_test_package_that_is_not_installed'.*pip"):
+        MonaiPerceptualNetwork(2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"spatial_dims": 2, "network_type": "medicalnet_resnet10_23datasets"}, "3D network"),
+        ({"spatial_dims": 3, "network_type": "radimagenet_resnet50"}, "is_fake_3d"),
+        ({"spatial_dims": 2, "image_channels": 4}, "1- or 3-channel"),
+        ({"spatial_dims": 2, "network_type": "vgg"}, "network_type must be one of"),
+    ],
+)
+def test_monai_perceptual_network_refuses_settings_it_cannot_serve(offline_hub: Path, kwargs: dict, match: str):
+    with pytest.raises(ValueError, match=match):
+        MonaiPerceptualNetwork(**kwargs)
+
+
+def test_train_config_builds_the_perceptual_term_from_a_monai_perceptual_network(offline_hub: Path):
+    """The config snippet of docs/generator.md, through configs/train.json's own ``perceptual_loss`` line; RANDOM
+    weights (a test-made hub cache)."""
+    write_random_weights_hub(offline_hub, "radimagenet_resnet50")
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    parser["perceptual_network"] = {
+        "_target_": "scripts.losses.MonaiPerceptualNetwork",
+        "spatial_dims": "@spatial_dims",
+        "image_channels": "@image_channels",
+    }
+    parser["device"] = "$torch.device('cpu')"
+    loss = parser.get_parsed_content("perceptual_loss")
+    assert isinstance(loss, PerceptualLoss) and loss.pairwise
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    assert loss(x, x.flip(-1)).item() > 0
