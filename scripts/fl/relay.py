@@ -25,6 +25,7 @@ from nvflare.app_common.abstract.model import ModelLearnable, ModelLearnableKey,
 from nvflare.app_common.abstract.shareable_generator import ShareableGenerator
 from nvflare.fuel.utils import fobs
 
+from scripts.files import check_inside, private_dirs
 from scripts.fl.message import META_KEY, describe_message, handoff_to_message, message_to_handoff
 from scripts.handoff import HandoffError, load_handoff, save_handoff
 from scripts.sequence import handoff_name, write_summary
@@ -98,10 +99,12 @@ class HandoffRelay(ShareableGenerator):
         self.data_root = data_root
         self._records: list[dict] = []
         self._sent_visits = 0
+        self._sent_registry: list[dict] = []
+        self._sent_history: list[dict] = []
 
     def _log_message(self, entry: dict) -> None:
         path = Path(self.output_dir) / "fl_messages.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(path.parent)
         with open(path, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
@@ -110,6 +113,8 @@ class HandoffRelay(ShareableGenerator):
         params = learnable[ModelLearnableKey.WEIGHTS] or {}
         meta = {k: v for k, v in (learnable[ModelLearnableKey.META] or {}).items() if k == META_KEY}
         self._sent_visits = len(meta[META_KEY]["visits"]) if meta else 0
+        self._sent_registry = list(meta[META_KEY]["registry"]) if meta else []
+        self._sent_history = list(meta[META_KEY]["visits"]) if meta else []
         self._log_message({"direction": "task", "visits_so_far": self._sent_visits, **describe_message(params, meta)})
         return DXO(data_kind=DataKind.WEIGHTS, data=params, meta=meta).to_shareable()
 
@@ -134,9 +139,18 @@ class HandoffRelay(ShareableGenerator):
                 f"result of site {site}: the hand-off holds {len(handoff.visits)} visit(s), expected "
                 f"{self._sent_visits + 1}: it does not continue the generator that was sent."
             )
-        centers = [str(c) for c in handoff.visits[-1]["centers"]]
+        if handoff.registry[: len(self._sent_registry)] != self._sent_registry or handoff.visits[:-1] != (
+            self._sent_history
+        ):
+            raise HandoffError(
+                f"result of site {site}: the registry or visit history differs from the one sent (registry "
+                f"{[e['name'] for e in handoff.registry]}, sent {[e['name'] for e in self._sent_registry]}): a site "
+                "may only add its own visit; refused."
+            )
+        centers = list(handoff.visits[-1]["centers"])  # valid center names: checked by message_to_handoff
         index = len(self._records)
-        path = Path(self.output_dir) / "handoffs" / f"{handoff_name(index, centers)}.pt"
+        folder = Path(self.output_dir) / "handoffs"
+        path = check_inside(folder / f"{handoff_name(index, centers)}.pt", folder, f"result of site {site}: hand-off")
         digest = save_handoff(handoff, path)
         self._records.append({"centers": centers, "handoff": str(path), "site": site, "sha256": digest})
         self.log_info(fl_ctx, f"visit {index + 1}: hand-off of site {site} ({centers}) -> {path}")
