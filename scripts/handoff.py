@@ -34,6 +34,7 @@ __all__ = [
     "FORMAT_VERSION",
     "KEY_ENV",
     "NETWORK_SETTINGS",
+    "PAYLOAD_KEYS",
     "Handoff",
     "HandoffError",
     "federation_key",

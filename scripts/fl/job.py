@@ -239,7 +239,7 @@ class FederatedSequence:
         data_root: folder with the center folders and ``centers.json`` (simulator).
         output_dir: where ``handoffs/``, ``sequence.json`` go (on the server).
         order: site (= center) names in relay order.
-        visit_overrides: plain-valued settings of every visit.
+        visit_overrides: settings of every visit a job may choose (:data:`scripts.fl.overrides.JOB_SETTINGS`).
         workspace: simulator workspace.
         job_root: where ``export()`` writes the job folder.
         job_args: more arguments of :py:func:`tdgan_job`.

@@ -73,10 +73,12 @@ class HandoffPersistor(LearnablePersistor):
 class HandoffRelay(ShareableGenerator):
     """Checks what each site returns and writes it as that visit's hand-off, where the local sequence writes them.
 
-    For every result: it must come from the next site in ``order``, and the message must be a hand-off (generator
-    tensors of the declared network, uint8 label maps, matching sha256, see
-    :py:func:`scripts.fl.message.message_to_handoff`) holding exactly one visit more than the one sent; it is then
-    written to ``<output_dir>/handoffs/visitNN_<center>.pt`` and described (tensor names, dtypes,
+    For every result: it must come from the next site in ``order``, and the message must pass the hand-off contract
+    (:py:func:`scripts.fl.message.message_to_handoff`: exact structure, generator tensors of the declared network,
+    uint8 label maps, valid center names, matching sha256, the federation signature when a key is configured), hold
+    exactly one visit more than the one sent and leave the registry and history it was sent unchanged; it is then
+    written to ``<output_dir>/handoffs/visitNN_<center>.pt`` (a path checked to stay in ``handoffs/``, owner-only)
+    and described (tensor names, dtypes,
     shapes; no values) in ``<output_dir>/fl_messages.jsonl``. After the last visit of the last round,
     ``<output_dir>/sequence.json`` is written in the shape of :py:class:`scripts.sequence.VisitSequence`'s. Any
     failed check raises, and the cyclic controller then stops the job: no later site trains on wrong weights, and no
