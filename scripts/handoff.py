@@ -13,23 +13,88 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import io
 import json
+import logging
+import math
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["Handoff", "HandoffError", "load_handoff", "save_handoff", "payload_digest"]
+from scripts.files import center_name_problem, disk_full, private_dirs
+from scripts.networks import CONDITIONING_MODES
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "KEY_ENV",
+    "NETWORK_CHOICES",
+    "NETWORK_SETTINGS",
+    "PAYLOAD_KEYS",
+    "Handoff",
+    "HandoffError",
+    "federation_key",
+    "handoff_signature",
+    "load_handoff",
+    "save_handoff",
+    "payload_digest",
+    "check_payload",
+    "check_configuration",
+    "verify_handoff",
+]
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "tdgan-handoff"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""v2: records the preprocessing (spatial size, intensity range), may be signed, and is checked as a whole contract.
+v1 files are refused (they lack the preprocessing): re-make them with this bundle."""
+
+KEY_ENV = "TDGAN_FEDERATION_KEY_FILE"
+"""Environment variable naming the federation key file (a path, never the key itself); unset = hand-offs unsigned."""
+
+NETWORK_SETTINGS: dict[str, tuple[int, int]] = {
+    "spatial_dims": (2, 3),
+    "num_classes": (2, 255),
+    "max_centers": (1, 1024),
+    "out_channels": (1, 16),
+    "ngf": (1, 1024),
+    "num_blocks": (0, 64),
+    "num_downsampling": (0, 8),
+}
+"""The integer generator settings a hand-off records (``TDGANGenerator.settings``), each in an inclusive range."""
+
+NETWORK_CHOICES: dict[str, tuple[str, ...]] = {"conditioning": CONDITIONING_MODES}
+"""The string generator settings a hand-off records, each one of the listed values."""
+
+PAYLOAD_KEYS = (
+    "format",
+    "format_version",
+    "network",
+    "preprocessing",
+    "registry",
+    "generator",
+    "label_bank",
+    "visits",
+    "versions",
+)
+"""Exactly the keys of a hand-off payload, nothing else."""
+
+PREPROCESSING_KEYS = ("spatial_size", "intensity_range")
+MIN_KEY_BYTES = 32
+_SIGNATURE_TAG = b"tdgan-handoff-hmac-sha256\0"
+_MAX_DEPTH = 32
 
 
 class HandoffError(ValueError):
-    """A hand-off file is unreadable, tampered with, or incompatible with this configuration."""
+    """A hand-off file is unreadable, tampered with, incomplete, unauthenticated, or incompatible with this
+    configuration."""
 
 
 @dataclass
@@ -40,9 +105,11 @@ class Handoff:
         generator: generator weights (state dict, CPU tensors).
         network: the settings that shaped the generator (``TDGANGenerator.settings``).
         registry: ordered list of ``{"name": center, "code": int}`` in order of first visit.
-        label_bank: center name -> uint8 label maps (N, *spatial) used for ``bank`` reminding; label maps only.
-        visits: one summary per visit so far (centers, steps, losses, ...), oldest first.
+        label_bank: center name -> uint8 label maps (N, 1, *spatial) used for ``bank`` reminding; label maps only.
+        visits: one summary per visit so far (centers, steps, losses, ...), oldest first; JSON values only.
         versions: software versions of the last writer.
+        preprocessing: how the training images were shaped: ``spatial_size`` (list of ints) and ``intensity_range``
+            (the generator's output range, ``[-1.0, 1.0]``), so that no consumer silently uses another.
     """
 
     generator: dict[str, torch.Tensor]
@@ -51,11 +118,17 @@ class Handoff:
     label_bank: dict[str, torch.Tensor] = field(default_factory=dict)
     visits: list[dict[str, Any]] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
     @property
     def codes(self) -> dict[str, int]:
         """Center name -> center code, in registry order."""
         return {entry["name"]: int(entry["code"]) for entry in self.registry}
+
+    @property
+    def spatial_size(self) -> list[int]:
+        """The spatial size the generator was trained at."""
+        return list(self.preprocessing["spatial_size"])
 
     def payload(self) -> dict[str, Any]:
         """The plain dict stored on disk (tensors, str, int, float, lists and dicts only)."""
@@ -63,32 +136,47 @@ class Handoff:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "network": _plain_json(self.network),
+            "preprocessing": _plain_json(self.preprocessing),
             "registry": _plain_json(self.registry),
             "generator": {k: _plain_cpu(v) for k, v in self.generator.items()},
-            "label_bank": {k: _plain_cpu(v).to(torch.uint8) for k, v in self.label_bank.items()},
+            "label_bank": {k: _plain_cpu(v) for k, v in self.label_bank.items()},
             "visits": _plain_json(self.visits),
             "versions": {str(k): str(v) for k, v in self.versions.items()},
         }
 
 
 def _plain_json(obj: Any) -> Any:
-    """``obj`` reduced to JSON types (str-enums become str), so the file loads with ``weights_only=True``."""
-    return json.loads(json.dumps(obj))
+    """``obj`` reduced to JSON types (str-enums become str), so the file loads with ``weights_only=True``.
+
+    Raises:
+        HandoffError: ``obj`` holds something that is not a JSON value (a tensor inside ``visits``, ...).
+    """
+    try:
+        return json.loads(json.dumps(obj))
+    except (TypeError, ValueError) as e:
+        raise HandoffError(f"a hand-off field holds a value that is not plain JSON: {e}") from e
 
 
 def _plain_cpu(t: torch.Tensor) -> torch.Tensor:
-    """A detached, contiguous, plain (not MetaTensor) CPU copy, loadable with ``weights_only=True``."""
+    """A detached, contiguous, plain (not MetaTensor) CPU copy, loadable with ``weights_only=True``.
+
+    Raises:
+        HandoffError: ``t`` is not a tensor.
+    """
+    if not isinstance(t, torch.Tensor):
+        raise HandoffError(f"a hand-off tensor field holds a {type(t).__name__}, expected a torch tensor.")
     return t.detach().as_subclass(torch.Tensor).cpu().contiguous()
 
 
-def _update_digest(h: hashlib._Hash, obj: Any) -> None:
-    """Feed a canonical serialisation of ``obj`` (nested dict/list/tensor/scalars) into ``h``."""
+def _update_digest(h: Any, obj: Any) -> None:
+    """Feed a canonical, unambiguous serialisation of ``obj`` (nested dict/list/tensor/scalars) into ``h``: every
+    container is prefixed by its length, so no two different structures serialise alike."""
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    elif isinstance(obj, dict):
-        h.update(b"D")
+    elif isinstance(obj, Mapping):
+        h.update(f"D{len(obj)}".encode())
         for key in sorted(obj, key=str):
             h.update(json.dumps(str(key)).encode())
             _update_digest(h, obj[key])
@@ -100,15 +188,347 @@ def _update_digest(h: hashlib._Hash, obj: Any) -> None:
         h.update(json.dumps(obj, sort_keys=True).encode())
 
 
-def payload_digest(payload: dict[str, Any]) -> str:
-    """sha256 (hex) over the payload's content: tensors by dtype, shape and bytes; the rest as JSON."""
+def payload_digest(payload: Mapping[str, Any]) -> str:
+    """sha256 (hex) over the payload's content: tensors by dtype, shape and bytes; the rest as JSON.
+
+    Raises:
+        HandoffError: the payload holds something that has no canonical form (not a tensor or a JSON value).
+    """
     h = hashlib.sha256()
-    _update_digest(h, payload)
+    try:
+        _update_digest(h, payload)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise HandoffError(f"the payload holds a value that is neither a tensor nor plain JSON: {e}") from e
     return h.hexdigest()
 
 
+def federation_key() -> bytes | None:
+    """The federation key, read from the file named by ``$TDGAN_FEDERATION_KEY_FILE``; None when it is unset.
+
+    The file holds at least 32 bytes of secret (e.g. ``openssl rand -hex 32``; surrounding white space is ignored)
+    and is readable by its owner only.
+
+    Raises:
+        HandoffError: the variable names a missing, empty, too short, or group/world-readable file.
+    """
+    name = os.environ.get(KEY_ENV, "").strip()
+    if not name:
+        return None
+    path = Path(name)
+    if not path.is_file():
+        raise HandoffError(f"federation key file {path} (${KEY_ENV}): not found; point {KEY_ENV} at the key file.")
+    if os.name == "posix" and path.stat().st_mode & 0o077:
+        raise HandoffError(
+            f"federation key file {path}: readable by others (mode {path.stat().st_mode & 0o777:o}); "
+            f"run chmod 600 {path}."
+        )
+    key = path.read_bytes().strip()
+    if len(key) < MIN_KEY_BYTES:
+        raise HandoffError(
+            f"federation key file {path}: {len(key)} bytes of key, expected at least {MIN_KEY_BYTES} "
+            f"(make one with: openssl rand -hex 32 > {path})."
+        )
+    return key
+
+
+def handoff_signature(digest: str, key: bytes) -> str:
+    """HMAC-SHA256 (hex) of a payload digest under the federation key."""
+    return hmac.new(key, _SIGNATURE_TAG + digest.encode(), hashlib.sha256).hexdigest()
+
+
+def _json_problem(obj: Any, where: str, depth: int = 0) -> str | None:
+    """Where ``obj`` holds something that is not a JSON value (str, int, float, bool, None, list, str-keyed dict)."""
+    if depth > _MAX_DEPTH:
+        return f"{where} is nested more than {_MAX_DEPTH} levels deep"
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return None
+    if isinstance(obj, list):
+        return next((p for i, v in enumerate(obj) if (p := _json_problem(v, f"{where}[{i}]", depth + 1))), None)
+    if isinstance(obj, dict):
+        bad = [k for k in obj if not isinstance(k, str)]
+        if bad:
+            return f"{where} has a key {bad[0]!r} that is not a string"
+        return next((p for k, v in obj.items() if (p := _json_problem(v, f"{where}[{k!r}]", depth + 1))), None)
+    return f"{where} is a {type(obj).__name__}, not a JSON value"
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _keys_problem(obj: Any, keys: Sequence[str], where: str) -> str | None:
+    if not isinstance(obj, dict):
+        return f"{where} is a {type(obj).__name__}; expected a dict with keys {list(keys)}"
+    if set(obj) != set(keys):
+        extra, missing = sorted(map(str, set(obj) - set(keys))), sorted(set(keys) - set(obj))
+        return f"{where} must hold exactly {list(keys)}: extra {extra}, missing {missing}"
+    return None
+
+
+def _expected_state(network: Mapping[str, int]) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """Names, shapes and dtypes of the state dict of the generator ``network`` describes (built on the meta device:
+    no memory, no weights)."""
+    from scripts.networks import TDGANGenerator
+
+    with torch.device("meta"):
+        generator = TDGANGenerator(**network)
+    return {k: (tuple(v.shape), v.dtype) for k, v in generator.state_dict().items()}
+
+
+def _structure_problem(payload: Any) -> str | None:
+    """The first way ``payload`` is not a hand-off payload of this format, or None (see :py:func:`check_payload`)."""
+    problem = _keys_problem(payload, PAYLOAD_KEYS, "the payload")
+    if problem:
+        return problem
+    network = payload["network"]
+    problem = _keys_problem(network, [*NETWORK_SETTINGS, *NETWORK_CHOICES], "'network'")
+    if problem:
+        return problem
+    for k, (low, high) in NETWORK_SETTINGS.items():
+        if not _is_int(network[k]) or not low <= network[k] <= high:
+            return f"network setting {k}={network[k]!r}; expected an integer in {low}..{high}"
+    for k, choices in NETWORK_CHOICES.items():
+        if network[k] not in choices:
+            return f"network setting {k}={network[k]!r}; expected one of {list(choices)}"
+    dims = network["spatial_dims"]
+
+    pre = payload["preprocessing"]
+    problem = _keys_problem(pre, PREPROCESSING_KEYS, "'preprocessing'")
+    if problem:
+        return problem
+    size, step = pre["spatial_size"], 2 ** network["num_downsampling"]
+    if not (
+        isinstance(size, list) and len(size) == dims and all(_is_int(v) and v >= step and v % step == 0 for v in size)
+    ):
+        return f"preprocessing spatial_size={size!r}; expected {dims} positive integers divisible by {step}"
+    lo_hi = pre["intensity_range"]
+    if not (isinstance(lo_hi, list) and len(lo_hi) == 2 and all(map(_is_number, lo_hi)) and lo_hi[0] < lo_hi[1]):
+        return f"preprocessing intensity_range={lo_hi!r}; expected [low, high] with low < high"
+
+    registry = payload["registry"]
+    if not isinstance(registry, list) or not registry:
+        return f"'registry' is {type(registry).__name__} {registry!r:.80}; expected a non-empty list"
+    for i, entry in enumerate(registry):
+        problem = _keys_problem(entry, ("name", "code"), f"registry entry {i}")
+        if problem:
+            return problem
+        if center_name_problem(entry["name"]):
+            return f"registry entry {i}: {center_name_problem(entry['name'])}"
+        if not _is_int(entry["code"]) or entry["code"] != i:
+            return f"registry entry {i} ({entry['name']!r}) has code {entry['code']!r}; expected codes 0..n-1 in order"
+    names = [e["name"] for e in registry]
+    if len(set(names)) != len(names):
+        return f"registry names {names} repeat a center; expected each center once"
+    if len(names) > network["max_centers"]:
+        return f"registry holds {len(names)} centers but the generator has max_centers={network['max_centers']}"
+
+    visits = payload["visits"]
+    if not isinstance(visits, list) or not visits:
+        return "'visits' must be a non-empty list of visit records"
+    problem = _json_problem(visits, "'visits'")
+    if problem:
+        return problem + " (a visit record holds JSON values only)"
+    codes = {e["name"]: e["code"] for e in registry}
+    for i, visit in enumerate(visits):
+        centers = visit.get("centers") if isinstance(visit, dict) else None
+        if not isinstance(centers, list) or not centers or any(center_name_problem(c) for c in centers):
+            bad = next((center_name_problem(c) for c in centers or [] if center_name_problem(c)), None)
+            return f"visit {i + 1} has centers {centers!r:.120}; expected a non-empty list of center names" + (
+                f" ({bad})" if bad else ""
+            )
+        unregistered = [c for c in centers if c not in codes]
+        if unregistered:
+            return f"visit {i + 1} names centers {unregistered} that are not in the registry {names}"
+        if "codes" in visit and visit["codes"] != [codes[c] for c in centers]:
+            registered = [codes[c] for c in centers]
+            return f"visit {i + 1} records codes {visit['codes']!r:.80} for {centers}; the registry says {registered}"
+    first_seen = list(dict.fromkeys(c for v in visits for c in v["centers"]))
+    if first_seen != names:
+        return (
+            f"the registry {names} is not the centers in order of first visit {first_seen} (renamed, dropped or "
+            "reordered)"
+        )
+
+    versions = payload["versions"]
+    if not isinstance(versions, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in versions.items()
+    ):
+        return "'versions' must map strings to strings"
+
+    bank = payload["label_bank"]
+    if not isinstance(bank, dict):
+        return f"'label_bank' is a {type(bank).__name__}; expected a dict center -> label maps"
+    for name, maps in bank.items():
+        if name not in codes:
+            return f"label bank holds maps of {name!r}, which is not in the registry {names}"
+        shape = (1, *size)
+        if not (type(maps) is torch.Tensor and maps.dtype == torch.uint8 and maps.layout == torch.strided):
+            what = f"{maps.dtype} tensor" if isinstance(maps, torch.Tensor) else type(maps).__name__
+            return f"label bank of {name!r} is a {what}; expected uint8 label maps (N, {', '.join(map(str, shape))})"
+        if maps.ndim != dims + 2 or tuple(maps.shape[1:]) != shape:
+            return f"label bank of {name!r} has shape {tuple(maps.shape)}; expected (N, {', '.join(map(str, shape))})"
+        if maps.numel() and int(maps.max()) >= network["num_classes"]:
+            return (
+                f"label bank of {name!r} holds values up to {int(maps.max())}, but label maps have "
+                f"{network['num_classes']} classes (is it an image?)"
+            )
+
+    params = payload["generator"]
+    if not isinstance(params, dict):
+        return f"'generator' is a {type(params).__name__}; expected the generator's state dict"
+    not_tensors = [f"{k}: {type(v).__name__}" for k, v in params.items() if type(v) is not torch.Tensor]
+    if not_tensors:
+        return f"generator parameters must be torch tensors, got {not_tensors[:5]}"
+    try:
+        expected = _expected_state(network)
+    except (TypeError, ValueError, RuntimeError) as e:
+        return f"network settings {network} do not describe a TDGAN generator: {e}"
+    missing = sorted(set(expected) - set(params))
+    unexpected = sorted(set(params) - set(expected))
+    wrong = [
+        f"{k}: {params[k].dtype} {tuple(params[k].shape)} (expected {expected[k][1]} {expected[k][0]})"
+        for k in expected
+        if k in params and (tuple(params[k].shape), params[k].dtype) != expected[k]
+    ]
+    if missing or unexpected or wrong:
+        return (
+            f"the parameters are not the weights of the generator {network}: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}, wrong dtype or shape {wrong[:5]}"
+        )
+    strided = [k for k, v in params.items() if v.layout != torch.strided]
+    if strided:
+        return f"generator parameters {strided[:5]} are not dense tensors"
+    not_finite = [k for k, v in params.items() if not bool(torch.isfinite(v).all())]
+    if not_finite:
+        return f"generator parameters {not_finite[:5]} hold NaN or Inf"
+    return None
+
+
+def check_payload(payload: Any, source: str) -> Handoff:
+    """THE structural check of a hand-off payload, the one every reader goes through before building anything.
+
+    Exact key sets at every level (:data:`PAYLOAD_KEYS`; ``network``: :data:`NETWORK_SETTINGS`, each an integer in
+    range; ``preprocessing``: spatial size of ``spatial_dims`` integers, intensity range); registry entries
+    ``{"name": valid center name, "code": int}`` with codes 0..n-1 in order, unique names, n <= ``max_centers``; visit
+    records of JSON values only, each naming registered centers (with matching ``codes`` when recorded), and the
+    registry equal to the centers in order of first visit; versions str -> str; label bank keyed by registered
+    names, uint8 (N, 1, *spatial_size) below ``num_classes``; generator tensors with exactly the names, shapes and
+    dtypes of the generator ``network`` describes (checked on the meta device), finite. Nothing else anywhere.
+
+    Args:
+        payload: the payload (from a file or a message).
+        source: what it is, to start the message with (e.g. ``"hand-off /x/h.pt"``).
+
+    Returns:
+        the hand-off.
+
+    Raises:
+        HandoffError: the first thing that does not hold, in one line.
+    """
+    problem = _structure_problem(payload)
+    if problem:
+        raise HandoffError(f"{source}: {problem}; refused (re-make the hand-off with this bundle).")
+    return Handoff(
+        generator=dict(payload["generator"]),
+        network=dict(payload["network"]),
+        registry=[dict(e) for e in payload["registry"]],
+        label_bank=dict(payload["label_bank"]),
+        visits=list(payload["visits"]),
+        versions=dict(payload["versions"]),
+        preprocessing={k: list(v) for k, v in payload["preprocessing"].items()},
+    )
+
+
+def verify_handoff(payload: Any, sha256: Any, signature: Any, source: str) -> Handoff:
+    """Check a received hand-off: format and version, the whole structure (:py:func:`check_payload`: pure checks,
+    nothing is built from it), the sha256 (corruption), and the federation signature when a key is configured
+    (authenticity).
+
+    Args:
+        payload: the payload.
+        sha256: the digest its writer stored.
+        signature: the HMAC its writer stored, or None.
+        source: what it is, for messages.
+
+    Raises:
+        HandoffError: any check fails (one line).
+    """
+    if not isinstance(payload, dict):
+        raise HandoffError(f"{source}: not a TDGAN hand-off (the payload is a {type(payload).__name__}).")
+    fmt, version = payload.get("format"), payload.get("format_version")
+    if fmt != FORMAT:
+        raise HandoffError(f"{source}: format {fmt!r}, expected {FORMAT!r}: not a TDGAN hand-off.")
+    if version != FORMAT_VERSION:
+        raise HandoffError(
+            f"{source}: hand-off format v{version}, this bundle reads v{FORMAT_VERSION} only (v{FORMAT_VERSION} "
+            "records the spatial size and intensity range and can be signed); re-make it by rerunning the visit that "
+            "wrote it with this bundle."
+        )
+    handoff = check_payload(payload, source)
+    digest = payload_digest(payload)
+    if not isinstance(sha256, str) or not hmac.compare_digest(digest, sha256):
+        raise HandoffError(
+            f"{source}: checksum mismatch (stored sha256 {str(sha256)[:12]}..., content {digest[:12]}...): "
+            "modified or corrupted after its writer computed it (on disk or in transit)."
+        )
+    key = federation_key()
+    if key is not None:
+        if signature is None:
+            raise HandoffError(
+                f"{source}: unsigned, but a federation key is configured (${KEY_ENV}); refused: only hand-offs "
+                "signed with the federation key are accepted (re-make it at a site that holds the key)."
+            )
+        if not isinstance(signature, str) or not hmac.compare_digest(handoff_signature(digest, key), signature):
+            raise HandoffError(
+                f"{source}: the signature does not match the federation key (${KEY_ENV}); refused: it was altered "
+                "or signed with another key."
+            )
+    elif signature is not None:
+        logger.warning(f"{source}: signed, but no federation key is configured (${KEY_ENV}): signature NOT checked.")
+    return handoff
+
+
+def check_configuration(
+    handoff: Handoff,
+    source: str,
+    network: Mapping[str, int] | None = None,
+    spatial_size: Sequence[int] | None = None,
+    intensity_range: Sequence[float] | None = None,
+) -> None:
+    """Check that a hand-off fits the configuration that is about to use it (each given setting must match).
+
+    Raises:
+        HandoffError: one line naming every setting that differs.
+    """
+    diffs = [
+        f"{k}={handoff.network.get(k)!r} in the hand-off but {v!r} in this configuration"
+        for k, v in (network or {}).items()
+        if handoff.network.get(k) != v
+    ]
+    if spatial_size is not None and list(spatial_size) != handoff.spatial_size:
+        diffs.append(
+            f"spatial_size={handoff.spatial_size} in the hand-off but {list(spatial_size)} in this configuration"
+        )
+    recorded = [float(v) for v in handoff.preprocessing["intensity_range"]]
+    if intensity_range is not None and [float(v) for v in intensity_range] != recorded:
+        diffs.append(f"intensity_range={recorded} in the hand-off but {list(intensity_range)} in this configuration")
+    if diffs:
+        raise HandoffError(
+            f"{source}: generator settings do not match: " + "; ".join(diffs) + " (use the hand-off's settings)."
+        )
+
+
 def save_handoff(handoff: Handoff, path: str | os.PathLike) -> str:
-    """Write a hand-off atomically (temporary file in the same folder, then rename).
+    """Write a hand-off atomically and owner-only (0o600 file; folders it creates 0o700), whatever the umask.
+
+    The payload is checked first (:py:func:`check_payload`: nothing malformed is written), serialised in memory,
+    written to a temporary file in the same folder, synced, and renamed over ``path``: a failure at any point removes
+    the temporary file and leaves what was at ``path`` before untouched. Signed with the federation key when one is
+    configured (:py:func:`federation_key`).
 
     Args:
         handoff: what to write.
@@ -116,82 +536,96 @@ def save_handoff(handoff: Handoff, path: str | os.PathLike) -> str:
 
     Returns:
         the sha256 of the payload, also stored in the file.
+
+    Raises:
+        HandoffError: the hand-off is malformed.
+        DiskFullError: the disk is full ("no space left on device while writing <path>; free space and rerun").
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = handoff.payload()
+    check_payload(payload, f"hand-off to write to {path}")
     digest = payload_digest(payload)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    record: dict[str, Any] = {"payload": payload, "sha256": digest}
+    key = federation_key()
+    if key is not None:
+        record["hmac"] = handoff_signature(digest, key)
+    buffer = io.BytesIO()
+    torch.save(record, buffer)
+    tmp = None
     try:
+        private_dirs(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
-            torch.save({"payload": payload, "sha256": digest}, f)
+            os.fchmod(f.fileno(), 0o600)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+        _sync_folder(path.parent)
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        full = disk_full(e, path)
+        if full is not None:
+            raise full from e
         raise
     return digest
 
 
-def load_handoff(path: str | os.PathLike, expected_network: dict[str, int] | None = None) -> Handoff:
-    """Read and check a hand-off.
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_handoff(
+    path: str | os.PathLike,
+    expected_network: Mapping[str, int] | None = None,
+    spatial_size: Sequence[int] | None = None,
+    intensity_range: Sequence[float] | None = None,
+) -> Handoff:
+    """Read and check a hand-off file: the whole contract (:py:func:`verify_handoff`) and, for each setting given,
+    the configuration that will use it (:py:func:`check_configuration`).
 
     Loaded with ``torch.load(weights_only=True)``, so no arbitrary object is unpickled.
 
     Args:
         path: the hand-off file.
-        expected_network: the settings of the generator this configuration builds; when given, every setting must
-            match the one recorded in the hand-off.
+        expected_network: the settings of the generator this configuration builds; each must match.
+        spatial_size: this configuration's spatial size; must match the recorded one.
+        intensity_range: this configuration's image intensity range; must match the recorded one.
 
     Raises:
-        HandoffError: unreadable file, wrong format, checksum mismatch (tampered or corrupted), or network settings
-            that differ from ``expected_network``.
+        HandoffError: unreadable file, wrong format or version, checksum mismatch (tampered or corrupted), missing or
+            wrong signature (when a federation key is configured), malformed content, or settings that differ.
     """
     path = Path(path)
+    source = f"hand-off {path}"
     if not path.is_file():
-        raise HandoffError(f"hand-off {path}: file not found.")
+        raise HandoffError(f"{source}: file not found.")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
         raise HandoffError(
-            f"hand-off {path}: not a readable hand-off file (corrupted, truncated, or holding objects other than "
+            f"{source}: not a readable hand-off file (corrupted, truncated, or holding objects other than "
             f"tensors and plain values): {type(e).__name__}: {why}"
         ) from e
-    if not isinstance(raw, dict) or "payload" not in raw or "sha256" not in raw:
-        raise HandoffError(f"hand-off {path}: not a TDGAN hand-off (expected keys 'payload' and 'sha256').")
-    payload = raw["payload"]
-    if payload.get("format") != FORMAT or payload.get("format_version") != FORMAT_VERSION:
+    if not isinstance(raw, dict) or not {"payload", "sha256"} <= set(raw) <= {"payload", "sha256", "hmac"}:
+        keys = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
         raise HandoffError(
-            f"hand-off {path}: format {payload.get('format')!r} v{payload.get('format_version')}, "
-            f"expected {FORMAT!r} v{FORMAT_VERSION}."
+            f"{source}: not a TDGAN hand-off (expected keys 'payload', 'sha256' and 'hmac', got {keys})."
         )
-    digest = payload_digest(payload)
-    if digest != raw["sha256"]:
-        raise HandoffError(
-            f"hand-off {path}: checksum mismatch (stored sha256 {raw['sha256'][:12]}..., content {digest[:12]}...): "
-            "the file was modified or corrupted after it was written."
-        )
-    network = payload["network"]
-    if expected_network is not None:
-        diffs = [
-            f"{k}={network.get(k)!r} in the hand-off but {v!r} in this configuration"
-            for k, v in expected_network.items()
-            if network.get(k) != v
-        ]
-        if diffs:
-            raise HandoffError(f"hand-off {path}: generator settings do not match: " + "; ".join(diffs) + ".")
-    return Handoff(
-        generator=payload["generator"],
-        network=network,
-        registry=payload["registry"],
-        label_bank=payload["label_bank"],
-        visits=payload["visits"],
-        versions=payload["versions"],
-    )
+    handoff = verify_handoff(raw["payload"], raw["sha256"], raw.get("hmac"), source)
+    check_configuration(handoff, source, expected_network, spatial_size, intensity_range)
+    return handoff

@@ -24,6 +24,7 @@ from monai.bundle import ConfigParser
 
 from scripts.data.centers import read_center_order
 from scripts.data.checks import check_sequence_inputs
+from scripts.files import check_inside
 from scripts.handoff import load_handoff
 from scripts.visit import BUNDLE_ROOT, run_visit
 
@@ -114,8 +115,9 @@ class VisitSequence:
         self.resume = resume
 
     def handoff_path(self, index: int) -> Path:
-        """Hand-off file of visit ``index`` (0-based)."""
-        return self.output_dir / "handoffs" / f"{handoff_name(index, self.visits[index])}.pt"
+        """Hand-off file of visit ``index`` (0-based), which must stay inside ``<output_dir>/handoffs``."""
+        folder = self.output_dir / "handoffs"
+        return check_inside(folder / f"{handoff_name(index, self.visits[index])}.pt", folder, "the sequence's hand-off")
 
     def check_inputs(self) -> None:
         """Check every center's files and the hand-offs a resumed run would reuse against the visit configuration,

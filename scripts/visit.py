@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from scripts.data.centers import read_label_maps, seeded_subset
 from scripts.data.label_maps import new_label_bank
+from scripts.files import check_center_name
 from scripts.handoff import Handoff, HandoffError, load_handoff, save_handoff
 from scripts.reminding import REMINDING_SOURCES, Reminder
 
@@ -124,14 +125,19 @@ class CenterVisit:
         handoff_in: incoming hand-off file, or None (or "") at the first center.
         reminding_source: ``"bank"`` or ``"local"`` (see :py:class:`Reminder`).
         reminding_weight: weight of the reminding loss; 0 means no teacher is kept (plain fine-tuning).
-        spatial_size: this configuration's spatial size, to check the incoming label bank against.
+        spatial_size: this configuration's spatial size: the incoming hand-off must record the same; recorded in the
+            outgoing one.
+        intensity_range: the training images' intensity range (``train#preprocessing``'s): checked and recorded as
+            ``spatial_size`` is.
         seed: seed of the reminding sampler.
         teacher_cache: with ``bank`` reminding, compute the teacher's output for each bank map once (see
             :py:class:`~scripts.reminding.Reminder`).
 
     Raises:
-        HandoffError: the incoming hand-off is unreadable, tampered with, or built with other generator settings, or
-            the registry is full.
+        HandoffError: the incoming hand-off is unreadable, tampered with, unsigned or wrongly signed (federation key),
+            malformed (see :py:func:`scripts.handoff.check_payload`), or built with other generator or preprocessing
+            settings, or the registry is full.
+        PathError: a center name is not a valid one.
     """
 
     def __init__(
@@ -144,20 +150,29 @@ class CenterVisit:
         spatial_size: Sequence[int] | None = None,
         seed: int = 0,
         teacher_cache: bool = True,
+        intensity_range: Sequence[float] = (-1.0, 1.0),
     ) -> None:
         if reminding_source not in REMINDING_SOURCES:
             raise ValueError(f"reminding_source must be one of {REMINDING_SOURCES}, got {reminding_source!r}.")
         if not center_names or len(set(center_names)) != len(center_names):
             raise ValueError(f"center_names must be non-empty and unique, got {list(center_names)}.")
+        for name in center_names:
+            check_center_name(name, "visit")
         self.generator = generator
         self.settings = dict(generator.settings)
         self.center_names = list(center_names)
         self.reminding_source = reminding_source
         self.reminding_weight = reminding_weight
         self.handoff_in = str(handoff_in) if handoff_in else None
+        self.preprocessing = {
+            "spatial_size": [int(v) for v in spatial_size] if spatial_size is not None else None,
+            "intensity_range": [float(v) for v in intensity_range],
+        }
         self.incoming: Handoff | None = None
         if self.handoff_in:
-            self.incoming = load_handoff(self.handoff_in, expected_network=self.settings)
+            self.incoming = load_handoff(self.handoff_in, self.settings, spatial_size, intensity_range)
+            if spatial_size is None:
+                self.preprocessing["spatial_size"] = self.incoming.spatial_size
             generator.load_state_dict(self.incoming.generator)
             logger.info(
                 f"incoming hand-off {self.handoff_in}: centers {[e['name'] for e in self.incoming.registry]}, "
@@ -178,16 +193,14 @@ class CenterVisit:
         earlier = [e for e in (self.incoming.registry if self.incoming else []) if e["name"] not in self.center_names]
         self.reminder: Reminder | None = None
         if earlier and reminding_weight > 0:
-            self.reminder = self._make_reminder(earlier, spatial_size, seed, teacher_cache)
+            self.reminder = self._make_reminder(earlier, seed, teacher_cache)
 
     @property
     def teacher(self) -> torch.nn.Module | None:
         """The frozen copy of the generator as it arrived (None when nothing is reminded)."""
         return None if self.reminder is None else self.reminder.teacher
 
-    def _make_reminder(
-        self, earlier: list[dict], spatial_size: Sequence[int] | None, seed: int, cache: bool
-    ) -> Reminder:
+    def _make_reminder(self, earlier: list[dict], seed: int, cache: bool) -> Reminder:
         teacher = copy.deepcopy(getattr(self.generator, "module", self.generator))
         if self.reminding_source == "local":
             return Reminder("local", [e["code"] for e in earlier], teacher, seed=seed)
@@ -201,12 +214,7 @@ class CenterVisit:
             )
         if unbanked:
             logger.warning(f"earlier centers without label maps in the bank are not reminded: {unbanked}.")
-        maps = [bank[e["name"]] for e in banked]
-        if spatial_size is not None and tuple(maps[0].shape[2:]) != tuple(spatial_size):
-            raise HandoffError(
-                f"hand-off {self.handoff_in}: label bank maps have spatial size {tuple(maps[0].shape[2:])}, "
-                f"this configuration uses {tuple(spatial_size)}."
-            )
+        maps = [bank[e["name"]] for e in banked]  # of the recorded spatial size: checked by load_handoff
         device = next(self.generator.parameters()).device
         return Reminder(
             "bank",
@@ -233,6 +241,7 @@ class CenterVisit:
             label_bank=bank,
             visits=(list(self.incoming.visits) if self.incoming else []) + [summary],
             versions=versions,
+            preprocessing=self.preprocessing,
         )
 
 

@@ -24,13 +24,13 @@ import pytest
 import torch
 from conftest import META, REPO, TINY
 
-from scripts.fl.client import plain_overrides
 from scripts.fl.job import tdgan_job
 from scripts.fl.message import META_KEY, handoff_to_message, message_to_handoff
 from scripts.handoff import HandoffError, load_handoff
 from scripts.networks import TDGANGenerator
 
 ORDER = ["center_c", "center_a", "center_b"]  # not alphabetical: the relay must follow the configured order
+SITE_TINY = {k: v for k, v in TINY.items() if k != "device"}  # the device is each site's own choice, not the job's
 
 
 def _handoff(ws: Path, site: str, index: int, which: str):
@@ -51,7 +51,7 @@ def relay(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     shutil.copytree(demo_root, root)
     (root / "centers.json").write_text(json.dumps({"order": ORDER}))
     override = tmp / "tiny.json"
-    tiny = {f"visit_overrides#{k}": v for k, v in TINY.items()}
+    tiny = {f"visit_overrides#{k}": v for k, v in SITE_TINY.items()}
     override.write_text(json.dumps({"data_root": str(root), "output_dir": str(tmp / "out"), **tiny}))
     configs = [str(REPO / "configs" / f) for f in ("train_sequential.json", "federated.json")] + [str(override)]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs), "--meta_file", META]
@@ -133,7 +133,7 @@ def _failing_relay(demo_root: Path, tmp_path: Path, fault: str) -> tuple[Path, P
     if fault == "missing":
         dirs["center_b"] = tmp_path / "no_such_center"
     out = tmp_path / "out"
-    job = tdgan_job(order, out, TINY, center_dirs=dirs)
+    job = tdgan_job(order, out, SITE_TINY, center_dirs=dirs)
     if fault == "corrupt":
         from fl_faults import CorruptGenerator
         from nvflare.job_config.defs import FilterType
@@ -155,7 +155,7 @@ def test_site_without_its_data_folder_fails_clearly_and_the_relay_stops(demo_roo
 def test_corrupted_generator_is_refused_by_the_site_and_the_relay_stops(demo_root: Path, tmp_path: Path):
     out, ws, _ = _failing_relay(demo_root, tmp_path, "corrupt")
     log = _site_log(ws, "center_b")
-    assert "test fault: corrupted" in log and "do not match the sha256 their sender computed" in log
+    assert "test fault: corrupted" in log and "checksum mismatch" in log
     assert not list((ws / "center_b").rglob("handoff_*.pt"))  # nothing trained, nothing sent
     assert [p.name for p in (out / "handoffs").glob("*.pt")] == ["visit01_center_a.pt"]
     assert not (out / "sequence.json").exists()
@@ -181,9 +181,9 @@ def test_message_round_trip_rebuilds_the_same_handoff(handoff):
     [
         ("numpy", "must be torch tensors"),
         ("extra", "unexpected ['extra']"),
-        ("image", "must be uint8 label maps"),
+        ("image", "expected uint8 label maps"),
         ("network", "not the weights of the generator"),
-        ("flip", "do not match the sha256"),
+        ("flip", "checksum mismatch"),
         ("meta", "must hold exactly"),
     ],
 )
@@ -210,8 +210,25 @@ def test_message_that_is_not_the_sent_generator_is_refused(handoff, fault: str, 
     assert message in str(e.value) and str(e.value).startswith("test message")
 
 
-def test_site_accepts_only_plain_visit_settings_from_the_job():
-    assert plain_overrides('{"ngf":8,"spatial_size":[32,32]}') == {"ngf": 8, "spatial_size": [32, 32]}
-    for bad in ('{"ngf":"$__import__(\'os\')"}', '{"network_def":{"_target_":"x"}}', '{"center_dirs":["/x"]}'):
-        with pytest.raises(ValueError):
-            plain_overrides(bad)
+def test_a_job_that_injects_a_component_is_refused_by_the_first_site_before_anything_runs(
+    demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The issue's probe through the real NVFlare client: a compromised server (its own check skipped) sends
+    ``train#inferer#_target_ = os.system`` with a sibling ``command``; the first site refuses the job's settings
+    in one line before NVFlare or any config starts, nothing trains, and the command never runs."""
+    import scripts.fl.job as fl_job
+
+    marker = tmp_path / "outside" / "pwned"  # what the injected command would create
+    marker.parent.mkdir()
+    hostile = {**SITE_TINY, "train#inferer#_target_": "os.system", "train#inferer#command": f"touch${{IFS}}{marker}"}
+    monkeypatch.setattr(fl_job, "job_overrides", lambda overrides: dict(overrides))  # the server skips its check
+    order = ["center_a", "center_b"]
+    out = tmp_path / "out"
+    job = fl_job.tdgan_job(order, out, hostile, center_dirs={c: demo_root / c for c in order})
+    with pytest.raises(RuntimeError, match="did not complete"):
+        fl_job.simulate(demo_root, out, order=order, job=job)
+    log = _site_log(out / "nvflare", "center_a")
+    assert "job override 'train#inferer#_target_': not a setting a job may choose" in log
+    assert not marker.exists()
+    assert not list(out.rglob("*.pt")) and not list((out / "nvflare").glob("*/tdgan_*"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "outside"]  # nothing written beside its folders

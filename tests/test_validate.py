@@ -157,14 +157,18 @@ def test_every_problem_is_reported_at_once_one_line_each(demo_root: Path, tmp_pa
         assert any(ln.strip().startswith(f"{path}: ") and problem in ln for ln in lines[1:]), (path, problem)
 
 
-def test_a_label_bank_of_another_size_is_refused_before_training(demo_root: Path, tmp_path: Path):
-    run_visit([demo_root / "center_a"], tmp_path / "a")
+@pytest.mark.parametrize("reminding_source", ["bank", "local"])  # local: no label bank to tell the size by
+def test_a_handoff_recorded_at_another_spatial_size_is_refused_before_training(
+    demo_root: Path, tmp_path: Path, reminding_source: str
+):
+    run_visit([demo_root / "center_a"], tmp_path / "a", reminding_source=reminding_source)
     handoff = tmp_path / "a" / "handoff.pt"
     out = tmp_path / "b"
     with pytest.raises(Exception) as info:
         visit_workflow([demo_root / "center_b"], out, handoff_in=handoff, spatial_size=[64, 64]).run()
-    assert f"hand-off {handoff}: label bank of 'center_a' has spatial size (32, 32); expected (64, 64)" in _messages(
-        info.value
+    assert (
+        f"hand-off {handoff}: generator settings do not match: spatial_size=[32, 32] in the hand-off but [64, 64] in "
+        "this configuration" in _messages(info.value)
     )
     assert not out.exists()
 

@@ -21,10 +21,13 @@ import torch
 from monai.data import load_decathlon_datalist
 from torch.utils.data import ConcatDataset, Dataset
 
+from scripts.files import check_center_name, inside
+
 __all__ = [
     "read_center_order",
     "center_name",
     "center_datalist",
+    "outside_problems",
     "OnlineCenters",
     "read_label_maps",
     "seeded_subset",
@@ -51,8 +54,27 @@ def read_center_order(data_root: str | os.PathLike, strict: bool = True) -> list
 
 
 def center_name(center_dir: str | os.PathLike) -> str:
-    """A center's name: its folder's name."""
-    return Path(os.path.normpath(center_dir)).name
+    """A center's name: its folder's name, which must be a valid center name (:data:`scripts.files.CENTER_NAME`).
+
+    Raises:
+        PathError: the folder's name is not a valid center name.
+    """
+    return check_center_name(Path(os.path.normpath(center_dir)).name, f"center folder {center_dir}")
+
+
+def outside_problems(
+    center_dir: str | os.PathLike, items: list[dict[str, Any]], source: str | os.PathLike
+) -> list[str]:
+    """One line per ``image``/``label`` file of ``items`` (absolute paths, as MONAI's data list gives them) that does
+    not resolve, links followed, inside ``center_dir``: a center trains only on its own files."""
+    folder = Path(center_dir).resolve()
+    return [
+        f"{item[k]}: listed in {source} but resolves to {Path(item[k]).resolve()}, outside the center folder "
+        f"{folder}; expected files inside the center's own folder (relative paths, no links out of it)."
+        for item in items
+        for k in ("image", "label")
+        if isinstance(item.get(k), str) and not inside(item[k], folder)
+    ]
 
 
 def center_datalist(center_dir: str | os.PathLike, code: int, key: str = "training") -> list[dict[str, Any]]:
@@ -61,13 +83,17 @@ def center_datalist(center_dir: str | os.PathLike, code: int, key: str = "traini
     Raises:
         FileNotFoundError: no ``dataset.json``, or a listed file is missing.
         ValueError: the list under ``key`` is empty.
+        InputError: a listed file resolves outside the center folder (one line per file).
     """
+    from scripts.data.checks import raise_if_problems
+
     meta = Path(center_dir) / "dataset.json"
     if not meta.is_file():
         raise FileNotFoundError(f"{meta}: not found; a center folder needs an MSD-style dataset.json.")
     items = load_decathlon_datalist(str(meta), is_segmentation=True, data_list_key=key, base_dir=str(center_dir))
     if not items:
         raise ValueError(f"{meta}: the '{key}' list is empty; a visit needs at least one image/label pair.")
+    raise_if_problems(outside_problems(center_dir, items, meta), f"the '{key}' list of {meta}")
     for item in items:
         for k in ("image", "label"):
             if not os.path.isfile(item[k]):
@@ -117,7 +143,9 @@ def read_label_maps(
     Raises:
         FileNotFoundError: no ``dataset.json``, or a listed label file is missing.
         ValueError: the list under ``key`` is empty.
+        InputError: a listed file resolves outside the center folder (one line per file).
     """
+    from scripts.data.checks import raise_if_problems
     from scripts.data.transforms import preprocessing
 
     center_dir = Path(center_dir)
@@ -127,6 +155,7 @@ def read_label_maps(
     items = load_decathlon_datalist(str(meta), is_segmentation=True, data_list_key=key, base_dir=str(center_dir))
     if not items:
         raise ValueError(f"{meta}: the '{key}' list is empty; expected at least one label map.")
+    raise_if_problems(outside_problems(center_dir, items, meta), f"the '{key}' list of {meta}")
     load = preprocessing(spatial_dims, spatial_size, keys=("label",))
     maps, names = [], []
     for item in items:

@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from scripts.data.centers import outside_problems
+from scripts.files import center_name_problem
+
 __all__ = [
     "InputError",
     "center_problems",
@@ -89,6 +92,9 @@ def center_order_problems(data_root: str | os.PathLike) -> tuple[list[str], list
     order = content.get("order") if isinstance(content, dict) else None
     if not isinstance(order, list) or not order or not all(isinstance(c, str) and c for c in order):
         return [], [f"{path}: 'order' is {order!r}; expected a non-empty list of center folder names."]
+    bad = [problem for c in order if (problem := center_name_problem(c))]
+    if bad:  # a name such as "../x" would lead the sequence out of data_root and its outputs out of output_dir
+        return [], [f"{path}: {problem}." for problem in bad]
     if len(set(order)) != len(order):
         dupes = sorted({c for c in order if order.count(c) > 1})
         problems.append(f"{path}: centers {dupes} are listed more than once; expected unique names.")
@@ -152,9 +158,11 @@ def _load(path: str, problems: list[str], role: str, source: Path) -> np.ndarray
 
 def _pair_problems(
     paths: Mapping[str, str], meta_path: Path, spatial_dims: int, image_channels: int, declared: set[int] | None
-) -> list[str]:
-    """Every problem with one image/label pair, read as training reads it."""
+) -> tuple[list[str], bool]:
+    """Every problem with one image/label pair, read as training reads it, and whether the image is constant (one
+    intensity everywhere: nothing for the discriminator to learn from, and a zero range to scale)."""
     problems: list[str] = []
+    constant = False
     image = _load(paths["image"], problems, "image", meta_path)
     label = _load(paths["label"], problems, "label", meta_path)
     if image is not None:
@@ -168,6 +176,12 @@ def _pair_problems(
         elif not np.all(np.isfinite(image)):
             bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
             problems.append(f"{paths['image']}: {bad} NaN/Inf intensities; expected finite values only.")
+        elif image.size and float(image.min()) == float(image.max()):
+            constant = True
+            logger.warning(
+                f"{paths['image']}: every intensity is {float(image.min()):g} (a constant image; listed in "
+                f"{meta_path}); check the file, it teaches the generator nothing."
+            )
     if label is not None:
         label = _spatial(label, spatial_dims)
         if label.ndim - 1 != spatial_dims or label.shape[0] != 1:
@@ -175,7 +189,7 @@ def _pair_problems(
                 f"{paths['label']}: label of shape {label.shape[1:]} with {label.shape[0]} channel(s); expected "
                 f"one channel and {spatial_dims} spatial dimensions."
             )
-            return problems
+            return problems, constant
         if image is not None and image.shape[1:] != label.shape[1:]:
             problems.append(
                 f"{paths['label']}: label shape {label.shape[1:]} differs from its image's {image.shape[1:]} "
@@ -183,14 +197,14 @@ def _pair_problems(
             )
         if not np.all(np.isfinite(label)) or np.any(label != np.round(label)):
             problems.append(f"{paths['label']}: non-integer or NaN/Inf label values; expected integer classes.")
-            return problems
+            return problems, constant
         values = {int(v) for v in np.unique(label)}
         if declared is not None and not values <= declared:
             problems.append(
                 f"{paths['label']}: label values {sorted(values - declared)} are not declared in {meta_path}; "
                 f"expected values in {sorted(declared)}."
             )
-    return problems
+    return problems, constant
 
 
 def center_problems(
@@ -239,11 +253,17 @@ def center_problems(
             '{"image": ..., "label": ...} entry.'
         )
         return problems
+    read, constant = 0, 0
     for i, item in enumerate(items):
         if not isinstance(item, Mapping) or not all(isinstance(item.get(k), str) for k in ("image", "label")):
             problems.append(f'{meta_path}: \'{key}\' entry {i} is {item!r}; expected {{"image": path, "label": path}}.')
             continue
-        paths = {k: str(center_dir / item[k]) for k in ("image", "label")}  # an absolute path stays as it is
+        # as MONAI's data list joins them (an absolute path stays as it is), then held to the center's own folder
+        paths = {k: os.path.normpath(os.path.join(center_dir, item[k])) for k in ("image", "label")}
+        outside = outside_problems(center_dir, [paths], meta_path)
+        if outside:
+            problems += outside
+            continue
         if not read_files:
             problems += [
                 f"{p}: not found; the {k} file is listed in {meta_path}."
@@ -251,7 +271,14 @@ def center_problems(
                 if not os.path.isfile(p)
             ]
             continue
-        problems += _pair_problems(paths, meta_path, spatial_dims, image_channels, declared)
+        pair, flat = _pair_problems(paths, meta_path, spatial_dims, image_channels, declared)
+        problems += pair
+        read, constant = read + 1, constant + flat
+    if read and constant == read and key == "training":
+        problems.append(
+            f"{meta_path}: every one of the {read} '{key}' images is constant (one intensity each); expected real "
+            "images (check the export of this center)."
+        )
     return problems
 
 
@@ -261,7 +288,9 @@ def handoff_problems(
     spatial_size: Sequence[int] | None = None,
     new_centers: Sequence[str] = (),
 ) -> list[str]:
-    """Every problem with an incoming hand-off for a configuration (none when ``handoff_in`` is empty).
+    """Every problem with an incoming hand-off for a configuration (none when ``handoff_in`` is empty): the whole
+    hand-off contract (:py:func:`scripts.handoff.load_handoff`: checksum, signature, structure), the generator and
+    spatial size of this configuration, and room in the registry for the new centers.
 
     Args:
         handoff_in: the hand-off file, or None / "".
@@ -277,21 +306,10 @@ def handoff_problems(
     if not handoff_in:
         return []
     try:
-        handoff = load_handoff(handoff_in, expected_network=dict(network))
+        handoff = load_handoff(handoff_in, dict(network), spatial_size)
     except HandoffError as e:
         return [str(e)]
     problems = []
-    for name, maps in handoff.label_bank.items():
-        if spatial_size is not None and tuple(maps.shape[2:]) != tuple(spatial_size):
-            problems.append(
-                f"hand-off {handoff_in}: label bank of {name!r} has spatial size {tuple(maps.shape[2:])}; expected "
-                f"{tuple(spatial_size)} as this configuration's spatial_size."
-            )
-        if len(maps) and int(maps.max()) >= network["num_classes"]:
-            problems.append(
-                f"hand-off {handoff_in}: label bank of {name!r} holds class {int(maps.max())}; expected classes "
-                f"below num_classes={network['num_classes']}."
-            )
     registry = [e["name"] for e in handoff.registry]
     new = [c for c in dict.fromkeys(new_centers) if c not in registry]
     for code, name in enumerate(new, start=len(registry)):
@@ -323,13 +341,13 @@ def check_visit_inputs(
         InputError: one line per problem found.
     """
     problems: list[str] = []
+    names = [Path(os.path.normpath(c)).name for c in center_dirs]
+    problems += [f"center folder {c}: {p}." for c, n in zip(center_dirs, names) if (p := center_name_problem(n))]
     for center in center_dirs:
         problems += center_problems(
             center, network["spatial_dims"], network["out_channels"], network["num_classes"], read_files=check_data
         )
-    problems += handoff_problems(
-        handoff_in, network, spatial_size, [Path(os.path.normpath(c)).name for c in center_dirs]
-    )
+    problems += handoff_problems(handoff_in, network, spatial_size, names)
     raise_if_problems(problems, "the inputs of this visit")
     what = f"{len(center_dirs)} center(s)" + ("" if check_data else " (dataset.json only: check_data=False)")
     logger.info(f"inputs checked: {what}{', hand-off' if handoff_in else ''}, no problem found.")

@@ -26,6 +26,8 @@ import numpy as np
 from monai.data import partition_dataset
 from PIL import Image
 
+from scripts.files import check_center_name
+
 __all__ = ["CentersWriter", "seeded_split"]
 
 SPLITS = {"training": "Tr", "test": "Ts"}
@@ -98,7 +100,7 @@ class CentersWriter:
         """Write one image/label pair of a center.
 
         Args:
-            center: the center's folder name.
+            center: the center's folder name (a valid center name, :data:`scripts.files.CENTER_NAME`).
             split: ``"training"`` or ``"test"``.
             stem: the file name without extension (the same for the image and the label).
             image: ``nifti``: float array (H, W) or (D, H, W); ``png``: uint8 (H, W, 3) or (H, W).
@@ -107,6 +109,7 @@ class CentersWriter:
         """
         if self.stage is None:
             raise RuntimeError("CentersWriter.add must be called inside its 'with' block.")
+        check_center_name(center, f"data root {self.output_dir}")  # refused now, not at the first visit
         suffix = SPLITS[split]
         ext = ".nii.gz" if fmt == "nifti" else ".png"
         entry = {"image": f"images{suffix}/{stem}{ext}", "label": f"labels{suffix}/{stem}{ext}"}

@@ -29,6 +29,7 @@ from monai.transforms import MapTransform
 
 from scripts.data.centers import read_center_order, read_label_maps
 from scripts.data.label_maps import DEFAULT_CEILING, check_far_from_sources, new_label_maps
+from scripts.files import check_center_name, check_inside, make_private, private_dirs
 from scripts.handoff import HandoffError, load_handoff
 from scripts.networks import TDGANGenerator, encode_condition
 
@@ -82,17 +83,23 @@ def load_generator(
     ckpt_file: str | os.PathLike | None = None,
     centers: Sequence[str] | None = None,
     device: torch.device | str = "cpu",
+    spatial_size: Sequence[int] | None = None,
+    intensity_range: Sequence[float] = (-1.0, 1.0),
 ) -> GeneratorSource:
     """Load trained weights into ``generator``: from a hand-off (weights, center registry and sizes), or from a plain
     state dict (``models/model.pt``) whose center codes are given by ``centers`` (code i = ``centers[i]``).
 
+    A hand-off goes through the whole hand-off contract (:py:func:`scripts.handoff.load_handoff`) and must have been
+    trained at ``spatial_size`` (when given) and with images scaled to ``intensity_range`` (the range synthesis maps
+    back to [0, 1]).
+
     Raises:
-        HandoffError: unreadable or mismatched hand-off.
+        HandoffError: unreadable, malformed, unauthenticated or mismatched hand-off (another spatial size, ...).
         ValueError: neither source given, or a checkpoint without ``centers``.
         FileNotFoundError: the checkpoint file does not exist.
     """
     if handoff:
-        h = load_handoff(handoff, expected_network=generator.settings)
+        h = load_handoff(handoff, generator.settings, spatial_size, intensity_range)
         generator.load_state_dict(h.generator)
         sizes = center_sizes(h.visits)
         codes = h.codes
@@ -233,19 +240,32 @@ def synthesis_datalist(
 
 
 def network_setting(handoff: str | os.PathLike | None, key: str, default: Any) -> Any:
-    """A generator setting recorded in ``handoff`` (so a config builds the generator the hand-off needs), or
-    ``default`` when no hand-off is given."""
+    """A generator setting recorded in ``handoff`` (so a config builds the generator the hand-off needs, at the
+    spatial size it was trained at), or ``default`` when no hand-off is given.
+
+    Args:
+        handoff: the hand-off file, or None.
+        key: a generator setting (``TDGANGenerator.settings``) or a recorded preprocessing setting
+            (``spatial_size``, ``intensity_range``).
+        default: the value without a hand-off.
+
+    Raises:
+        HandoffError: the hand-off does not pass the hand-off contract (:py:func:`scripts.handoff.load_handoff`).
+    """
     if not handoff:
         return default
     if not os.path.isfile(handoff):
         load_handoff(handoff)  # raises the hand-off's own "file not found" error
-    return dict(_handoff_network(str(handoff), os.stat(handoff).st_mtime_ns))[key]
+    value = dict(_handoff_settings(str(handoff), os.stat(handoff).st_mtime_ns))[key]
+    return list(value) if isinstance(value, tuple) else value
 
 
 @functools.lru_cache(maxsize=8)
-def _handoff_network(path: str, mtime_ns: int) -> tuple[tuple[str, Any], ...]:
-    """A hand-off's generator settings, read (and checksummed) once per file version, not once per config key."""
-    return tuple(load_handoff(path).network.items())
+def _handoff_settings(path: str, mtime_ns: int) -> tuple[tuple[str, Any], ...]:
+    """A hand-off's generator and preprocessing settings, read (and fully checked) once per file version, not once
+    per config key."""
+    h = load_handoff(path)
+    return tuple(h.network.items()) + tuple((k, tuple(v)) for k, v in h.preprocessing.items())
 
 
 def label_names_of(label_dirs: Sequence[str | os.PathLike]) -> dict[str, str]:
@@ -286,7 +306,9 @@ class SyntheticDatasetWriter:
 
     Files are written into a hidden folder beside ``output_dir`` and renamed into place only when the run completes,
     so a failed run leaves no partial dataset. Images are stored in [0, 1] as float32, labels as uint8; only
-    synthetic images and label maps are written.
+    synthetic images and label maps are written. They are derived from patients' label maps (and a generator trained
+    on their images), so everything is owner-only (files 0o600, folders 0o700) whatever the umask, and every file
+    name is checked to stay inside the dataset folder.
 
     Args:
         output_dir: the dataset folder.
@@ -330,21 +352,25 @@ class SyntheticDatasetWriter:
     def _started(self, engine: Any) -> None:
         if self.output_dir.exists() and not self.overwrite:
             raise FileExistsError(f"{self.output_dir}: exists; choose another output_dir or pass --overwrite true.")
-        self.output_dir.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.output_dir.parent)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.output_dir.name}.", dir=self.output_dir.parent))
-        (self._tmp / "imagesTr").mkdir()
-        (self._tmp / "labelsTr").mkdir()
+        make_private(self._tmp)
+        for sub in ("imagesTr", "labelsTr"):
+            (self._tmp / sub).mkdir()
+            make_private(self._tmp / sub)
         self.items = []
 
     def _write_batch(self, engine: Any) -> None:
         batch, preds = engine.state.batch, engine.state.output["pred"]
         for i, pred in enumerate(preds):
-            center = str(batch["center"][i])
+            center = check_center_name(str(batch["center"][i]), "synthesis style")
             name = f"synth_{len(self.items):05d}_{center}.nii.gz"
             image01 = ((pred.detach().float().clamp(-1, 1) + 1) / 2).as_subclass(torch.Tensor)
             label = torch.as_tensor(batch["label"][i]).as_subclass(torch.Tensor).to(torch.uint8)
-            nib.save(nib.Nifti1Image(_nifti_array(image01), np.eye(4)), self._tmp / "imagesTr" / name)
-            nib.save(nib.Nifti1Image(_nifti_array(label), np.eye(4)), self._tmp / "labelsTr" / name)
+            for sub, array in (("imagesTr", image01), ("labelsTr", label)):
+                path = check_inside(self._tmp / sub / name, self._tmp / sub, "synthetic file")
+                nib.save(nib.Nifti1Image(_nifti_array(array), np.eye(4)), path)
+                make_private(path)
             self.items.append(
                 {
                     "image": f"imagesTr/{name}",
@@ -377,6 +403,7 @@ class SyntheticDatasetWriter:
             "test": [],
         }
         (self._tmp / "dataset.json").write_text(json.dumps(meta, indent=4))
+        make_private(self._tmp / "dataset.json")
         if self.output_dir.exists():
             shutil.rmtree(self.output_dir)
         os.replace(self._tmp, self.output_dir)

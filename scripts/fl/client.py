@@ -11,19 +11,18 @@
 """NVFlare Client API script of a site: receive the hand-off, run ONE visit on this site's data, send the hand-off on.
 
 Run by the site's NVFlare client from the site's OWN copy of the bundle (the job names this file; the server sends
-no code). The visit is the bundle's ``configs/train.json`` of that copy; from the job it takes plain override values
-only (numbers, strings, lists), never config expressions, and never paths: the data folder is the site's own setting
-(``--center_dir`` or the environment variable ``TDGAN_CENTER_DIR``).
+no code). The visit is the bundle's ``configs/train.json`` of that copy; from the job it takes only the plain training
+settings of :data:`scripts.fl.overrides.JOB_SETTINGS`, checked by kind and range before anything else runs, never a
+config key, expression, component or path: the data folder is the site's own setting (``--center_dir`` or the
+environment variable ``TDGAN_CENTER_DIR``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2]
 if str(BUNDLE_ROOT) not in sys.path:  # run by file path: make this copy's `scripts` package importable
@@ -32,42 +31,12 @@ if str(BUNDLE_ROOT) not in sys.path:  # run by file path: make this copy's `scri
 import nvflare.client as flare  # noqa: E402
 
 from scripts.data.centers import center_name  # noqa: E402
+from scripts.files import check_inside  # noqa: E402
 from scripts.fl.message import handoff_to_message, is_first_message, message_to_handoff  # noqa: E402
+from scripts.fl.overrides import job_overrides  # noqa: E402
 from scripts.handoff import load_handoff, save_handoff  # noqa: E402
 from scripts.sequence import handoff_name  # noqa: E402
 from scripts.visit import run_visit  # noqa: E402
-
-# set by the site for each visit; the job may not choose them
-SITE_KEYS = ("bundle_root", "dataset_dir", "center_dirs", "handoff_in", "handoff_out", "output_dir", "checkpoint_dir")
-
-
-def plain_overrides(text: str) -> dict[str, Any]:
-    """Visit overrides from the job: a JSON object of plain values (no ``$``/``@``/``%`` expressions, no ``_target_``).
-
-    Raises:
-        ValueError: not a JSON object, an expression or component, or a key the site sets itself.
-    """
-    overrides = json.loads(text or "{}")
-    if not isinstance(overrides, dict):
-        raise ValueError(f"--overrides must be a JSON object, got {type(overrides).__name__}.")
-
-    def check(key: str, value: Any) -> None:
-        if isinstance(value, str) and value[:1] in ("$", "@", "%"):
-            raise ValueError(f"override {key!r}={value!r}: config expressions are not accepted from the job.")
-        if isinstance(value, dict):
-            if "_target_" in value:
-                raise ValueError(f"override {key!r}: components (_target_) are not accepted from the job.")
-            for k, v in value.items():
-                check(f"{key}#{k}", v)
-        if isinstance(value, list):
-            for i, v in enumerate(value):
-                check(f"{key}#{i}", v)
-
-    for key, value in overrides.items():
-        if key.split("#")[0] in SITE_KEYS:
-            raise ValueError(f"override {key!r}: set by the site itself, not accepted from the job.")
-        check(key, value)
-    return overrides
 
 
 def check_center_dir(path: str | None, site: str) -> Path:
@@ -94,14 +63,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--work_dir", default=None, help="where visits, logs and hand-offs go (default: ./tdgan_<site>)"
     )
-    parser.add_argument("--overrides", default="{}", help="visit settings: a JSON object of plain values")
+    parser.add_argument(
+        "--overrides", default="{}", help="visit settings: a JSON object of the plain settings a job may choose"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the relay: for every task, one visit from the received hand-off, then send the outgoing one."""
+    """Serve the relay: for every task, one visit from the received hand-off, then send the outgoing one.
+
+    Raises:
+        OverrideError: the job chose a setting it may not choose (refused before NVFlare is even initialised).
+    """
     args = parse_args(argv)
-    overrides = plain_overrides(args.overrides)
+    overrides = job_overrides(args.overrides)  # first: nothing of the job is used before it is checked
     flare.init()
     site = flare.get_site_name()
     check_center_dir(args.center_dir, site)  # fail at job start, not after the sites before this one have trained
@@ -116,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
             incoming = message_to_handoff(model.params, model.meta, f"site {site}: generator received")
             done = len(incoming.visits)
         tag = handoff_name(done, [center_name(center_dir)])
+        check_inside(work_dir / tag, work_dir, f"site {site}: visit folder")
         if done:
             handoff_in = work_dir / tag / "handoff_in.pt"
             save_handoff(incoming, handoff_in)  # what arrived, as the hand-off file the visit reads

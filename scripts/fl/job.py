@@ -24,8 +24,8 @@ from nvflare.app_common.workflows.cyclic_ctl import CyclicController
 from nvflare.job_config.api import FedJob
 
 from scripts.data.centers import read_center_order
-from scripts.fl.client import SITE_KEYS
 from scripts.fl.executor import VisitExecutor
+from scripts.fl.overrides import SITE_KEYS, job_overrides
 from scripts.fl.relay import HandoffPersistor, HandoffRelay
 
 __all__ = ["tdgan_job", "simulate", "export", "allow_bundle_components", "FederatedSequence"]
@@ -38,8 +38,16 @@ ALLOW_PREFIX = "scripts.fl"
 
 
 def _script_args(center_dir: str | None, visit_overrides: Mapping[str, Any]) -> str:
-    """The client script's arguments. The FLARE in-process runner splits them on white space: compact JSON."""
-    overrides = {k: v for k, v in visit_overrides.items() if k not in SITE_KEYS}
+    """The client script's arguments. The FLARE in-process runner splits them on white space: compact JSON.
+
+    The site keys of the server's own sequence config (``bundle_root``) are dropped; the rest must be settings a job
+    may choose (:data:`scripts.fl.overrides.JOB_SETTINGS`), so a wrong one fails here, on the server, and not only at
+    the first site (which checks again: it trusts no job).
+
+    Raises:
+        OverrideError: a setting a job may not choose, or one out of range.
+    """
+    overrides = job_overrides({k: v for k, v in visit_overrides.items() if k not in SITE_KEYS})
     text = json.dumps(overrides, separators=(",", ":"))
     if any(c.isspace() for c in text) or (center_dir and any(c.isspace() for c in str(center_dir))):
         raise ValueError(f"visit overrides and data folders may not contain white space, got {text} / {center_dir}.")
@@ -72,7 +80,8 @@ def tdgan_job(
     Args:
         order: site names in relay order (in the simulator, the center folder names).
         output_dir: server-side folder of the hand-offs, ``fl_messages.jsonl`` and ``sequence.json``.
-        visit_overrides: plain-valued settings of every visit (network sizes, epochs, ...).
+        visit_overrides: settings of every visit a job may choose (network sizes, epochs, ...: see
+            :data:`scripts.fl.overrides.JOB_SETTINGS`); site keys such as ``bundle_root`` are dropped.
         center_dirs: site -> data folder, passed as the site's ``--center_dir`` (simulator, POC on one machine);
             None: each site sets ``TDGAN_CENTER_DIR`` itself (real deployment).
         num_rounds: times the generator goes round all sites (TDGAN: 1).
@@ -230,7 +239,7 @@ class FederatedSequence:
         data_root: folder with the center folders and ``centers.json`` (simulator).
         output_dir: where ``handoffs/``, ``sequence.json`` go (on the server).
         order: site (= center) names in relay order.
-        visit_overrides: plain-valued settings of every visit.
+        visit_overrides: settings of every visit a job may choose (:data:`scripts.fl.overrides.JOB_SETTINGS`).
         workspace: simulator workspace.
         job_root: where ``export()`` writes the job folder.
         job_args: more arguments of :py:func:`tdgan_job`.

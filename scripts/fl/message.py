@@ -17,31 +17,51 @@ from typing import Any
 
 import torch
 
-from scripts.handoff import FORMAT, FORMAT_VERSION, Handoff, HandoffError, payload_digest
+from scripts.handoff import (
+    PAYLOAD_KEYS,
+    Handoff,
+    HandoffError,
+    check_payload,
+    federation_key,
+    handoff_signature,
+    payload_digest,
+    verify_handoff,
+)
 
 __all__ = ["META_KEY", "handoff_to_message", "message_to_handoff", "is_first_message", "describe_message"]
 
 META_KEY = "tdgan_handoff"
 """The one metadata key of a hand-off message; NVFlare adds its own keys (job id, site name) beside it."""
 
-_BODY_KEYS = ("format", "format_version", "network", "registry", "label_bank", "visits", "versions", "sha256")
+_BODY_KEYS = tuple(k for k in PAYLOAD_KEYS if k != "generator") + ("sha256",)
+"""The hand-off fields in the metadata: the payload but the generator (which travels as the parameters), its sha256,
+and, when a federation key is configured, ``hmac``."""
 
 
 def handoff_to_message(handoff: Handoff) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split a hand-off into what an NVFlare ``FLModel`` carries.
 
     The parameters are the generator's state dict (plain CPU torch tensors, nothing else: the PyTorch exchange path
-    drops what is not a tensor). The metadata holds the rest under :py:data:`META_KEY`: network settings, registry,
-    label bank (uint8 label-map tensors, never images), visit history, versions, and the sha256 of the whole payload,
-    so that the receiver can tell a corrupted generator from the one that was sent.
+    drops what is not a tensor). The metadata holds the rest under :py:data:`META_KEY`: network settings,
+    preprocessing, registry, label bank (uint8 label-map tensors, never images), visit history, versions, the sha256
+    of the whole payload, so that the receiver can tell a corrupted generator from the one that was sent, and its
+    HMAC when a federation key is configured, so that it can tell a forged one.
 
     Returns:
         ``(params, meta)``.
+
+    Raises:
+        HandoffError: the hand-off is malformed (nothing malformed is sent).
     """
     payload = handoff.payload()
+    check_payload(payload, "hand-off to send")
     digest = payload_digest(payload)
     params = payload.pop("generator")
-    return params, {META_KEY: {**payload, "sha256": digest}}
+    body = {**payload, "sha256": digest}
+    key = federation_key()
+    if key is not None:
+        body["hmac"] = handoff_signature(digest, key)
+    return params, {META_KEY: body}
 
 
 def is_first_message(params: Mapping[str, Any] | None, meta: Mapping[str, Any] | None) -> bool:
@@ -49,71 +69,13 @@ def is_first_message(params: Mapping[str, Any] | None, meta: Mapping[str, Any] |
     return not params and not (meta or {}).get(META_KEY)
 
 
-def _expected_shapes(network: Mapping[str, int]) -> dict[str, tuple[int, ...]]:
-    """Parameter names and shapes of the generator that ``network`` describes (built on the meta device: no memory)."""
-    from scripts.networks import TDGANGenerator
-
-    with torch.device("meta"):
-        generator = TDGANGenerator(**network)
-    return {k: tuple(v.shape) for k, v in generator.state_dict().items()}
-
-
-def _check_generator(params: Mapping[str, Any], network: Mapping[str, int], source: str) -> None:
-    not_tensors = sorted(k for k, v in params.items() if not isinstance(v, torch.Tensor))
-    if not_tensors:
-        raise HandoffError(
-            f"{source}: generator parameters must be torch tensors, got "
-            f"{[f'{k}: {type(params[k]).__name__}' for k in not_tensors[:5]]}."
-        )
-    try:
-        expected = _expected_shapes(network)
-    except (TypeError, ValueError) as e:
-        raise HandoffError(f"{source}: network settings {dict(network)} do not describe a TDGAN generator: {e}") from e
-    missing = sorted(set(expected) - set(params))
-    unexpected = sorted(set(params) - set(expected))
-    wrong = [
-        f"{k}: {tuple(params[k].shape)} (expected {expected[k]})"
-        for k in expected
-        if k in params and tuple(params[k].shape) != expected[k]
-    ]
-    not_float = [f"{k}: {params[k].dtype}" for k in expected if k in params and not params[k].is_floating_point()]
-    if missing or unexpected or wrong or not_float:
-        raise HandoffError(
-            f"{source}: the parameters are not the weights of the generator {dict(network)}: "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shapes {wrong[:5]}, "
-            f"not floating {not_float[:5]}."
-        )
-
-
-def _check_label_bank(bank: Any, network: Mapping[str, int], registry: list, source: str) -> None:
-    if not isinstance(bank, Mapping):
-        raise HandoffError(
-            f"{source}: the label bank must be a mapping center -> label maps, got {type(bank).__name__}."
-        )
-    names = {e.get("name") for e in registry if isinstance(e, Mapping)}
-    for name, maps in bank.items():
-        if name not in names:
-            raise HandoffError(f"{source}: label bank holds maps of {name!r}, which is not in the registry {names}.")
-        ndim = network["spatial_dims"] + 2
-        if not isinstance(maps, torch.Tensor) or maps.dtype != torch.uint8 or maps.ndim != ndim or maps.shape[1] != 1:
-            what = f"{maps.dtype} {tuple(maps.shape)}" if isinstance(maps, torch.Tensor) else type(maps).__name__
-            raise HandoffError(
-                f"{source}: label bank of {name!r} must be uint8 label maps (N, 1, *spatial) with {ndim} dims, "
-                f"got {what}."
-            )
-        if maps.numel() and int(maps.max()) >= network["num_classes"]:
-            raise HandoffError(
-                f"{source}: label bank of {name!r} holds values up to {int(maps.max())}, but label maps have "
-                f"{network['num_classes']} classes (is it an image?)."
-            )
-
-
 def message_to_handoff(params: Mapping[str, Any] | None, meta: Mapping[str, Any] | None, source: str) -> Handoff:
-    """Rebuild and check the hand-off that a message carries.
+    """Rebuild and check the hand-off that a message carries, through the same contract as a hand-off file.
 
-    Checks: the metadata holds exactly the hand-off fields; the parameters are torch tensors with exactly the names,
-    shapes and floating dtypes of the generator the network settings describe; the label bank holds uint8 label
-    maps of registered centers only; and the sha256 of the rebuilt payload equals the one its writer computed.
+    The metadata must hold exactly the hand-off fields (plus ``hmac``); the payload rebuilt from them and the
+    parameters then goes through :py:func:`scripts.handoff.verify_handoff`: format version, the sha256 its writer
+    computed, the federation signature when a key is configured, and the whole structure (generator tensors of
+    exactly the declared network, uint8 label maps of registered centers, JSON-only visit records, ...).
 
     Args:
         params: the message's parameters.
@@ -128,30 +90,14 @@ def message_to_handoff(params: Mapping[str, Any] | None, meta: Mapping[str, Any]
         raise HandoffError(
             f"{source}: no hand-off in the message metadata (expected key {META_KEY!r}, got keys {sorted(meta or {})})."
         )
-    if set(body) != set(_BODY_KEYS):
-        raise HandoffError(f"{source}: hand-off metadata must hold exactly {list(_BODY_KEYS)}, got {sorted(body)}.")
-    if body["format"] != FORMAT or body["format_version"] != FORMAT_VERSION:
+    if not set(_BODY_KEYS) <= set(body) <= {*_BODY_KEYS, "hmac"}:
         raise HandoffError(
-            f"{source}: format {body['format']!r} v{body['format_version']}, expected {FORMAT!r} v{FORMAT_VERSION}."
+            f"{source}: hand-off metadata must hold exactly {list(_BODY_KEYS)} (and 'hmac' when signed), got "
+            f"{sorted(map(str, body))}."
         )
-    params = dict(params or {})
-    _check_generator(params, body["network"], source)
-    _check_label_bank(body["label_bank"], body["network"], body["registry"], source)
-    handoff = Handoff(
-        generator=params,
-        network=dict(body["network"]),
-        registry=list(body["registry"]),
-        label_bank=dict(body["label_bank"]),
-        visits=list(body["visits"]),
-        versions=dict(body["versions"]),
-    )
-    digest = payload_digest(handoff.payload())
-    if digest != body["sha256"]:
-        raise HandoffError(
-            f"{source}: the generator and metadata received do not match the sha256 their sender computed "
-            f"(sent {str(body['sha256'])[:12]}..., received {digest[:12]}...): corrupted in transit or altered."
-        )
-    return handoff
+    payload = {k: body[k] for k in PAYLOAD_KEYS if k != "generator"}
+    payload["generator"] = dict(params or {})
+    return verify_handoff(payload, body["sha256"], body.get("hmac"), source)
 
 
 def describe_message(params: Mapping[str, Any] | None, meta: Mapping[str, Any] | None) -> dict[str, Any]:

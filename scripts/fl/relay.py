@@ -25,6 +25,7 @@ from nvflare.app_common.abstract.model import ModelLearnable, ModelLearnableKey,
 from nvflare.app_common.abstract.shareable_generator import ShareableGenerator
 from nvflare.fuel.utils import fobs
 
+from scripts.files import check_inside, private_dirs
 from scripts.fl.message import META_KEY, describe_message, handoff_to_message, message_to_handoff
 from scripts.handoff import HandoffError, load_handoff, save_handoff
 from scripts.sequence import handoff_name, write_summary
@@ -72,10 +73,12 @@ class HandoffPersistor(LearnablePersistor):
 class HandoffRelay(ShareableGenerator):
     """Checks what each site returns and writes it as that visit's hand-off, where the local sequence writes them.
 
-    For every result: it must come from the next site in ``order``, and the message must be a hand-off (generator
-    tensors of the declared network, uint8 label maps, matching sha256, see
-    :py:func:`scripts.fl.message.message_to_handoff`) holding exactly one visit more than the one sent; it is then
-    written to ``<output_dir>/handoffs/visitNN_<center>.pt`` and described (tensor names, dtypes,
+    For every result: it must come from the next site in ``order``, and the message must pass the hand-off contract
+    (:py:func:`scripts.fl.message.message_to_handoff`: exact structure, generator tensors of the declared network,
+    uint8 label maps, valid center names, matching sha256, the federation signature when a key is configured), hold
+    exactly one visit more than the one sent and leave the registry and history it was sent unchanged; it is then
+    written to ``<output_dir>/handoffs/visitNN_<center>.pt`` (a path checked to stay in ``handoffs/``, owner-only)
+    and described (tensor names, dtypes,
     shapes; no values) in ``<output_dir>/fl_messages.jsonl``. After the last visit of the last round,
     ``<output_dir>/sequence.json`` is written in the shape of :py:class:`scripts.sequence.VisitSequence`'s. Any
     failed check raises, and the cyclic controller then stops the job: no later site trains on wrong weights, and no
@@ -98,10 +101,12 @@ class HandoffRelay(ShareableGenerator):
         self.data_root = data_root
         self._records: list[dict] = []
         self._sent_visits = 0
+        self._sent_registry: list[dict] = []
+        self._sent_history: list[dict] = []
 
     def _log_message(self, entry: dict) -> None:
         path = Path(self.output_dir) / "fl_messages.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(path.parent)
         with open(path, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
@@ -110,6 +115,8 @@ class HandoffRelay(ShareableGenerator):
         params = learnable[ModelLearnableKey.WEIGHTS] or {}
         meta = {k: v for k, v in (learnable[ModelLearnableKey.META] or {}).items() if k == META_KEY}
         self._sent_visits = len(meta[META_KEY]["visits"]) if meta else 0
+        self._sent_registry = list(meta[META_KEY]["registry"]) if meta else []
+        self._sent_history = list(meta[META_KEY]["visits"]) if meta else []
         self._log_message({"direction": "task", "visits_so_far": self._sent_visits, **describe_message(params, meta)})
         return DXO(data_kind=DataKind.WEIGHTS, data=params, meta=meta).to_shareable()
 
@@ -134,9 +141,18 @@ class HandoffRelay(ShareableGenerator):
                 f"result of site {site}: the hand-off holds {len(handoff.visits)} visit(s), expected "
                 f"{self._sent_visits + 1}: it does not continue the generator that was sent."
             )
-        centers = [str(c) for c in handoff.visits[-1]["centers"]]
+        if handoff.registry[: len(self._sent_registry)] != self._sent_registry or handoff.visits[:-1] != (
+            self._sent_history
+        ):
+            raise HandoffError(
+                f"result of site {site}: the registry or visit history differs from the one sent (registry "
+                f"{[e['name'] for e in handoff.registry]}, sent {[e['name'] for e in self._sent_registry]}): a site "
+                "may only add its own visit; refused."
+            )
+        centers = list(handoff.visits[-1]["centers"])  # valid center names: checked by message_to_handoff
         index = len(self._records)
-        path = Path(self.output_dir) / "handoffs" / f"{handoff_name(index, centers)}.pt"
+        folder = Path(self.output_dir) / "handoffs"
+        path = check_inside(folder / f"{handoff_name(index, centers)}.pt", folder, f"result of site {site}: hand-off")
         digest = save_handoff(handoff, path)
         self._records.append({"centers": centers, "handoff": str(path), "site": site, "sha256": digest})
         self.log_info(fl_ctx, f"visit {index + 1}: hand-off of site {site} ({centers}) -> {path}")

@@ -108,6 +108,7 @@ def fabricate_handoff(
         label_bank={n: read_label_maps(data_root / n, dims, spatial_size)[0] for n in names},
         visits=[{"centers": [n], "codes": [i], "fabricated_by": __name__} for i, n in enumerate(names)],
         versions=software_versions(BUNDLE_ROOT),
+        preprocessing={"spatial_size": [int(v) for v in spatial_size], "intensity_range": [-1.0, 1.0]},
     )
     return save_handoff(handoff, path)
 

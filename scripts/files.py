@@ -1,0 +1,135 @@
+# Copyright (c) 2026 The TDGAN bundle authors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Names and places the bundle trusts: the one center-name pattern, paths inside their folder, owner-only files."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+
+__all__ = [
+    "CENTER_NAME",
+    "PathError",
+    "DiskFullError",
+    "center_name_problem",
+    "check_center_name",
+    "inside",
+    "check_inside",
+    "private_dirs",
+    "make_private",
+    "disk_full",
+]
+
+CENTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""Every center name (``centers.json``, center folders, hand-off registries and visit records, FL results): a letter
+or digit, then up to 63 letters, digits, ``_``, ``.`` or ``-``. No separator, no ``..``, no ``+`` (which joins the
+centers of one visit in file names), so a name is always one plain file-name component."""
+
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+class PathError(ValueError):
+    """A name or a path that would reach outside the folder it belongs to."""
+
+
+class DiskFullError(OSError):
+    """The disk filled up while the bundle wrote a file; nothing that existed before was changed."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # the one line, without OSError's "[Errno 28]" prefix
+
+
+def center_name_problem(name: object) -> str | None:
+    """What is wrong with ``name`` as a center name, or None when it is a valid one (see :data:`CENTER_NAME`)."""
+    if not isinstance(name, str):
+        return f"center name {name!r} is a {type(name).__name__}; expected a string"
+    if CENTER_NAME.fullmatch(name) is None:
+        return (
+            f"center name {name!r} is not allowed; expected 1-64 letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit (rename the center folder)"
+        )
+    return None
+
+
+def check_center_name(name: object, where: str = "") -> str:
+    """``name`` if it is a valid center name (see :data:`CENTER_NAME`).
+
+    Args:
+        name: the candidate name.
+        where: where it was found, to start the message with (e.g. a file).
+
+    Raises:
+        PathError: not a valid center name.
+    """
+    problem = center_name_problem(name)
+    if problem:
+        raise PathError(f"{where}: {problem}." if where else f"{problem}.")
+    return name  # type: ignore[return-value]
+
+
+def inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """True when ``path``, with every symbolic link and ``..`` resolved, lies inside ``folder`` (resolved too)."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
+def check_inside(path: str | os.PathLike, folder: str | os.PathLike, what: str) -> Path:
+    """``path`` if it resolves inside ``folder`` (see :py:func:`inside`), for a writer or a reader that must stay there.
+
+    Args:
+        path: the file about to be read or written.
+        folder: the folder it must stay in.
+        what: what the file is, for the message (e.g. ``"the relay's hand-off"``).
+
+    Raises:
+        PathError: the path resolves outside ``folder``.
+    """
+    if not inside(path, folder):
+        raise PathError(
+            f"{what} {path} resolves to {Path(path).resolve()}, outside {Path(folder).resolve()}; refused (a name or "
+            "a link leads out of the folder it belongs to)."
+        )
+    return Path(path)
+
+
+def private_dirs(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` and its missing parents owner-only (0o700, whatever the umask); existing folders are left as
+    they are (they belong to the user)."""
+    folder = Path(folder)
+    missing = []
+    for p in (folder, *folder.parents):
+        if p.is_dir():
+            break
+        missing.append(p)
+    for p in reversed(missing):
+        try:
+            p.mkdir(mode=PRIVATE_DIR)
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs
+        os.chmod(p, PRIVATE_DIR)
+    return folder
+
+
+def make_private(path: str | os.PathLike) -> None:
+    """Make a file the bundle wrote owner-only (0o600) or a folder it made owner-only (0o700), whatever the umask."""
+    os.chmod(path, PRIVATE_DIR if os.path.isdir(path) else PRIVATE_FILE)
+
+
+def disk_full(error: BaseException, path: str | os.PathLike) -> DiskFullError | None:
+    """The one-line error for ``error`` if it is a full disk (``ENOSPC``, also inside torch's writer errors), else
+    None."""
+    full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    full = full or "No space left on device" in str(error)  # torch.save wraps the OSError in a RuntimeError
+    if not full:
+        return None
+    return DiskFullError(errno.ENOSPC, f"no space left on device while writing {path}; free space and rerun")
