@@ -145,11 +145,12 @@ def test_bootstrap_interval_of_identical_values_or_one_image_is_that_value():
 
 def test_over_seeds_turns_every_number_into_an_interval_and_keeps_counts_text_and_missing_cells():
     seeds = [
-        {"ssim": [[0.8, None], [0.6, 0.7]], "n": 14, "tag": "v1", "per_image": [1, 2]},
-        {"ssim": [[0.9, None], [0.6, 0.9]], "n": 14, "tag": "v1", "per_image": [3]},
+        {"ssim": [[0.8, None], [0.6, 0.7]], "n": 14, "tag": "v1", "per_image": [1, 2], "real": {"a": 0.3}},
+        {"ssim": [[0.9, None], [0.6, 0.9]], "n": 14, "tag": "v1", "per_image": [3], "real": {"a": 0.3}},
     ]
-    got = over_seeds(seeds, counts={"n"}, listed={"per_image"})
+    got = over_seeds(seeds, fixed={"n", "real"}, listed={"per_image"})
     assert got["n"] == 14 and got["tag"] == "v1" and got["per_image"] == [[1, 2], [3]]
+    assert got["real"] == {"a": 0.3}  # below a fixed key: the same in every seed, kept as it is
     assert got["ssim"][0][1] is None  # not visited yet in any seed
     assert got["ssim"][0][0]["mean"] == pytest.approx(0.85) and got["ssim"][0][0]["per_seed"] == [0.8, 0.9]
     assert got["ssim"][1][0]["low"] == got["ssim"][1][0]["high"] == 0.6

@@ -108,54 +108,59 @@ def bootstrap_interval(
 
 def over_seeds(
     trees: Sequence[Any],
-    counts: Collection[str] = (),
+    fixed: Collection[str] = (),
     listed: Collection[str] = (),
     confidence: float = 0.95,
 ) -> Any:
     """Combine one result structure per seed into one: every number becomes its :func:`t_interval` over the seeds.
 
     Dicts are combined key by key, lists of the same length element by element (a quality matrix stays a matrix of
-    intervals); None stays None where every seed has None. Under a key in ``counts`` (sizes such as ``n``, the same
-    in every seed by construction) a number is kept as it is when all seeds agree; under a key in ``listed`` the
-    values are listed per seed as they are (e.g. per-image values, per-seed bootstrap intervals, lists of records).
-    Any other value (text, flags) is kept when the seeds agree, else listed per seed.
+    intervals); None stays None where every seed has None. Under a key in ``fixed`` (numbers that do not depend on
+    the seed: sizes such as ``n``, values of the real data), at any depth, a number is kept as it is when every seed
+    agrees; under a key in ``listed`` the values are listed per seed as they are (e.g. per-image values, per-seed
+    bootstrap intervals, lists of records). Any other value (text, flags) is kept when the seeds agree, else listed
+    per seed.
 
     Args:
         trees: the same structure once per seed, in the order of the seeds.
-        counts: keys whose numbers are sizes, not measurements.
+        fixed: keys whose numbers do not depend on the seed.
         listed: keys whose values are kept per seed.
         confidence: coverage of the t-intervals.
 
     Returns:
         the combined structure.
     """
-    return _combine(list(trees), None, set(counts), set(listed), confidence)
+    return _combine(list(trees), None, False, set(fixed), set(listed), confidence)
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _combine(values: list[Any], key: str | None, counts: set[str], listed: set[str], confidence: float) -> Any:
+def _combine(
+    values: list[Any], key: str | None, below_fixed: bool, fixed: set[str], listed: set[str], confidence: float
+) -> Any:
     if key in listed:
         return values
+    below_fixed = below_fixed or key in fixed
     present = [v for v in values if v is not None]
     if not present:
         return None
     if all(isinstance(v, dict) for v in present):
         keys = list(dict.fromkeys(k for v in present for k in v))
         return {
-            k: _combine([None if v is None else v.get(k) for v in values], k, counts, listed, confidence) for k in keys
+            k: _combine([None if v is None else v.get(k) for v in values], k, below_fixed, fixed, listed, confidence)
+            for k in keys
         }
     if all(_is_number(v) for v in present):
-        if key in counts and all(v == present[0] for v in present) and len(present) == len(values):
+        if below_fixed and len(present) == len(values) and all(v == present[0] for v in present):
             return present[0]
         return t_interval(values, confidence)
     if all(isinstance(v, list) for v in present) and len(present) == len(values):
         if len({len(v) for v in present}) == 1 and all(
             _is_number(x) or x is None or isinstance(x, list) for v in present for x in v
         ):
-            return [_combine(list(col), None, counts, listed, confidence) for col in zip(*present)]
+            return [_combine(list(col), None, below_fixed, fixed, listed, confidence) for col in zip(*present)]
     if all(v == values[0] for v in values):
         return values[0]
     return values

@@ -429,10 +429,10 @@ class Evaluation:
         other = "training" if ref == "test" else "test"
         real = {c: load_pairs(self.data_root / c, dims, self.spatial_size, ref, minv=0.0)[0] for c in self.centers}
         features = {c: encoder_features(network, real[c]) for c in self.centers}
-        sets = {
-            f"real_{other}": {c: load_pairs(self.data_root / c, dims, self.spatial_size, other, 0.0)[0] for c in real}
+        sets = {name: self._images_by_center(synthetic_dirs[name]) for name in self.methods}
+        sets[f"real_{other}"] = {
+            c: load_pairs(self.data_root / c, dims, self.spatial_size, other, 0.0)[0] for c in real
         }
-        sets.update({name: self._images_by_center(synthetic_dirs[name]) for name in self.methods})
         scores = {
             key: {c: distribution_scores(features[c], encoder_features(network, x), x, seed) for c, x in per.items()}
             for key, per in sets.items()
@@ -546,9 +546,9 @@ class Evaluation:
             budget[name]["generator_updates_per_seed"] = [r["budget"][name]["generator_updates"] for r in runs]
         quality = combined("quality")
         scores = combined(
-            "scores", counts={"n"}, listed={"dice_per_image", "hd95_per_image", "dice_bootstrap", "hd95_bootstrap"}
+            "scores", fixed={"n"}, listed={"dice_per_image", "hd95_per_image", "dice_bootstrap", "hd95_bootstrap"}
         )
-        training_sets = combined("training_sets", counts={"pairs"})
+        training_sets = combined("training_sets", fixed={"pairs"})
         distribution = None
         if runs[0]["distribution"] is not None:
             distribution = {
@@ -556,7 +556,7 @@ class Evaluation:
                 "reference": f"each center's real {self.distribution_reference} images",
                 "ms_ssim": ms_ssim_settings(self.spatial_size),
                 "bias": FID_BIAS,
-                **combined("distribution", counts={"images", "real_images"}),
+                **combined("distribution", fixed={"images", "real_images", "reference_ms_ssim"}),
             }
 
         t0 = time.perf_counter()
@@ -604,7 +604,9 @@ class Evaluation:
             },
             "distribution": distribution,
             "leakage": combined(
-                "leakage", counts={"quantile", "synthetic", "label_maps"}, listed={"flagged_samples", "summary"}
+                "leakage",
+                fixed={"quantile", "synthetic", "label_maps", "real_to_real_median"},
+                listed={"flagged_samples", "summary"},
             ),
             "figures": figures,
             "timings": self.timings,
