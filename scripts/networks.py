@@ -299,8 +299,11 @@ class TDGANGenerator(nn.Module):
 class TemporaryDiscriminators(nn.ModuleList):
     """The temporary discriminators of one visit: one MONAI PatchGAN per online group of centers.
 
-    Each sees ``[one-hot label, image]`` and returns patch logits. They are created fresh at every visit and never
-    leave the center.
+    Each sees ``[condition, image]`` and returns patch logits; the condition is the one-hot label map, or, when built
+    with ``max_centers``, the label x center one-hot of :py:func:`encode_condition` (the generator's own input), so
+    that a discriminator shared by several centers (joint training) knows which center each pair comes from and can
+    refuse one center's anatomy drawn in another's appearance. They are created fresh at every visit and never leave
+    the center.
 
     Args:
         count: number of discriminators (centers online at once with their own discriminator).
@@ -309,6 +312,8 @@ class TemporaryDiscriminators(nn.ModuleList):
         image_channels: channels of the image.
         ndf: channels of the first layer (64 in pix2pix).
         num_layers: strided layers (3 gives pix2pix's 70x70 PatchGAN).
+        max_centers: None (default): the condition is the one-hot label (K channels); a number: the label x center
+            one-hot (``max_centers * K`` channels), the generator's ``max_centers``.
     """
 
     def __init__(
@@ -319,40 +324,51 @@ class TemporaryDiscriminators(nn.ModuleList):
         image_channels: int = 1,
         ndf: int = 64,
         num_layers: int = 3,
+        max_centers: int | None = None,
     ) -> None:
         if count < 1:
             raise ValueError(f"need at least one discriminator, got count={count}.")
+        if max_centers is not None and max_centers < 1:
+            raise ValueError(f"max_centers must be None or >= 1, got {max_centers}.")
         super().__init__(
             PatchDiscriminator(
                 spatial_dims=spatial_dims,
                 channels=ndf,
-                in_channels=num_classes + image_channels,
+                in_channels=num_classes * (max_centers or 1) + image_channels,
                 out_channels=1,
                 num_layers_d=num_layers,
                 norm="INSTANCE",
             )
             for _ in range(count)
         )
+        self.num_classes, self.max_centers = num_classes, max_centers
 
-    def logits(self, index: int, label_one_hot: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """Patch logits of discriminator ``index`` for the pair (label, image)."""
-        return self[index](torch.cat([label_one_hot, image], dim=1))[-1]
+    def condition(self, label: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+        """The condition the discriminators see for label maps (B, 1, *spatial) of centers (B,): the one-hot label
+        (B, K, *spatial), or with ``max_centers`` the label x center one-hot (B, max_centers * K, *spatial)."""
+        if self.max_centers is None:
+            return one_hot_labels(label, self.num_classes)
+        return encode_condition(label, center, self.num_classes, self.max_centers)
 
-    def forward(self, label_one_hot: Sequence[torch.Tensor], image: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def logits(self, index: int, condition: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Patch logits of discriminator ``index`` for the pair (condition, image)."""
+        return self[index](torch.cat([condition, image], dim=1))[-1]
+
+    def forward(self, condition: Sequence[torch.Tensor], image: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Patch logits of every discriminator for its group's pairs, in one call.
 
         One call per backward pass is what ``DistributedDataParallel`` needs (it syncs gradients through ``forward``
         only), so a step puts all its pairs (e.g. fakes and reals concatenated along the batch) through one call.
 
         Args:
-            label_one_hot: one (B_i, K, *spatial) one-hot label batch per discriminator.
+            condition: one condition batch per discriminator (see :py:meth:`condition`).
             image: one (B_i, C, *spatial) image batch per discriminator.
 
         Returns:
             one logits tensor per discriminator.
         """
-        if len(label_one_hot) != len(self) or len(image) != len(self):
+        if len(condition) != len(self) or len(image) != len(self):
             raise ValueError(
-                f"expected {len(self)} label and image batches, got {len(label_one_hot)} and {len(image)}."
+                f"expected {len(self)} condition and image batches, got {len(condition)} and {len(image)}."
             )
-        return [self.logits(i, y, x) for i, (y, x) in enumerate(zip(label_one_hot, image))]
+        return [self.logits(i, y, x) for i, (y, x) in enumerate(zip(condition, image))]

@@ -28,7 +28,7 @@ from monai.utils import GanKeys
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from scripts.networks import TemporaryDiscriminators, encode_condition, one_hot_labels
+from scripts.networks import TemporaryDiscriminators, encode_condition
 from scripts.precision import Precision
 from scripts.reminding import Reminder, RemindingBatch
 
@@ -42,10 +42,10 @@ GAN_MODES = {"vanilla": "bce", "lsgan": "least_squares"}
 
 @dataclass
 class CenterBatch:
-    """One online group's share of a batch: one-hot labels, label map, center codes and real images."""
+    """One online group's share of a batch: label map, the discriminators' condition, center codes and real images."""
 
     label: torch.Tensor  # (B, 1, *spatial) integer class map
-    one_hot: torch.Tensor  # (B, K, *spatial)
+    condition: torch.Tensor  # (B, K, *spatial) one-hot label, or (B, max_centers * K, *spatial) label x center
     center: torch.Tensor  # (B,) center codes
     image: torch.Tensor  # (B, C, *spatial) in [-1, 1]
 
@@ -79,6 +79,9 @@ class TDGANTrainer(Trainer):
         3. :py:meth:`backward_g`, the discriminators frozen: digesting ``= sum_g GAN(D_g(y, G(y)), 1) +
            l1_weight * |G(y) - x| + perceptual_weight * P(G(y), x)``, reminding ``= l1_weight * |G(y') - T(y')| +
            perceptual_weight * P(G(y'), T(y'))``, ``L_G = g_loss_scale * (digesting + reminding_weight * reminding)``.
+
+    Each ``D_g`` sees ``y`` as ``D.condition(y, center)``: the one-hot label map, or, for discriminators built with
+    ``max_centers`` (``discriminator_center_code``), the label x center one-hot, so a shared one knows the center.
 
     The reminding batch (one group's batch size, sampled across all earlier centers by the :py:class:`Reminder`,
     which also holds the teacher) keeps a step's cost flat however many centers came before.
@@ -224,7 +227,7 @@ class TDGANTrainer(Trainer):
         )
 
     def prepare_groups(self, batchdata: Sequence[dict] | dict) -> list[CenterBatch]:
-        """Move each online group's batch to the device as plain tensors."""
+        """Move each online group's batch to the device as plain tensors, with the discriminators' condition."""
         groups = [batchdata] if isinstance(batchdata, dict) else list(batchdata)
         if len(groups) != len(_unwrap(self.d_network)):
             raise ValueError(
@@ -234,14 +237,9 @@ class TDGANTrainer(Trainer):
         dev, nb = self.state.device, self.non_blocking
         for g in groups:
             label = _plain(g["label"]).to(dev, non_blocking=nb).long()
-            out.append(
-                CenterBatch(
-                    label=label,
-                    one_hot=one_hot_labels(label, self.num_classes),
-                    center=_plain(g["center"]).to(dev, non_blocking=nb).long().view(-1),
-                    image=_plain(g["image"]).to(dev, non_blocking=nb).float(),
-                )
-            )
+            center = _plain(g["center"]).to(dev, non_blocking=nb).long().view(-1)
+            condition = _unwrap(self.d_network).condition(label, center)  # with or without the center code
+            out.append(CenterBatch(label, condition, center, _plain(g["image"]).to(dev, non_blocking=nb).float()))
         return out
 
     def generate(
@@ -274,10 +272,10 @@ class TDGANTrainer(Trainer):
         self.d_optimizer.zero_grad(set_to_none=True)
         # one call over [fakes; reals] per discriminator (instance norm keeps samples apart): one forward per
         # backward, as DistributedDataParallel requires
-        labels = [torch.cat([g.one_hot, g.one_hot]) for g in groups]
+        conditions = [torch.cat([g.condition, g.condition]) for g in groups]
         pairs = [torch.cat([fake.detach(), g.image]) for g, fake in zip(groups, fakes)]
         with self.precision.autocast():
-            logits = [out.float() for out in self.d_network(labels, pairs)]
+            logits = [out.float() for out in self.d_network(conditions, pairs)]
         loss = sum(
             self.d_loss_scale * (self.adversarial(z[:n], False, True) + self.adversarial(z[n:], True, True))
             for z, n in zip(logits, (g.image.shape[0] for g in groups))
@@ -296,7 +294,7 @@ class TDGANTrainer(Trainer):
         self.d_network.requires_grad_(False)
         self.g_optimizer.zero_grad(set_to_none=True)
         with self.precision.autocast():  # the inner module: no D gradient, so no DistributedDataParallel sync
-            logits = [out.float() for out in _unwrap(self.d_network)([g.one_hot for g in groups], fakes)]
+            logits = [out.float() for out in _unwrap(self.d_network)([g.condition for g in groups], fakes)]
         gan = sum(self.adversarial(z, True, False) for z in logits)
         l1 = sum(F.l1_loss(fake, g.image) for g, fake in zip(groups, fakes))
         perceptual = sum(self.perceptual(fake, g.image) for g, fake in zip(groups, fakes))

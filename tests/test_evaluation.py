@@ -180,12 +180,14 @@ def test_evaluate_writes_a_report_whose_json_holds_every_number_of_its_markdown(
         data_root=str(demo_root),
         output_dir=str(out),
         device="cpu",
+        seeds=[0, 1],
         visit_overrides={"bundle_root": str(REPO), **visit},
         segmentation_overrides={"iterations": 2, "batch_size": 4},
         methods={
             "tdgan_bank": {"label": "TDGAN, bank reminding", "configs": []},
-            "finetune": {"label": "Sequential fine-tuning", "configs": ["configs/baselines/finetune.json"]},
+            "asyndgan": {"label": "AsynDGAN", "configs": ["configs/baselines/asyndgan.json"]},
         },
+        training_map_sets=["tdgan_bank"],
     )
     workflow.initialize()
     workflow.run()
@@ -194,28 +196,67 @@ def test_evaluate_writes_a_report_whose_json_holds_every_number_of_its_markdown(
     md = (report_dir / "report.md").read_text()
 
     centers = read_center_order(demo_root)
-    assert report["centers"] == centers
-    assert set(report["quality"]) == {"tdgan_bank", "finetune"}
+    methods = ["tdgan_bank", "asyndgan"]
+    assert report["centers"] == centers and report["seeds"] == [0, 1]
+    assert set(report["quality"]) == set(methods)
     assert len(report["quality"]["tdgan_bank"]["ssim"]) == len(centers)  # one row per visit
-    for method in report["methods"].values():
-        assert load_handoff(method["final_handoff"]).network["ngf"] == 6
-    sets = {"tdgan_bank", "finetune", "real_all", "real_last", "tdgan_bank_training_maps", "finetune_training_maps"}
-    assert set(report["segmentation"]["scores"]) == sets
-    assert {k for k, t in report["segmentation"]["training_sets"].items() if t["shareable"]} == {
-        "tdgan_bank",
-        "finetune",
-    }
+
+    # one budget of generator updates, read from every seed's hand-offs; AsynDGAN's epochs were made longer for it
+    updates = {}
+    for name in methods:
+        for seed, handoff in zip([0, 1], report["methods"][name]["final_handoff"]):
+            assert Path(handoff).is_relative_to(out / f"seed{seed}" / name)
+            assert load_handoff(handoff).network["ngf"] == 6
+            updates[name, seed] = sum(v["iterations"] for v in load_handoff(handoff).visits)
+    assert len(set(updates.values())) == 1
+    budget = report["budget"]
+    assert budget["reference"] == "tdgan_bank" and budget["generator_updates"] == updates["tdgan_bank", 0]
+    spent = budget["methods"]
+    assert spent["asyndgan"]["generator_updates_per_seed"] == [budget["generator_updates"]] * 2
+    assert spent["asyndgan"]["natural_generator_updates"] == budget["generator_updates"] // 3  # 3 centers per step
+    assert spent["asyndgan"]["epochs"] == spent["tdgan_bank"]["epochs"] // 3  # the same schedule as one TDGAN visit
+    assert spent["asyndgan"]["images_seen"] == 3 * spent["tdgan_bank"]["images_seen"]  # a batch of every center
+
+    # every metric: the mean and t-interval over the two seeds, per-seed values kept
+    cell = report["quality"]["tdgan_bank"]["ssim"][-1][0]
+    assert cell["n"] == 2 and len(cell["per_seed"]) == 2 and cell["low"] <= cell["mean"] <= cell["high"]
+    assert report["quality"]["tdgan_bank"]["ssim"][0][1] is None  # center_b not visited after visit 1
+    forgetting = report["forgetting"]
+    assert forgetting["tdgan_bank"]["ssim"][centers[0]]["n"] == 2
+    assert forgetting["tdgan_bank"]["ssim"][centers[-1]] is None  # no visit came after the last center's
+    assert all(v is None for v in forgetting["asyndgan"]["ssim"].values())  # one visit: nothing measured
+    sets = {"tdgan_bank", "asyndgan", "real_all", "real_last", "tdgan_bank_training_maps"}
+    scores = report["segmentation"]["scores"]
+    assert set(scores) == sets
+    assert {k for k, t in report["segmentation"]["training_sets"].items() if t["shareable"]} == set(methods)
+    for name, per_center in scores.items():
+        assert set(per_center) == set(centers), name
+        for c in centers:
+            for cls, s in per_center[c].items():
+                assert isinstance(s["n"], int) and len(s["dice_per_image"]) == 2, (name, c, cls)
+                if s["n"]:
+                    assert s["dice"]["n"] == 2 and len(s["dice_bootstrap"]) == len(s["hd95_bootstrap"]) == 2
+                    assert all(lo <= hi for lo, hi in s["dice_bootstrap"])
+                    assert f"n = {s['n']}" in md
+
+    # distribution metrics per center and shareable set, against the real test images, with the real-image row
+    dist = report["distribution"]
+    assert set(dist["scores"]) == {"real_training", *methods}
+    assert dist["ms_ssim"]["kernel_size"] == 11 and dist["ms_ssim"]["scales"] == 2  # 32x32: two scales fit
+    for key, per_center in dist["scores"].items():
+        assert set(per_center) == set(centers), key
+        for c in centers:
+            s = per_center[c]
+            assert s["real_images"] == 2 and s["images"] == 8, (key, c)  # 2 test images; 8 training or new maps
+            assert all(s[m]["n"] == 2 for m in ("fid", "kid", "ms_ssim")), (key, c)
+    assert "biased upwards" in md and "n/a" in md
+
     leakage = report["leakage"]
     assert set(leakage["near_copies"]) == sets - {"real_all", "real_last"}
     assert set(leakage["memorisation_gap"]["tdgan_bank"]) == set(centers)
     assert leakage["handoff_reconstruction"]["tdgan_bank"]["carries_label_maps"] is True
-    for name, per_center in report["segmentation"]["scores"].items():
-        assert set(per_center) == set(centers), name
-    for png in [
-        *report["figures"]["grids"].values(),
-        report["figures"]["quality_matrix"],
-        report["figures"]["dice_bars"],
-    ]:
+    figures = report["figures"]
+    for png in [*figures["grids"].values(), figures["quality_matrix"], figures["dice_bars"], figures["distribution"]]:
         assert (report_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"({png})" in md
 
@@ -225,10 +266,10 @@ def test_evaluate_writes_a_report_whose_json_holds_every_number_of_its_markdown(
         if not line.startswith("|") or line.startswith("|---"):
             continue
         for cell in line.strip("|").split("|"):
-            for token in re.split(r"[ /()]+", cell.strip()):
+            for token in re.split(r"[ /()\[\],;=]+", cell.strip()):
                 if re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?", token):
                     shown.append(token)
-    assert len(shown) > 50
+    assert len(shown) > 200
     missing = sorted({t for t in shown if t not in known})
     assert not missing, f"numbers shown in report.md but absent from report.json: {missing}"
 

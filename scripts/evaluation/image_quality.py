@@ -35,6 +35,7 @@ __all__ = [
     "generator_quality",
     "quality_matrix",
     "forgetting",
+    "measured_forgetting",
 ]
 
 logger = logging.getLogger(__name__)
@@ -153,4 +154,16 @@ def forgetting(matrix: dict[str, Any], metric: str = "ssim") -> dict[str, float 
         first = next((r[j] for r in rows if r[j] is not None), None)
         last = rows[-1][j] if rows else None
         out[c] = None if first is None or last is None else round(sign * (first - last), DECIMALS[metric])
+    return out
+
+
+def measured_forgetting(matrix: dict[str, Any], metric: str = "ssim") -> dict[str, float | None]:
+    """:func:`forgetting` where it was measured: None (not 0) for a center that no visit came after, i.e. the last
+    center of a sequence and every center of a single-visit method, which had no later visit to forget it in."""
+    rows = matrix[metric]
+    out = forgetting(matrix, metric)
+    for j, c in enumerate(matrix["centers"]):
+        first = next((i for i, r in enumerate(rows) if r[j] is not None), None)
+        if first is None or first == len(rows) - 1:
+            out[c] = None
     return out

@@ -8,7 +8,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The evaluation protocol: train every generator, measure forgetting, synthesise, segment, audit, report."""
+"""The evaluation protocol: per seed, train every generator on one budget, measure forgetting, synthesise, compare
+distributions, segment, audit; then intervals over seeds and the report."""
 
 from __future__ import annotations
 
@@ -22,53 +23,113 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
+from torch.utils.data import DataLoader
 
-from scripts.data.centers import read_center_order
-from scripts.evaluation.image_quality import METRICS, forgetting, generator_from_handoff, load_pairs, quality_matrix
+from scripts.data.centers import OnlineCenters, center_datalist, read_center_order
+from scripts.evaluation.distribution_metrics import (
+    FEATURES,
+    distribution_scores,
+    encoder_features,
+    ms_ssim_diversity,
+    ms_ssim_settings,
+)
+from scripts.evaluation.image_quality import (
+    METRICS,
+    generator_from_handoff,
+    load_pairs,
+    measured_forgetting,
+    quality_matrix,
+)
+from scripts.evaluation.intervals import OVER_SEEDS, PER_IMAGE, bootstrap_interval, over_seeds
 from scripts.evaluation.memorisation import audit_dataset, handoff_reconstruction, memorisation_gap
-from scripts.evaluation.report import plot_dice_bars, plot_grid, plot_quality_matrices, write_report
+from scripts.evaluation.report import (
+    plot_dice_bars,
+    plot_distribution,
+    plot_grid,
+    plot_quality_matrices,
+    write_report,
+)
 from scripts.evaluation.segmentation_scores import center_scores
 from scripts.evaluation.synthesis import generate_images
+from scripts.handoff import load_handoff
+from scripts.sequence import plan_visits
 
-__all__ = ["Evaluation"]
+__all__ = ["Evaluation", "BUDGET_RULE", "FID_BIAS"]
 
 logger = logging.getLogger(__name__)
 
+BUDGET_RULE = (
+    "every method makes as many generator updates (optimizer steps of G) as the reference method, at the same "
+    "learning-rate schedule (the same epochs, constant then linear decay); a single-visit method whose epochs are "
+    "shorter gets longer epochs (epoch_length). Updates rather than images seen: how far Adam moves the generator "
+    "is set by its number of steps at a given learning rate, and a step that sums the losses of several centers "
+    "(AsynDGAN) is one step with a larger batch, not several; counting images would give AsynDGAN a third of "
+    "TDGAN's steps on 3 centers. The price: such a method sees each center more often (data passes) and computes "
+    "more per step, which is recorded next to it."
+)
+"""The budget rule, as the report states it."""
+
+FID_BIAS = (
+    "FID is biased upwards at small sample sizes: two samples of the same distribution of a few tens of images score "
+    "well above 0, and the bias shrinks as the samples grow, so only values at equal sample sizes compare (every "
+    "method's set of a center has the same size); the real-image row shows the value a generator drawing exactly "
+    "from the center's distribution would get here. KID is unbiased (and may be slightly negative for matching "
+    "sets); with few images its spread is wide."
+)
+"""The small-sample caveat of the distribution metrics, as the report states it."""
+
+BOOTSTRAP_RESAMPLES = 1000
+"""Resamples of the per-image bootstrap intervals."""
+
 
 class Evaluation:
-    """The paper's evaluation protocol on centers with paired held-out test data, end to end.
+    """The paper's evaluation protocol on centers with paired held-out test data, end to end, once per seed.
 
-    1. Train each generator (a sequence config plus the method's override files; finished visits are reused).
+    For every seed in ``seeds`` (the visits', synthesis's and segmentation's seed):
+
+    1. Train each generator (a sequence config plus the method's override files; finished visits are reused) on the
+       same budget of generator updates (:py:meth:`budgets`).
     2. Visit-by-center quality matrix (SSIM, PSNR, MAE) of every sequence, and forgetting per center.
-    3. Synthesise each final generator's pairs from every center's training label maps in that center's style
-       (``configs/inference.json``).
+    3. Synthesise each final generator's pairs in each center's style (``configs/inference.json``): from new label
+       maps (shareable, the headline) and, for ``training_map_sets``, from the training label maps (not shareable).
     4. Train the segmentation network (``configs/segmentation.json``) on each synthetic set and on real training
-       images (all centers; the last center only), and test it on every center's real test images.
-    5. Audit the synthetic images for near copies of real training images.
-    6. Write report.json, report.md and the figures.
+       images (all centers; the last center only), and test it on every center's real test images (Dice and HD95,
+       with per-image bootstrap intervals).
+    5. Distribution metrics of each shareable set per center: FID and KID on the real-trained network's features,
+       MS-SSIM diversity.
+    6. Audit the synthetic images for near copies of real training images.
+
+    Then the mean and t-interval over seeds of every number, report.json, report.md and the figures.
 
     Args:
         data_root: folder with the center folders and centers.json.
-        output_dir: where each method's run goes (``output_dir/<method>``).
+        output_dir: where each method's run goes (``output_dir/seed<k>/<method>``).
         report_dir: where the report goes.
         methods: method name -> ``{"label": shown name, "configs": override files for the sequence config}``.
         sequence_config: the sequence workflow config (configs/train_sequential.json).
         inference_config: the synthesis config (configs/inference.json).
         segmentation_config: the segmentation config (configs/segmentation.json).
         meta_file: the bundle's metadata.json.
-        segmentation_dir: where the segmentation runs go (default ``output_dir/segmentation``).
+        segmentation_dir: where the segmentation runs go (default ``output_dir/segmentation``; ``/seed<k>/<set>``).
         bundle_root: the bundle.
         visit_overrides: applied to every visit of every method (sizes, epochs, ...).
         segmentation_overrides: applied to every segmentation training (iterations, batch size, ...).
         spatial_size: size images are generated, compared and segmented at.
-        real_baselines: also train the segmentation network on real images (all centers, and the last center only).
+        real_baselines: also train the segmentation network on real images (all centers, and the last center only);
+            the all-centers one also gives the distribution metrics their features.
         grid_samples: test samples per center in the figure grids.
         quantile: near-copy threshold of the memorisation audit (quantile of real-to-real distances).
         label_map_settings: how new label maps are made from each center's own (``relocatable``, ``hosts``,
             ``flip_axes``, ...; see :py:func:`scripts.data.label_maps.new_label_maps`) for the shareable synthetic sets.
         training_map_sets: methods whose generator also synthesises every center's TRAINING label maps (a set that
             is not shareable, kept to show what it leaks and how it segments); default: every method.
+        seeds: one full run per seed; intervals over seeds need at least 2.
+        budget_reference: the method whose generator updates every method gets (see :py:data:`BUDGET_RULE`), or
+            None to let every method keep its own epochs (the budgets are still recorded).
+        distribution_reference: the real images FID/KID/MS-SSIM compare against: ``"test"`` (held-out: a generator
+            that memorised its training images gets no credit for it, and the feature network has not seen them
+            either) or ``"training"``; the other split is scored as the real-image row.
         resume: reuse finished visits and segmentation runs.
         command: the command that made the report (recorded in it).
         device: where generators and segmentation networks are evaluated.
@@ -94,6 +155,9 @@ class Evaluation:
         quantile: float = 0.05,
         label_map_settings: dict[str, Any] | None = None,
         training_map_sets: Sequence[str] | None = None,
+        seeds: Sequence[int] = (0,),
+        budget_reference: str | None = "tdgan_bank",
+        distribution_reference: str = "test",
         resume: bool = True,
         command: str = "python -m monai.bundle run --config_file configs/evaluate.json",
         device: torch.device | str = "cpu",
@@ -121,6 +185,18 @@ class Evaluation:
         unknown = sorted(set(self.training_map_sets) - set(methods))
         if unknown:
             raise ValueError(f"training_map_sets names methods {unknown} that are not in methods {sorted(methods)}.")
+        self.seeds = [int(s) for s in seeds]
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {list(seeds)}.")
+        if budget_reference is not None and budget_reference not in methods:
+            raise ValueError(
+                f"budget_reference {budget_reference!r} is not one of the methods {sorted(methods)}; name one of "
+                "them (its generator updates become every method's budget) or set it to null."
+            )
+        self.budget_reference = budget_reference
+        if distribution_reference not in ("test", "training"):
+            raise ValueError(f"distribution_reference must be 'test' or 'training', got {distribution_reference!r}.")
+        self.distribution_reference = distribution_reference
         self.resume = resume
         self.command = command
         self.device = torch.device(device)
@@ -131,12 +207,118 @@ class Evaluation:
         self.timings[step] = round(time.perf_counter() - t0, 1)
         logger.info(f"[evaluate] {step}: {self.timings[step]} s")
 
-    def train_generator(self, name: str) -> Path:
-        """Run (or resume) one method's sequence; returns its sequence.json."""
-        method = self.methods[name]
-        configs = [self.sequence_config] + [str(Path(self.bundle_root) / c) for c in method.get("configs", [])]
+    def _configs(self, name: str) -> list[str]:
+        return [self.sequence_config] + [str(Path(self.bundle_root) / c) for c in self.methods[name].get("configs", [])]
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # budget
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def plan(self, name: str) -> dict[str, Any]:
+        """What one method's sequence will do, read from its configs (sequence + overrides + ``visit_overrides``)
+        before anything trains: its visits, epochs, batch size, discriminators and the generator updates (one per
+        iteration) those make on this data (``drop_last`` batches of the longest group of each visit)."""
+        parser = ConfigParser()
+        parser.read_config(self._configs(name))
+        parser.update({"bundle_root": self.bundle_root, "data_root": str(self.data_root), "run_name": name})
+        parser["visit_overrides"].update(self.visit_overrides)
+        visits = plan_visits(parser.get_parsed_content("order"), parser.get_parsed_content("centers_per_visit"))
+        visit = ConfigParser()
+        visit.read_config(parser.get_parsed_content("visit_config"))
+        visit.update(parser.get_parsed_content("visit_overrides"))
+        batch, epochs = int(visit.get_parsed_content("batch_size")), int(visit.get_parsed_content("epochs"))
+        shared = bool(visit.get_parsed_content("shared_discriminator"))
+        sizes = {c: len(center_datalist(self.data_root / c, 0)) for v in visits for c in v}
+        given = visit.get("train#trainer#epoch_length")
+        lengths = [
+            int(given)
+            if given is not None
+            else len(DataLoader(OnlineCenters([range(sizes[c]) for c in v], shared), batch_size=batch, drop_last=True))
+            for v in visits
+        ]
+        return {
+            "visits": visits,
+            "epochs": epochs,
+            "batch_size": batch,
+            "shared_discriminator": shared,
+            "discriminator_center_code": bool(visit.get_parsed_content("discriminator_center_code")),
+            "training_pairs": sum(sizes.values()),
+            "natural_epoch_length": lengths,
+            "natural_generator_updates": epochs * sum(lengths),
+        }
+
+    def budgets(self) -> dict[str, dict[str, Any]]:
+        """Every method's plan (:py:meth:`plan`) with the budget rule applied (:py:data:`BUDGET_RULE`): the
+        reference method's generator updates for all, met by a single-visit method through its ``epoch_length``.
+
+        Returns:
+            name -> plan plus ``"generator_updates"`` (the budget, or the method's own count without a reference)
+            and ``"epoch_length"`` (the override, or None when the method's own epochs already meet the budget).
+
+        Raises:
+            ValueError: a method of several visits whose own updates differ from the budget (only single-visit
+                methods are adjusted), or a budget that is no whole number of iterations per epoch.
+        """
+        plans = {name: self.plan(name) for name in self.methods}
+        target = plans[self.budget_reference]["natural_generator_updates"] if self.budget_reference else None
+        for name, p in plans.items():
+            p["generator_updates"], p["epoch_length"] = target or p["natural_generator_updates"], None
+            if target is None or p["natural_generator_updates"] == target:
+                continue
+            if len(p["visits"]) != 1 or target % p["epochs"]:
+                raise ValueError(
+                    f"method {name!r} makes {p['natural_generator_updates']} generator updates in "
+                    f"{len(p['visits'])} visit(s) of {p['epochs']} epochs, the budget ({self.budget_reference}) is "
+                    f"{target}: only a single-visit method with a budget divisible by its epochs is adjusted; give "
+                    "it the reference's visits and epochs, or set budget_reference to null."
+                )
+            p["epoch_length"] = target // p["epochs"]
+            logger.info(
+                f"[evaluate] budget: {name} gets epoch_length {p['epoch_length']} (its own "
+                f"{p['natural_epoch_length'][0]}) to make {target} generator updates like {self.budget_reference}."
+            )
+        return plans
+
+    def spent(self, name: str, sequence: dict[str, Any], plan: dict[str, Any], seed: int) -> dict[str, Any]:
+        """What one method's run actually spent, from the visit records of its final hand-off (``iterations`` =
+        generator updates); checked against the budget.
+
+        Raises:
+            ValueError: the hand-offs record another number of generator updates than the budget (e.g. reused from
+                a run under other settings).
+        """
+        visits = load_handoff(sequence["final_handoff"]).visits
+        updates = sum(int(v["iterations"]) for v in visits)
+        if updates != plan["generator_updates"]:
+            raise ValueError(
+                f"method {name!r}, seed {seed}: its hand-offs record {updates} generator updates but the budget is "
+                f"{plan['generator_updates']}; they come from a run under other settings: delete "
+                f"{self.output_dir / f'seed{seed}' / name} or run with --resume false."
+            )
+        images = sum(int(v["iterations"]) * plan["batch_size"] * int(v["discriminators"]) for v in visits)
+        return {
+            "generator_updates": updates,
+            "images_seen": images,
+            "data_passes": round(images / plan["training_pairs"], 2),
+            "epochs": sum(int(v["epochs"]) for v in visits),
+            "visits": len(visits),
+            "epoch_length": [int(v["iterations"]) // max(1, int(v["epochs"])) for v in visits],
+            "batch_size": plan["batch_size"],
+            "discriminators": [int(v["discriminators"]) for v in visits],
+            "discriminator_center_code": plan["discriminator_center_code"],
+            "natural_generator_updates": plan["natural_generator_updates"],
+        }
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # the steps of one seed
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def train_generator(self, name: str, seed: int = 0, plan: dict[str, Any] | None = None) -> Path:
+        """Run (or resume) one method's sequence under ``seed`` (and the budget's ``epoch_length`` of ``plan``);
+        returns its sequence.json."""
+        out = self.output_dir / f"seed{seed}" / name
         workflow = ConfigWorkflow(
-            config_file=configs,
+            config_file=self._configs(name),
             meta_file=self.meta_file,
             logging_file=False,
             workflow_type=None,
@@ -144,24 +326,26 @@ class Evaluation:
                 "bundle_root": self.bundle_root,
                 "data_root": str(self.data_root),
                 "run_name": name,
-                "output_dir": str(self.output_dir / name),
+                "output_dir": str(out),
                 "resume": self.resume,
             },
         )
         # merge key by key into the method's own visit_overrides (a baseline's file may set some), as raw config: a key
         # may itself be a config path such as "discriminators_def#num_layers", which "visit_overrides#<key>" cannot
         # express
-        workflow.parser["visit_overrides"].update(self.visit_overrides)
+        budget = {"train#trainer#epoch_length": plan["epoch_length"]} if plan and plan.get("epoch_length") else {}
+        workflow.parser["visit_overrides"].update({**self.visit_overrides, "seed": seed, **budget})
         workflow.initialize()
         workflow.run()
         workflow.finalize()
-        return self.output_dir / name / "sequence.json"
+        return out / "sequence.json"
 
-    def synthesise(self, name: str, handoff: str, label_source: str = "new") -> Path:
+    def synthesise(self, name: str, handoff: str, label_source: str = "new", seed: int = 0) -> Path:
         """Write the final generator's synthetic pairs in each center's own style: from new label maps made from every
         center's training maps (``label_source="new"``: shareable) or from the training maps themselves
         (``"given"``: not shareable). With ``resume``, a synthetic dataset written after the hand-off is reused."""
-        out = self.output_dir / name / ("synthetic" if label_source == "new" else "synthetic_training_maps")
+        run = self.output_dir / f"seed{seed}" / name
+        out = run / ("synthetic" if label_source == "new" else "synthetic_training_maps")
         done = out / "dataset.json"
         if self.resume and done.is_file() and done.stat().st_mtime >= Path(handoff).stat().st_mtime:
             logger.info(f"[evaluate] synthesis {name} ({label_source} label maps): reusing {out}.")
@@ -180,6 +364,7 @@ class Evaluation:
             output_dir=str(out),
             overwrite=True,
             spatial_size=self.spatial_size,
+            seed=seed,
             device=str(self.device),
         )
         workflow.initialize()
@@ -187,9 +372,10 @@ class Evaluation:
         workflow.finalize()
         return out
 
-    def train_segmentation(self, name: str, dataset_dir: Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-        """Train the segmentation network on ``dataset_dir``'s training pairs (or reuse a finished run)."""
-        out = self.segmentation_dir / name
+    def train_segmentation(self, name: str, dataset_dir: Path, seed: int = 0) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """Train the segmentation network on ``dataset_dir``'s training pairs under ``seed`` (or reuse a finished
+        run)."""
+        out = self.segmentation_dir / f"seed{seed}" / name
         workflow = ConfigWorkflow(
             config_file=self.segmentation_config,
             meta_file=self.meta_file,
@@ -202,6 +388,7 @@ class Evaluation:
                 "spatial_size": self.spatial_size,
                 "device": str(self.device),
                 **self.segmentation_overrides,
+                "seed": seed,
             },
         )
         workflow.initialize()
@@ -222,22 +409,61 @@ class Evaluation:
         workflow.finalize()
         return network, info
 
-    def run(self) -> dict[str, Any]:
-        """Run the whole protocol; returns the report (also written to ``report_dir``)."""
-        t_all = time.perf_counter()
+    def segmentation_scores(self, network: torch.nn.Module, class_names: list[str], seed: int) -> dict[str, Any]:
+        """Per center and class: Dice and HD95 on the center's real test images, per image, with their means and
+        per-image bootstrap intervals (:py:func:`~scripts.evaluation.intervals.bootstrap_interval`, seeded)."""
+        out = {}
+        for c in self.centers:
+            scores = center_scores(network, self.data_root / c, class_names, len(self.spatial_size), self.spatial_size)
+            for s in scores.values():
+                for m in ("dice", "hd95"):
+                    s[f"{m}_bootstrap"] = bootstrap_interval(s[f"{m}_per_image"], BOOTSTRAP_RESAMPLES, seed)
+            out[c] = scores
+        return out
+
+    def distribution(self, network: torch.nn.Module, synthetic_dirs: dict[str, Path], seed: int) -> dict[str, Any]:
+        """FID, KID (on the features of ``network``, the real-trained UNet: :py:data:`FEATURES`) and MS-SSIM
+        diversity of each method's shareable set per center against that center's real reference images, and the
+        same for the center's other real split (the real-image row)."""
+        dims, ref = len(self.spatial_size), self.distribution_reference
+        other = "training" if ref == "test" else "test"
+        real = {c: load_pairs(self.data_root / c, dims, self.spatial_size, ref, minv=0.0)[0] for c in self.centers}
+        features = {c: encoder_features(network, real[c]) for c in self.centers}
+        sets = {name: self._images_by_center(synthetic_dirs[name]) for name in self.methods}
+        sets[f"real_{other}"] = {
+            c: load_pairs(self.data_root / c, dims, self.spatial_size, other, 0.0)[0] for c in real
+        }
+        scores = {
+            key: {c: distribution_scores(features[c], encoder_features(network, x), x, seed) for c, x in per.items()}
+            for key, per in sets.items()
+        }
+        return {
+            "scores": scores,
+            "reference_ms_ssim": {c: round(ms_ssim_diversity(x, seed=seed), 4) for c, x in real.items()},
+        }
+
+    def _images_by_center(self, synthetic_dir: Path) -> dict[str, torch.Tensor]:
+        """A synthetic dataset's images in [0, 1], split by the center style each was made in."""
+        meta = json.loads((synthetic_dir / "dataset.json").read_text())
+        images = load_pairs(synthetic_dir, len(self.spatial_size), self.spatial_size, "training", minv=0.0)[0]
+        centers = [item["center"] for item in meta["training"]]
+        return {c: images[[i for i, x in enumerate(centers) if x == c]] for c in self.centers if c in centers}
+
+    def run_seed(self, seed: int, plans: dict[str, dict[str, Any]], class_names: list[str]) -> dict[str, Any]:
+        """Steps 1-6 under one seed; returns that seed's numbers (and its runs' paths)."""
         labels = {name: m.get("label", name) for name, m in self.methods.items()}
-        sequences, quality, forgets = {}, {}, {}
+        tag = f"seed {seed}: "
+        sequences, spent, quality, forgets = {}, {}, {}, {}
         for name in self.methods:
             t0 = time.perf_counter()
-            sequences[name] = json.loads(self.train_generator(name).read_text())
-            self._timed(f"train generator: {name}", t0)
-        for name in sequences:
+            seq_file = self.train_generator(name, seed, plans[name])
+            sequences[name] = json.loads(seq_file.read_text())
+            spent[name] = self.spent(name, sequences[name], plans[name], seed)
+            self._timed(f"{tag}train generator: {name}", t0)
             t0 = time.perf_counter()
-            quality[name] = quality_matrix(
-                self.output_dir / name / "sequence.json", self.data_root, self.spatial_size, device=self.device
-            )
-            forgets[name] = {m: forgetting(quality[name], m) for m in METRICS}
-            self._timed(f"quality matrix: {name}", t0)
+            quality[name] = quality_matrix(seq_file, self.data_root, self.spatial_size, device=self.device)
+            forgets[name] = {m: measured_forgetting(quality[name], m) for m in METRICS}
+            self._timed(f"{tag}quality matrix: {name}", t0)
 
         training_sets: dict[str, dict[str, Any]] = {}
         synthetic_dirs: dict[str, Path] = {}
@@ -245,7 +471,7 @@ class Evaluation:
             t0 = time.perf_counter()
             for label_source in ("new", "given") if name in self.training_map_sets else ("new",):
                 key = name if label_source == "new" else f"{name}_training_maps"
-                synthetic_dirs[key] = self.synthesise(name, seq["final_handoff"], label_source)
+                synthetic_dirs[key] = self.synthesise(name, seq["final_handoff"], label_source, seed)
                 training_sets[key] = {
                     "label": labels[name] + ("" if label_source == "new" else ", training label maps (not shareable)"),
                     "method": name,
@@ -254,7 +480,7 @@ class Evaluation:
                     "label_source": label_source,
                     "shareable": label_source == "new",
                 }
-            self._timed(f"synthesis: {name}", t0)
+            self._timed(f"{tag}synthesis: {name}", t0)
         if self.real_baselines:
             training_sets["real_all"] = {
                 "label": "Real images, all centers",
@@ -268,44 +494,107 @@ class Evaluation:
                 "real": True,
                 "shareable": False,
             }
-        class_names = list(
-            json.loads((self.data_root / self.centers[0] / "dataset.json").read_text())["labels"].values()
-        )
         scores: dict[str, dict[str, Any]] = {}
         seg_info: dict[str, Any] = {}
+        distribution = None
         for name, t in training_sets.items():
             t0 = time.perf_counter()
-            network, info = self.train_segmentation(name, Path(t["dataset_dir"]))
-            t["pairs"] = info["pairs"]
-            seg_info = info
-            scores[name] = {
-                c: center_scores(network, self.data_root / c, class_names, len(self.spatial_size), self.spatial_size)
-                for c in self.centers
-            }
-            self._timed(f"segmentation: {name}", t0)
+            network, seg_info = self.train_segmentation(name, Path(t["dataset_dir"]), seed)
+            t["pairs"] = seg_info["pairs"]
+            scores[name] = self.segmentation_scores(network, class_names, seed)
+            self._timed(f"{tag}segmentation: {name}", t0)
+            if name == "real_all":
+                t0 = time.perf_counter()
+                distribution = self.distribution(network, synthetic_dirs, seed)
+                self._timed(f"{tag}distribution metrics", t0)
 
         t0 = time.perf_counter()
         leakage = self.leakage(sequences, synthetic_dirs)
-        self._timed("leakage", t0)
+        self._timed(f"{tag}leakage", t0)
+        return {
+            "sequences": sequences,
+            "budget": spent,
+            "quality": quality,
+            "forgetting": forgets,
+            "training_sets": training_sets,
+            "segmentation_info": seg_info,
+            "scores": scores,
+            "distribution": distribution,
+            "leakage": leakage,
+        }
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # the whole protocol
+    # ------------------------------------------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Run the whole protocol for every seed; returns the report (also written to ``report_dir``)."""
+        t_all = time.perf_counter()
+        labels = {name: m.get("label", name) for name, m in self.methods.items()}
+        plans = self.budgets()
+        class_names = list(
+            json.loads((self.data_root / self.centers[0] / "dataset.json").read_text())["labels"].values()
+        )
+        runs = [self.run_seed(seed, plans, class_names) for seed in self.seeds]
+
+        def combined(key: str, **kwargs: Any) -> Any:
+            return over_seeds([r[key] for r in runs], **kwargs)
+
+        budget = {}
+        for name in self.methods:
+            budget[name] = {**runs[0]["budget"][name], "epoch_length_override": plans[name]["epoch_length"]}
+            budget[name]["generator_updates_per_seed"] = [r["budget"][name]["generator_updates"] for r in runs]
+        quality = combined("quality")
+        scores = combined(
+            "scores", fixed={"n"}, listed={"dice_per_image", "hd95_per_image", "dice_bootstrap", "hd95_bootstrap"}
+        )
+        training_sets = combined("training_sets", fixed={"pairs"})
+        distribution = None
+        if runs[0]["distribution"] is not None:
+            distribution = {
+                "features": FEATURES,
+                "reference": f"each center's real {self.distribution_reference} images",
+                "ms_ssim": ms_ssim_settings(self.spatial_size),
+                "bias": FID_BIAS,
+                **combined("distribution", fixed={"images", "real_images", "reference_ms_ssim"}),
+            }
 
         t0 = time.perf_counter()
-        figures = self.figures(sequences, quality, labels, class_names, scores, training_sets)
+        figures = self.figures(runs[0]["sequences"], quality, labels, class_names, scores, training_sets, distribution)
         self._timed("figures", t0)
         self.timings["total"] = round(time.perf_counter() - t_all, 1)
+        seg_info = runs[-1]["segmentation_info"]
         report = {
             "title": "TDGAN evaluation report",
             "command": self.command,
             "data_root": str(self.data_root),
             "centers": self.centers,
             "spatial_size": self.spatial_size,
+            "seeds": self.seeds,
+            "intervals": {
+                "over_seeds": OVER_SEEDS,
+                "per_image": f"{PER_IMAGE} ({BOOTSTRAP_RESAMPLES} resamples, seeded with the run's seed)",
+            },
             "methods": {
-                name: {**self.methods[name], "final_handoff": seq["final_handoff"], "visits": len(seq["visits"])}
-                for name, seq in sequences.items()
+                name: {
+                    **self.methods[name],
+                    "final_handoff": [r["sequences"][name]["final_handoff"] for r in runs],
+                    "visits": len(runs[0]["sequences"][name]["visits"]),
+                }
+                for name in self.methods
+            },
+            "budget": {
+                "rule": BUDGET_RULE,
+                "reference": self.budget_reference,
+                "generator_updates": plans[self.budget_reference]["generator_updates"]
+                if self.budget_reference
+                else None,
+                "methods": budget,
             },
             "visit_overrides": self.visit_overrides,
             "label_map_settings": self.label_map_settings,
             "quality": quality,
-            "forgetting": forgets,
+            "forgetting": combined("forgetting"),
             "segmentation": {
                 "network": seg_info.get("network"),
                 "iterations": seg_info.get("iterations"),
@@ -313,7 +602,12 @@ class Evaluation:
                 "training_sets": training_sets,
                 "scores": scores,
             },
-            "leakage": leakage,
+            "distribution": distribution,
+            "leakage": combined(
+                "leakage",
+                fixed={"quantile", "synthetic", "label_maps", "real_to_real_median"},
+                listed={"flagged_samples", "summary"},
+            ),
             "figures": figures,
             "timings": self.timings,
         }
@@ -368,8 +662,10 @@ class Evaluation:
         class_names: list[str],
         scores: dict[str, Any],
         training_sets: dict[str, dict[str, Any]],
+        distribution: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """The report's PNG figures (paths relative to the report folder)."""
+        """The report's PNG figures (paths relative to the report folder); the sample grids show the first seed's
+        generators, the other figures the means and intervals over seeds."""
         self.report_dir.mkdir(parents=True, exist_ok=True)
         generators = {
             name: generator_from_handoff(seq["final_handoff"], self.device) for name, seq in sequences.items()
@@ -391,8 +687,8 @@ class Evaluation:
                 _middle_slice(labs.float(), clamp=False),
                 _middle_slice((images + 1) / 2),
                 synthetic,
-                len(class_names),
-                f"{c}: held-out test label maps, real images and synthetic images",
+                class_names,
+                f"{c}: held-out test label maps, real images and synthetic images (seed {self.seeds[0]})",
             )
             grids[c] = path
         plot_quality_matrices(self.report_dir / "quality_matrix.png", quality, labels)
@@ -400,7 +696,17 @@ class Evaluation:
         seg_labels = {name: t["label"] for name, t in shown.items()}
         seg = {"classes": class_names[1:], "training_sets": shown, "scores": scores}
         plot_dice_bars(self.report_dir / "downstream_dice.png", seg, self.centers, seg_labels)
-        return {"grids": grids, "quality_matrix": "quality_matrix.png", "dice_bars": "downstream_dice.png"}
+        out = {"grids": grids, "quality_matrix": "quality_matrix.png", "dice_bars": "downstream_dice.png"}
+        if distribution is not None:
+            dist_labels = {**labels, **{k: _real_row_label(k) for k in distribution["scores"] if k.startswith("real_")}}
+            plot_distribution(self.report_dir / "distribution.png", distribution, self.centers, dist_labels)
+            out["distribution"] = "distribution.png"
+        return out
+
+
+def _real_row_label(key: str) -> str:
+    """The shown name of the real-image row of the distribution metrics (``real_training`` / ``real_test``)."""
+    return f"Real {key.removeprefix('real_')} images"
 
 
 def _middle_slice(t: torch.Tensor, clamp: bool = True) -> np.ndarray:

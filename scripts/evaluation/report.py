@@ -20,14 +20,43 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["render_markdown", "write_report", "plot_grid", "plot_quality_matrices", "plot_dice_bars"]
+from scripts.data.demo import LABEL_COLORS
+
+__all__ = [
+    "render_markdown",
+    "write_report",
+    "plot_grid",
+    "plot_quality_matrices",
+    "plot_dice_bars",
+    "plot_distribution",
+    "label_colormap",
+]
 
 
 def _fmt(v: Any) -> str:
-    """A JSON value as shown in the Markdown tables: the stored number itself, so the tables add no precision."""
+    """A JSON value as shown in the Markdown tables: the stored number itself, so the tables add no precision; an
+    interval over seeds (``{"mean", "low", "high"}``) as ``mean [low, high]`` (the mean alone with one seed)."""
     if v is None:
         return "–"
+    if isinstance(v, dict) and "mean" in v:
+        return str(v["mean"]) if v["low"] is None else f"{v['mean']} [{v['low']}, {v['high']}]"
+    if isinstance(v, list):
+        return ", ".join(_fmt(x) for x in v)
     return str(v)
+
+
+def _mean(v: Any) -> float:
+    """The value plotted for a number or an interval (NaN for None)."""
+    if isinstance(v, dict):
+        v = v["mean"]
+    return float("nan") if v is None else float(v)
+
+
+def _bounds(v: Any) -> tuple[float, float] | None:
+    """(low, high) of an interval over seeds, or None."""
+    if isinstance(v, dict) and v.get("low") is not None and v.get("high") is not None:
+        return float(v["low"]), float(v["high"])
+    return None
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -42,18 +71,26 @@ def render_markdown(report: dict[str, Any]) -> str:
     label = {name: m["label"] for name, m in methods.items()}
     label.update({name: t["label"] for name, t in report["segmentation"]["training_sets"].items()})
     centers = report["centers"]
+    seeds = report["seeds"]
     out = [f"# {report['title']}", ""]
     out += [
         f"Data: `{report['data_root']}` (centers in visiting order: {', '.join(centers)}). "
         f"Made by `{report['command']}`; every number below is in `report.json`.",
         "",
+        f"Seeds: {', '.join(str(s) for s in seeds)} (each method trained, synthesised from and segmented once per "
+        "seed). A number shown as `mean [low, high]` is the mean over the seeds and its "
+        f"{report['intervals']['over_seeds']}; with one seed, the number of that seed alone. Per-image intervals: "
+        f"{report['intervals']['per_image']}.",
+        "",
     ]
     fig = report.get("figures", {})
+    out += _budget_section(report, label)
 
     out += ["## Forgetting", ""]
     out += [
         "SSIM on each center's held-out test pairs right after the first visit that included it, after the last "
-        "visit, and the difference (forgetting; positive = forgotten).",
+        "visit, and the difference (forgetting; positive = forgotten). n/a: no visit came after the center's (the "
+        "last center, and every center of a single-visit method), so there was nothing to forget it in.",
         "",
     ]
     rows = []
@@ -62,7 +99,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         q = report["quality"][name]
         for j, c in enumerate(centers):
             first = next((r[j] for r in q["ssim"] if r[j] is not None), None)
-            rows.append([label[name], c, _fmt(first), _fmt(q["ssim"][-1][j]), _fmt(f["ssim"][c])])
+            forgot = f["ssim"][c]
+            rows.append(
+                [label[name], c, _fmt(first), _fmt(q["ssim"][-1][j]), "n/a" if forgot is None else _fmt(forgot)]
+            )
     out += _table(["Generator", "Center", "SSIM after its visit", "SSIM at the end", "Forgetting"], rows)
 
     out += ["## Visit-by-center quality", ""]
@@ -75,44 +115,141 @@ def render_markdown(report: dict[str, Any]) -> str:
         rows = [
             [v]
             + [
-                "–" if q["ssim"][i][j] is None else f"{q['ssim'][i][j]} / {q['psnr'][i][j]} / {q['mae'][i][j]}"
+                "–"
+                if q["ssim"][i][j] is None
+                else f"{_fmt(q['ssim'][i][j])} / {_fmt(q['psnr'][i][j])} / {_fmt(q['mae'][i][j])}"
                 for j in range(len(q["centers"]))
             ]
             for i, v in enumerate(q["visits"])
         ]
         out += _table(["After visit"] + q["centers"], rows)
 
-    seg = report["segmentation"]
-    out += ["## Downstream segmentation", ""]
-    out += [
-        f"A {seg['network']} trained for {seg['iterations']} iterations on each training set, tested on each "
-        "center's REAL test images. Dice (95% Hausdorff distance in pixels) per class; images without the class "
-        "are left out, a missed structure counts as the image diagonal.",
-        "",
-    ]
-    if "dice_bars" in fig:
-        out += [f"![downstream Dice]({fig['dice_bars']})", ""]
-    for cls in seg["classes"]:
-        rows = []
-        for name, t in seg["training_sets"].items():
-            cells = []
-            for c in centers:
-                s = seg["scores"][name][c][cls]
-                cells.append(f"{_fmt(s['dice'])} ({_fmt(s['hd95'])})")
-            rows.append([label[name], "yes" if t.get("shareable") else "no", _fmt(t["pairs"])] + cells)
-        out += [f"**{cls}**", ""]
-        out += _table(["Trained on", "Shareable", "Pairs"] + centers, rows)
-
+    out += _segmentation_section(report, label, centers, fig)
+    out += _distribution_section(report, label, centers, fig)
     out += _leakage_section(report, label, centers)
 
     grids = fig.get("grids", {})
     if grids:
-        out += ["## Samples", "", "Per center: label map, real test image, and each generator's synthetic image.", ""]
+        out += [
+            "## Samples",
+            "",
+            f"Per center: label map (colours as in the data preview), real test image, and each generator's synthetic "
+            f"image (seed {seeds[0]}).",
+            "",
+        ]
         out += [f"![{c}]({p})" for c, p in grids.items()] + [""]
 
     out += ["## Run", ""]
     out += _table(["Step", "Seconds"], [[k, _fmt(v)] for k, v in report["timings"].items()])
     return "\n".join(out)
+
+
+def _budget_section(report: dict[str, Any], label: dict[str, str]) -> list[str]:
+    """The budget table: what each method spent (the same in every seed, checked)."""
+    budget = report["budget"]
+    out = ["## Budget", ""]
+    if budget["reference"]:
+        out += [f"Rule: {budget['rule']} Reference: {label[budget['reference']]}.", ""]
+    else:
+        out += ["No budget reference: every method trained for its own epochs.", ""]
+    rows = []
+    for name, b in budget["methods"].items():
+        rows.append(
+            [
+                label[name],
+                _fmt(b["generator_updates"]),
+                _fmt(b["images_seen"]),
+                _fmt(b["data_passes"]),
+                _fmt(b["visits"]),
+                _fmt(b["epochs"]),
+                _fmt(b["epoch_length"]),
+                _fmt(b["discriminators"]),
+                "yes" if b["discriminator_center_code"] else "no",
+            ]
+        )
+    header = ["Generator", "Generator updates", "Images seen", "Data passes", "Visits", "Epochs", "Epoch length"]
+    out += _table(header + ["Discriminators per visit", "Discriminator sees the center"], rows)
+    return out
+
+
+def _segmentation_section(
+    report: dict[str, Any], label: dict[str, str], centers: Sequence[str], fig: dict[str, Any]
+) -> list[str]:
+    """Dice and HD95 per class, center and training set, with the test images holding the class, then the per-image
+    bootstrap intervals of every seed."""
+    seg = report["segmentation"]
+    out = ["## Downstream segmentation", ""]
+    out += [
+        f"A {seg['network']} trained for {seg['iterations']} iterations on each training set, tested on each "
+        "center's REAL test images. Dice (95% Hausdorff distance in pixels) per class, and n = the test images that "
+        "hold the class (images without it are left out; a missed structure counts as the image diagonal).",
+        "",
+    ]
+    if "dice_bars" in fig:
+        out += [f"![downstream Dice]({fig['dice_bars']})", ""]
+    for cls in seg["classes"]:
+        rows, boot = [], []
+        for name, t in seg["training_sets"].items():
+            cells, boot_cells = [], []
+            for c in centers:
+                s = seg["scores"][name][c][cls]
+                cells.append(f"{_fmt(s['dice'])} ({_fmt(s['hd95'])}), n = {_fmt(s['n'])}")
+                boot_cells.append(
+                    "; ".join(
+                        f"[{_fmt(d)}] ({'–' if h is None else f'[{_fmt(h)}]'})"
+                        for d, h in zip(s["dice_bootstrap"], s["hd95_bootstrap"])
+                    )
+                    if s["n"]
+                    else "–"
+                )
+            rows.append([label[name], "yes" if t.get("shareable") else "no", _fmt(t["pairs"])] + cells)
+            boot.append([label[name]] + boot_cells)
+        out += [f"**{cls}**", ""]
+        out += _table(["Trained on", "Shareable", "Pairs"] + list(centers), rows)
+        out += [f"*{cls}, per-image bootstrap 95 % interval of Dice (HD95) within each seed, seeds in order:*", ""]
+        out += _table(["Trained on"] + list(centers), boot)
+    return out
+
+
+def _distribution_section(
+    report: dict[str, Any], label: dict[str, str], centers: Sequence[str], fig: dict[str, Any]
+) -> list[str]:
+    """FID, KID and MS-SSIM diversity per shareable synthetic set and center, with the real-image row."""
+    dist = report.get("distribution")
+    if not dist:
+        return ["## Distribution metrics", "", "Not measured: they need the real-trained UNet (real_baselines).", ""]
+    ms = dist["ms_ssim"]
+    out = ["## Distribution metrics", ""]
+    out += [
+        f"Each method's shareable synthetic set (new label maps) per center style against {dist['reference']}. "
+        f"FID (`monai.metrics.FIDMetric`) and KID (polynomial-kernel MMD, unbiased) on {dist['features']}; lower is "
+        "closer. MS-SSIM: the mean MS-SSIM between pairs of distinct images of the set (`monai.metrics."
+        f"MultiScaleSSIMMetric`, {ms['kernel_size']}-pixel Gaussian window, sigma {ms['kernel_sigma']}, "
+        f"{ms['scales']} scales weighted {', '.join(str(w) for w in ms['weights'])}): diversity, near the real "
+        "images' value is right, near 1 is mode collapse.",
+        "",
+        f"**Small samples.** {dist['bias']}",
+        "",
+    ]
+    if "distribution" in fig:
+        out += [f"![distribution metrics]({fig['distribution']})", ""]
+    scores = dist["scores"]
+    for metric, title in (("fid", "FID"), ("kid", "KID"), ("ms_ssim", "MS-SSIM diversity")):
+        rows = []
+        for key, per_center in scores.items():
+            name = label.get(key, f"Real {key.removeprefix('real_')} images")
+            rows.append([name] + [_fmt(per_center[c][metric]) if c in per_center else "–" for c in centers])
+        if metric == "ms_ssim":
+            rows.append(["Reference images"] + [_fmt(dist["reference_ms_ssim"].get(c)) for c in centers])
+        out += [f"**{title}**", ""]
+        out += _table(["Images"] + list(centers), rows)
+    rows = [["Reference images"] + [_fmt(next(iter(scores.values())).get(c, {}).get("real_images")) for c in centers]]
+    for key, per_center in scores.items():
+        name = label.get(key, f"Real {key.removeprefix('real_')} images")
+        rows.append([name] + [_fmt(per_center[c]["images"]) if c in per_center else "–" for c in centers])
+    out += ["**Sample sizes** (images per center)", ""]
+    out += _table(["Images"] + list(centers), rows)
+    return out
 
 
 def _leakage_section(report: dict[str, Any], label: dict[str, str], centers: Sequence[str]) -> list[str]:
@@ -169,13 +306,32 @@ def _leakage_section(report: dict[str, Any], label: dict[str, str], centers: Seq
     rows = []
     for name, r in leak["handoff_reconstruction"].items():
         if not r["carries_label_maps"]:
-            rows.append([label[name], "0", "–", "–", r["summary"]])
+            rows.append([label[name], "0", "–", "–", "carries no label maps (local reminding): nothing to run it on"])
             continue
         rows.append(
-            [label[name], _fmt(r["label_maps"]), _fmt(r["near_copies"]), _fmt(r["near_copy_rate"]), r["summary"]]
+            [
+                label[name],
+                _fmt(r["label_maps"]),
+                _fmt(r["near_copies"]),
+                _fmt(r["near_copy_rate"]),
+                "its generator turns carried label maps into near copies at this rate",
+            ]
         )
     out += _table(["Generator", "Label maps carried", "Near copies", "Rate", "What it means"], rows)
     return out
+
+
+def label_colormap(num_classes: int) -> Any:
+    """The data preview's label colours (:data:`scripts.data.demo.LABEL_COLORS`) as a matplotlib colormap over
+    ``num_classes`` classes (classes beyond those get tab10 colours)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    extra = colormaps["tab10"]
+    colours = [
+        tuple(c / 255 for c in LABEL_COLORS[k]) if k in LABEL_COLORS else extra(k % 10)[:3] for k in range(num_classes)
+    ]
+    return ListedColormap(colours)
 
 
 def _imshow_image(ax: Any, img: np.ndarray, title: str | None = None) -> None:
@@ -191,28 +347,32 @@ def plot_grid(
     labels: np.ndarray,
     real: np.ndarray,
     synthetic: dict[str, np.ndarray],
-    num_classes: int,
+    class_names: Sequence[str],
     title: str,
 ) -> None:
-    """One center's grid: a row per sample with its label map, real image and each generator's synthetic image.
+    """One center's grid: a row per sample with its label map (in the data preview's colours, with a legend), real
+    image and each generator's synthetic image.
 
     Args:
         path: PNG to write.
         labels: (N, H, W) class maps.
         real: (N, H, W) images in [0, 1].
         synthetic: column title -> (N, H, W) images in [0, 1].
-        num_classes: classes of the label maps (for the colour scale).
+        class_names: names of the label classes, background first (the legend).
         title: figure title.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
+    k = len(class_names)
+    cmap = label_colormap(k)
     n, cols = labels.shape[0], 2 + len(synthetic)
-    fig, axes = plt.subplots(n, cols, figsize=(1.3 * cols, 1.3 * n + 0.4), squeeze=False)
+    fig, axes = plt.subplots(n, cols, figsize=(1.4 * cols, 1.4 * n + 0.9), squeeze=False)
     for i in range(n):
-        axes[i, 0].imshow(labels[i], cmap="viridis", vmin=0, vmax=num_classes - 1, interpolation="nearest")
+        axes[i, 0].imshow(labels[i], cmap=cmap, vmin=-0.5, vmax=k - 0.5, interpolation="nearest")
         axes[i, 0].set_xticks([])
         axes[i, 0].set_yticks([])
         if i == 0:
@@ -220,61 +380,135 @@ def plot_grid(
         _imshow_image(axes[i, 1], real[i], "real" if i == 0 else None)
         for j, (name, imgs) in enumerate(synthetic.items()):
             _imshow_image(axes[i, 2 + j], imgs[i], name.replace(", ", ",\n") if i == 0 else None)
+    handles = [Patch(facecolor=cmap(c), edgecolor="0.5", label=class_names[c]) for c in range(k)]
+    fig.legend(handles=handles, loc="lower center", ncol=k, fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot_quality_matrices(path: str | os.PathLike, quality: dict[str, dict[str, Any]], labels: dict[str, str]) -> None:
-    """The visit-by-center SSIM matrices as heatmaps, one panel per generator, values written in the cells."""
+    """The visit-by-center SSIM matrices as heatmaps, one panel per generator, with a shared colour bar; each cell
+    shows the mean SSIM and, over several seeds, its interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(quality)
-    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.0 * len(names) + 1.0, 3.4), squeeze=False)
+    image = None
     for ax, name in zip(axes[0], names):
         q = quality[name]
-        m = np.array([[np.nan if v is None else v for v in row] for row in q["ssim"]], dtype=float)
-        ax.imshow(m, cmap="viridis", vmin=0, vmax=1)
+        m = np.array([[_mean(v) for v in row] for row in q["ssim"]], dtype=float)
+        image = ax.imshow(m, cmap="viridis", vmin=0, vmax=1)
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
-                if not np.isnan(m[i, j]):
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
-        ax.set_xticks(range(len(q["centers"])), q["centers"], fontsize=6, rotation=30)
-        ax.set_yticks(range(len(q["visits"])), [f"after {i + 1}" for i in range(len(q["visits"]))], fontsize=6)
-        ax.set_title(labels[name], fontsize=8)
-    fig.suptitle("SSIM on each center's test pairs after each visit", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+                if np.isnan(m[i, j]):
+                    continue
+                b = _bounds(q["ssim"][i][j])
+                text = f"{m[i, j]:.2f}" + ("" if b is None else f"\n[{b[0]:.2f}, {b[1]:.2f}]")
+                colour = "k" if m[i, j] > 0.6 else "w"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8 if b is None else 6.5, color=colour)
+        ax.set_xticks(range(len(q["centers"])), q["centers"], fontsize=8, rotation=20)
+        ax.set_yticks(range(len(q["visits"])), [f"after visit {i + 1}" for i in range(len(q["visits"]))], fontsize=8)
+        ax.set_xlabel("test pairs of center", fontsize=8)
+        ax.set_title(labels[name], fontsize=9)
+    fig.suptitle("SSIM of G(label, center) on each center's test pairs after each visit", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    bar = fig.colorbar(image, ax=list(axes[0]), fraction=0.02, pad=0.02)
+    bar.set_label("SSIM", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _error_bars(values: Sequence[Any], fallback: Sequence[Any] | None = None) -> np.ndarray:
+    """(2, n) distances below and above each mean: the interval over seeds, else ``fallback``'s (low, high) pairs
+    (e.g. one seed's per-image bootstrap interval), else none."""
+    err = np.zeros((2, len(values)))
+    for i, v in enumerate(values):
+        b = _bounds(v)
+        if b is None and fallback is not None and fallback[i]:
+            b = tuple(fallback[i])
+        if b is not None and not np.isnan(_mean(v)):
+            err[:, i] = [max(0.0, _mean(v) - b[0]), max(0.0, b[1] - _mean(v))]
+    return err
 
 
 def plot_dice_bars(
     path: str | os.PathLike, seg: dict[str, Any], centers: Sequence[str], labels: dict[str, str]
 ) -> None:
-    """Downstream Dice per center and training set, one panel per foreground class."""
+    """Downstream Dice per center and training set, one panel per foreground class, with error bars: the interval over
+    seeds, or with one seed its per-image bootstrap interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     classes, sets = seg["classes"], list(seg["training_sets"])
-    fig, axes = plt.subplots(1, len(classes), figsize=(3.4 * len(classes), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(classes), figsize=(3.6 * len(classes), 3.6), squeeze=False)
     width = 0.8 / len(sets)
+    several = False
     for ax, cls in zip(axes[0], classes):
         for k, name in enumerate(sets):
-            vals = [seg["scores"][name][c][cls]["dice"] or 0.0 for c in centers]
-            ax.bar(np.arange(len(centers)) + k * width, vals, width, label=labels[name])
-        ax.set_xticks(np.arange(len(centers)) + 0.4 - width / 2, centers, fontsize=7)
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{cls} Dice (real test images)", fontsize=8)
+            cells = [seg["scores"][name][c][cls] for c in centers]
+            values = [cell["dice"] for cell in cells]
+            several = several or any(_bounds(v) for v in values)
+            boot = [cell["dice_bootstrap"][0] if len(cell["dice_bootstrap"]) == 1 else None for cell in cells]
+            heights = [0.0 if np.isnan(_mean(v)) else _mean(v) for v in values]
+            ax.bar(
+                np.arange(len(centers)) + k * width,
+                heights,
+                width,
+                yerr=_error_bars(values, boot),
+                capsize=2,
+                error_kw={"elinewidth": 0.8},
+                label=labels[name],
+            )
+        ax.set_xticks(np.arange(len(centers)) + 0.4 - width / 2, centers, fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{cls} Dice (real test images)", fontsize=9)
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, fontsize=7, loc="lower center", ncol=min(4, len(sets)), frameon=False)
+    note = "error bars: 95 % t-interval over seeds" if several else "error bars: per-image bootstrap 95 % interval"
+    fig.suptitle(f"Downstream Dice ({note})", fontsize=9)
     fig.tight_layout(rect=(0, 0.12, 1, 1))
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_distribution(
+    path: str | os.PathLike, distribution: dict[str, Any], centers: Sequence[str], labels: dict[str, str]
+) -> None:
+    """FID, KID and MS-SSIM diversity per center and set (one panel each), with the interval over seeds as error
+    bars; MS-SSIM also marks the reference images' value per center."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scores = distribution["scores"]
+    sets = list(scores)
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6), squeeze=False)
+    width = 0.8 / len(sets)
+    x = np.arange(len(centers))
+    for ax, (metric, title) in zip(axes[0], (("fid", "FID"), ("kid", "KID"), ("ms_ssim", "MS-SSIM diversity"))):
+        for k, key in enumerate(sets):
+            values = [scores[key].get(c, {}).get(metric) for c in centers]
+            heights = [0.0 if np.isnan(_mean(v)) else _mean(v) for v in values]
+            ax.bar(x + k * width, heights, width, yerr=_error_bars(values), capsize=2, label=labels.get(key, key))
+        if metric == "ms_ssim":
+            ref = [_mean(distribution["reference_ms_ssim"].get(c)) for c in centers]
+            ax.hlines(ref, x - width / 2, x + 0.8 - width / 2, colors="k", linestyles="--", label="reference images")
+        ax.set_xticks(x + 0.4 - width / 2, centers, fontsize=8)
+        ax.set_title(f"{title} (lower is closer)" if metric != "ms_ssim" else title, fontsize=9)
+    handles, names = axes[0, 2].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, loc="lower center", ncol=min(4, len(names)), frameon=False)
+    fig.suptitle(f"Synthetic vs {distribution['reference']} (small samples: FID is biased upwards)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

@@ -41,7 +41,7 @@ def segment(network: torch.nn.Module, images: torch.Tensor, batch_size: int = 16
 def segmentation_scores(
     pred: torch.Tensor, label: torch.Tensor, class_names: Sequence[str]
 ) -> dict[str, dict[str, float | int]]:
-    """Per foreground class: mean Dice and mean 95% Hausdorff distance (pixels) over the images, with
+    """Per foreground class: Dice and 95% Hausdorff distance (pixels) of every image and their means, with
     ``monai.metrics``.
 
     Images where a class is absent from the ground truth are left out of that class's means (``n`` counts the images
@@ -54,7 +54,9 @@ def segmentation_scores(
         class_names: names of all classes, background first.
 
     Returns:
-        ``{class name: {"dice": mean, "hd95": mean, "n": images with the class}}`` for every foreground class.
+        ``{class name: {"dice": mean, "hd95": mean, "n": images with the class, "dice_per_image": [...],
+        "hd95_per_image": [...]}}`` for every foreground class (per-image values in image order, of the ``n`` images
+        with the class, for bootstrap intervals).
     """
     k = len(class_names)
     p1, y1 = one_hot(pred.long(), k), one_hot(label.long(), k)
@@ -75,6 +77,8 @@ def segmentation_scores(
             "dice": round(float(d.mean()), 3) if n else None,
             "hd95": round(float(h.mean()), 2) if n else None,
             "n": n,
+            "dice_per_image": [round(float(v), 3) for v in d],
+            "hd95_per_image": [round(float(v), 2) for v in h],
         }
     return out
 
