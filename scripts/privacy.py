@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "composed_noise_multiplier",
     "dp_settings",
     "epsilon_after",
+    "privacy_records",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,6 +117,19 @@ def epsilon_after(
     acc = create_accountant(accountant)
     acc.history = [(noise_multiplier, sample_rate, int(iterations))]
     return float(acc.get_epsilon(delta=delta))
+
+
+def privacy_records(handoff: str | os.PathLike) -> dict[str, dict[str, Any] | None]:
+    """Per center of a hand-off, in registry order: the ``dp`` record of the visit that trained on it (None: trained
+    without DP), as the evaluation report shows it."""
+    from scripts.handoff import load_handoff
+
+    h = load_handoff(handoff)
+    records: dict[str, dict[str, Any] | None] = {name: None for name in h.codes}
+    for visit in h.visits:
+        for name in visit.get("centers", []):
+            records[name] = visit.get("dp")
+    return records
 
 
 class PrivateVisit:
