@@ -56,11 +56,14 @@ class CenterBatch:
 
 class LossAverage(Average):
     """Ignite's ``Average`` over the iterations that return the loss: a differentially private visit's noise-only
-    step (an empty Poisson-sampled batch) returns none."""
+    step (an empty Poisson-sampled batch) returns none, and an epoch of only such steps averages to NaN."""
 
     def update(self, output: torch.Tensor | None) -> None:
         if output is not None:
             super().update(output)
+
+    def compute(self) -> float | torch.Tensor:
+        return float("nan") if self.num_examples == 0 else super().compute()
 
 
 def loss_averages() -> dict[str, Any]:

@@ -208,6 +208,7 @@ def test_an_empty_poisson_batch_takes_a_noise_only_step_on_both_networks():
     assert all(not torch.equal(a, b) for a, b in zip(before, after))  # noise moved every parameter of G and D
     average = LossAverage(output_transform=lambda out: out.get("g_loss"))
     average.update(None)
+    assert math.isnan(average.compute())  # an epoch of noise-only steps only
     average.update(torch.tensor(2.0))
     assert average.compute() == 2.0  # the noise-only step does not enter the logged loss averages
 
