@@ -15,10 +15,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from ignite.metrics import Average
 from monai.data import MetaTensor
 from monai.engines import Trainer
 from monai.engines.utils import default_metric_cmp_fn
@@ -32,7 +33,10 @@ from scripts.networks import TemporaryDiscriminators, encode_condition
 from scripts.precision import Precision
 from scripts.reminding import Reminder, RemindingBatch
 
-__all__ = ["TDGANTrainer", "CenterBatch", "loss_averages", "GAN_MODES"]
+if TYPE_CHECKING:
+    from scripts.privacy import PrivateVisit
+
+__all__ = ["TDGANTrainer", "CenterBatch", "LossAverage", "loss_averages", "GAN_MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +54,22 @@ class CenterBatch:
     image: torch.Tensor  # (B, C, *spatial) in [-1, 1]
 
 
+class LossAverage(Average):
+    """Ignite's ``Average`` over the iterations that return the loss: a differentially private visit's noise-only
+    step (an empty Poisson-sampled batch) returns none, and an epoch of only such steps averages to NaN."""
+
+    def update(self, output: torch.Tensor | None) -> None:
+        if output is not None:
+            super().update(output)
+
+    def compute(self) -> float | torch.Tensor:
+        return float("nan") if self.num_examples == 0 else super().compute()
+
+
 def loss_averages() -> dict[str, Any]:
     """Per-epoch means of the losses the trainer returns, as Ignite metrics (logged and kept in the hand-off)."""
-    from ignite.metrics import Average
-
     names = [GanKeys.DLOSS, GanKeys.GLOSS, "g_gan", "g_l1", "g_perceptual", "reminding"]
-    return {name: Average(output_transform=lambda out, name=name: out[name]) for name in names}
+    return {name: LossAverage(output_transform=lambda out, name=name: out.get(name)) for name in names}
 
 
 def _plain(x: Any) -> torch.Tensor:
@@ -121,6 +135,10 @@ class TDGANTrainer(Trainer):
         channels_last: put the networks and their inputs in channels-last memory format.
         compile: ``torch.compile`` the generator, teacher, discriminators and feature network (``Module.compile``:
             state-dict keys unchanged).
+        privacy: a differentially private visit's :py:class:`~scripts.privacy.PrivateVisit` (its optimizers and data
+            loader are the ones given here), or None. With it, each patient's contributions stay in one row of the
+            per-sample gradients: fakes and reals go through D in two calls, G's maps and reminding maps in two
+            calls, local reminding reuses the row's own map, and an empty batch takes a noise-only step.
     """
 
     def __init__(
@@ -154,6 +172,7 @@ class TDGANTrainer(Trainer):
         amp_dtype: torch.dtype | str | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        privacy: PrivateVisit | None = None,
     ) -> None:
         if gan_mode not in GAN_MODES:
             raise ValueError(f"gan_mode must be one of {sorted(GAN_MODES)}, got {gan_mode!r}.")
@@ -193,6 +212,7 @@ class TDGANTrainer(Trainer):
         self.reminding_weight = reminding_weight
         self.g_loss_scale, self.d_loss_scale = g_loss_scale, d_loss_scale
         self.reminding_on = reminder is not None and reminding_weight > 0
+        self.privacy = privacy
         self.precision = Precision(self.state.device, amp, amp_dtype)
         self._speed_setup(channels_last, compile)
         logger.info(
@@ -253,9 +273,16 @@ class TDGANTrainer(Trainer):
         labels = [g.label for g in groups] + ([remind.label] if remind is not None else [])
         centers = [g.center for g in groups] + ([remind.center] if remind is not None else [])
         cond = encode_condition(torch.cat(labels), torch.cat(centers), self.num_classes, self.max_centers)
-        with self.precision.autocast():
-            out = self.g_inferer(cond.contiguous(memory_format=self.memory_format), self.g_network).float()
         sizes = [g.label.shape[0] for g in groups]
+        # with DP, one call per part (the groups' maps, the reminding maps), each row i being patient i
+        parts = [cond] if self.privacy is None else cond.split([sum(sizes), len(cond) - sum(sizes)])
+        with self.precision.autocast():
+            outs = [
+                self.g_inferer(p.contiguous(memory_format=self.memory_format), self.g_network).float()
+                for p in parts
+                if len(p)
+            ]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
         fakes = list(out[: sum(sizes)].split(sizes))
         return fakes, (out[sum(sizes) :] if remind is not None else None)
 
@@ -270,18 +297,32 @@ class TDGANTrainer(Trainer):
         """Update every temporary discriminator on its group's real pairs and (detached) fakes."""
         self.d_network.requires_grad_(True)
         self.d_optimizer.zero_grad(set_to_none=True)
-        # one call over [fakes; reals] per discriminator (instance norm keeps samples apart): one forward per
-        # backward, as DistributedDataParallel requires
-        conditions = [torch.cat([g.condition, g.condition]) for g in groups]
-        pairs = [torch.cat([fake.detach(), g.image]) for g, fake in zip(groups, fakes)]
+        conditions, detached = [g.condition for g in groups], [fake.detach() for fake in fakes]
+        sizes = [g.image.shape[0] for g in groups]
         with self.precision.autocast():
-            logits = [out.float() for out in self.d_network(conditions, pairs)]
+            if self.privacy is None:
+                # one call over [fakes; reals] per discriminator (instance norm keeps samples apart): one forward per
+                # backward, as DistributedDataParallel requires
+                labels = [torch.cat([y, y]) for y in conditions]
+                both = self.d_network(labels, [torch.cat([f, g.image]) for f, g in zip(detached, groups)])
+                fake_z = [z[:n].float() for z, n in zip(both, sizes)]
+                real_z = [z[n:].float() for z, n in zip(both, sizes)]
+            else:  # DP: two calls, so that row i of both is patient i (Opacus sums a layer's rows over its calls)
+                fake_z = [z.float() for z in self.d_network(conditions, detached)]
+                real_z = [z.float() for z in self.d_network(conditions, [g.image for g in groups])]
         loss = sum(
-            self.d_loss_scale * (self.adversarial(z[:n], False, True) + self.adversarial(z[n:], True, True))
-            for z, n in zip(logits, (g.image.shape[0] for g in groups))
+            self.d_loss_scale * (self.adversarial(zf, False, True) + self.adversarial(zr, True, True))
+            for zf, zr in zip(fake_z, real_z)
         )
         self.precision.step(loss, self.d_optimizer)
         return loss.detach()
+
+    def _freeze_discriminators(self, frozen: bool) -> None:
+        """Freeze the discriminators for the generator step (with DP also their per-sample-gradient hooks: the
+        generator step's backward passes through them)."""
+        self.d_network.requires_grad_(not frozen)
+        if self.privacy is not None:
+            self.privacy.discriminator_hooks(enabled=not frozen)
 
     def backward_g(
         self,
@@ -291,7 +332,7 @@ class TDGANTrainer(Trainer):
         remind: RemindingBatch | None = None,
     ) -> dict[str, torch.Tensor]:
         """Update the generator with the digesting and reminding losses, the discriminators frozen meanwhile."""
-        self.d_network.requires_grad_(False)
+        self._freeze_discriminators(True)
         self.g_optimizer.zero_grad(set_to_none=True)
         with self.precision.autocast():  # the inner module: no D gradient, so no DistributedDataParallel sync
             logits = [out.float() for out in _unwrap(self.d_network)([g.condition for g in groups], fakes)]
@@ -305,7 +346,7 @@ class TDGANTrainer(Trainer):
         digesting = gan + self.l1_weight * l1 + self.perceptual_weight * perceptual
         total = self.g_loss_scale * (digesting + self.reminding_weight * reminding)
         self.precision.step(total, self.g_optimizer)
-        self.d_network.requires_grad_(True)
+        self._freeze_discriminators(False)
         losses = {GanKeys.GLOSS: total, "g_gan": gan, "g_l1": l1, "g_perceptual": perceptual, "reminding": reminding}
         return {k: v.detach() for k, v in losses.items()}
 
@@ -321,9 +362,13 @@ class TDGANTrainer(Trainer):
         """
         if batchdata is None:
             raise ValueError("must provide batch data for current iteration.")
+        if engine.privacy is not None and engine.privacy.is_empty(batchdata):
+            return engine.privacy.noise_only_step()
         groups = engine.prepare_groups(batchdata)
         remind = None
-        if engine.reminding_on:
+        if engine.reminding_on and engine.privacy is not None:
+            remind = engine.privacy.reminding_batch(engine.reminder, groups[0].label)
+        elif engine.reminding_on:
             remind = engine.reminder.batch([g.label for g in groups], groups[0].label.shape[0])
         fakes, remind_out = engine.generate(groups, remind)
         d_loss = engine.backward_d(groups, fakes)

@@ -328,6 +328,8 @@ class HandoffSaver:
             choice of the center's real training label maps, which the generator turns back into near copies of
             those patients' images (see docs/privacy.md).
         label_map_settings: keyword arguments of ``new_label_bank`` (``relocatable``, ``hosts``, ``flip_axes``, ...).
+        privacy: the visit's :py:class:`~scripts.privacy.PrivateVisit`; with DP on, the visit record holds its epsilon
+            (``dp``) and no loss values (averages over the private data, not noised: they stay in the center's logs).
     """
 
     def __init__(
@@ -343,6 +345,7 @@ class HandoffSaver:
         spatial_size: Sequence[int] | None = None,
         bank_maps: str = "new",
         label_map_settings: dict[str, Any] | None = None,
+        privacy: Any = None,
     ) -> None:
         if bank_maps not in BANK_MAPS:
             raise ValueError(f"bank_maps must be one of {BANK_MAPS}, got {bank_maps!r}.")
@@ -361,6 +364,7 @@ class HandoffSaver:
         self.spatial_size = spatial_size
         self.bank_maps = bank_maps
         self.label_map_settings = dict(label_map_settings or {})
+        self.privacy = privacy
         self.history: list[dict[str, Any]] = []
         self._t0 = 0.0
 
@@ -417,7 +421,10 @@ class HandoffSaver:
             ),
             "final_losses": self.history[-1] if self.history else {},
             "loss_history": self.history,
+            "dp": None if self.privacy is None else self.privacy.record(engine),
         }
+        if summary["dp"]:
+            summary.update(final_losses={}, loss_history=[])
         out = self.visit.outgoing(bank, summary, software_versions(self.bundle_root))
         digest = save_handoff(out, self.handoff_out)
         logger.info(

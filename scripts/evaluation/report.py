@@ -127,6 +127,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     out += _segmentation_section(report, label, centers, fig)
     out += _distribution_section(report, label, centers, fig)
     out += _leakage_section(report, label, centers)
+    out += _privacy_section(report, label)
 
     grids = fig.get("grids", {})
     if grids:
@@ -332,6 +333,43 @@ def label_colormap(num_classes: int) -> Any:
         tuple(c / 255 for c in LABEL_COLORS[k]) if k in LABEL_COLORS else extra(k % 10)[:3] for k in range(num_classes)
     ]
     return ListedColormap(colours)
+
+
+def _privacy_section(report: dict[str, Any], label: dict[str, str]) -> list[str]:
+    """The report's differential-privacy table, from ``report["privacy"]`` (method -> center -> the ``dp`` record of
+    the visit that trained on it, None without DP; see ``scripts.privacy.privacy_records``); nothing when absent."""
+    records = report.get("privacy") or {}
+    if not records:
+        return []
+    out = ["## Differential privacy", ""]
+    out += [
+        "Per center, what its visit spent: (epsilon, delta)-DP for one training pair (label map and image) of that "
+        "center, both the discriminator's and the generator's updates privatised (docs/privacy.md). *Noise*: noise "
+        "multiplier per update; *Clip*: per-sample gradient bound; *Iterations*: done / planned (fewer when the "
+        "budget stopped the visit). A center trained without DP has no guarantee (–).",
+        "",
+    ]
+    rows = []
+    for name, per_center in records.items():
+        for c, r in per_center.items():
+            if r is None:
+                rows.append([label.get(name, name), c, "–", "–", "no DP", "–", "–", "–", "–"])
+                continue
+            rows.append(
+                [
+                    label.get(name, name),
+                    c,
+                    _fmt(r["epsilon"]),
+                    _fmt(r["delta"]),
+                    r["accountant"],
+                    _fmt(r["noise_multiplier"]),
+                    _fmt(r["max_grad_norm"]),
+                    f"{_fmt(r['iterations'])} / {_fmt(r['planned_iterations'])}",
+                    "yes" if r["stopped_by_budget"] else "no",
+                ]
+            )
+    header = ["Generator", "Center", "Epsilon", "Delta", "Accountant", "Noise", "Clip", "Iterations", "Budget stop"]
+    return out + _table(header, rows)
 
 
 def _imshow_image(ax: Any, img: np.ndarray, title: str | None = None) -> None:
