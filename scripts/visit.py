@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import platform
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,17 +25,18 @@ from typing import Any
 import monai
 import torch
 from monai.bundle import ConfigWorkflow
-from monai.handlers import CheckpointLoader
 from torch.utils.data import Dataset
 
 from scripts.data.centers import label_maps
 from scripts.handoff import Handoff, HandoffError, load_handoff, save_handoff
 from scripts.reminding import REMINDING_SOURCES, Reminder
+from scripts.resume import VisitCheckpoints, VisitFinished, VisitGuard, latest_checkpoint
 
 __all__ = [
     "BUNDLE_ROOT",
     "CenterVisit",
     "HandoffSaver",
+    "LossHistory",
     "VisitCheckpoints",
     "latest_checkpoint",
     "run_visit",
@@ -99,10 +99,15 @@ def visit_workflow(
 def run_visit(*args: Any, **kwargs: Any) -> ConfigWorkflow:
     """Run ONE visit to completion (see :py:func:`visit_workflow` for the arguments); returns the finished workflow.
 
-    The outgoing hand-off is ``handoff_out`` (default ``<output_dir>/handoff.pt``).
+    The outgoing hand-off is ``handoff_out`` (default ``<output_dir>/handoff.pt``). A visit that already finished
+    with the same inputs and settings is not run again (its hand-off is kept; see
+    :py:class:`~scripts.resume.VisitGuard`), unless the settings hold ``overwrite=True``.
     """
     workflow = visit_workflow(*args, **kwargs)
-    workflow.run()
+    try:
+        workflow.run()
+    except VisitFinished:
+        pass  # the guard said so in the log; nothing was built or trained
     workflow.finalize()
     return workflow
 
@@ -241,64 +246,44 @@ def software_versions(bundle_root: str | os.PathLike | None = None) -> dict[str,
     return versions
 
 
-def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
-    """The newest ``checkpoint_epoch=N.pt`` in ``checkpoint_dir`` (to resume an interrupted visit), or None."""
-    found = []
-    for p in Path(checkpoint_dir).glob("*checkpoint_epoch=*.pt"):
-        m = re.search(r"epoch=(\d+)\.pt$", p.name)
-        if m:
-            found.append((int(m.group(1)), str(p)))
-    return max(found)[1] if found else None
+class LossHistory:
+    """Ignite handler: each epoch's mean losses (the trainer's metrics), kept for the hand-off's ``loss_history``.
 
-
-class VisitCheckpoints:
-    """Ignite handler: resume checkpoints of a visit.
-
-    At attach time, if ``checkpoint_dir`` holds a checkpoint, it is loaded when the run starts (networks,
-    optimizers, schedulers and the trainer's epoch/iteration), so an interrupted visit resumes where its last
-    checkpoint left it; then a checkpoint is saved every ``interval`` epochs (only the newest is kept).
-    Attach it after the learning-rate handlers so that saved schedulers are already stepped.
-
-    Args:
-        checkpoint_dir: folder of this visit's checkpoints.
-        objects: name -> object with ``state_dict``/``load_state_dict`` (the trainer is added as ``trainer``).
-        interval: epochs between checkpoints (0 disables saving).
-        map_location: where to load tensors.
+    Checkpointed with the visit (``state_dict``/``load_state_dict``), so a resumed visit's hand-off holds every
+    epoch. Attach it before :py:class:`~scripts.resume.VisitCheckpoints`, so that the checkpoint saved at an epoch's
+    end holds that epoch.
     """
 
-    def __init__(
-        self, checkpoint_dir: str | os.PathLike, objects: dict[str, Any], interval: int = 1, map_location: Any = None
-    ) -> None:
-        self.checkpoint_dir = str(checkpoint_dir)
-        self.objects = dict(objects)
-        self.interval = interval
-        self.map_location = map_location
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, Any]] = []
 
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
-        from ignite.handlers import Checkpoint, DiskSaver
 
-        save_dict = {**self.objects, "trainer": engine}
-        path = latest_checkpoint(self.checkpoint_dir)
-        if path is not None:
-            logger.info(f"resuming the interrupted visit from {path}.")
-            CheckpointLoader(load_path=path, load_dict=save_dict, map_location=self.map_location).attach(engine)
-        if self.interval > 0:
-            # atomic: a visit killed while writing leaves the previous checkpoint intact, never a truncated one
-            saver = Checkpoint(
-                to_save=save_dict,
-                save_handler=DiskSaver(self.checkpoint_dir, atomic=True, require_empty=False),
-                score_function=lambda e: e.state.epoch,
-                score_name="epoch",
-                n_saved=1,
-            )
-            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), saver)
+        if not engine.has_event_handler(self._epoch_completed, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _epoch_completed(self, engine: Any) -> None:
+        # plain str keys (the metric names are MONAI str-enums): a checkpoint loads with weights_only=True
+        losses = {str(k): round(float(v), 6) for k, v in engine.state.metrics.items() if isinstance(v, (int, float))}
+        self.epochs = [e for e in self.epochs if e["epoch"] < engine.state.epoch] + [
+            {"epoch": engine.state.epoch, **losses}
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epochs so far."""
+        return {"epochs": [dict(e) for e in self.epochs]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from the epochs of a checkpoint."""
+        self.epochs = [dict(e) for e in state["epochs"]]
 
 
 class HandoffSaver:
-    """Ignite handler: logs each epoch's mean losses and, when the visit completes, writes the outgoing hand-off.
+    """Ignite handler: when the visit completes, writes the outgoing hand-off with the visit's loss history.
 
-    The hand-off is written only on completion, atomically; the visit's resume checkpoints are then removed.
+    The hand-off is written only on completion, atomically; then the guard records the finished visit and removes the
+    resume checkpoints.
 
     Args:
         visit: this visit.
@@ -306,7 +291,8 @@ class HandoffSaver:
         datasets: one training dataset per online center (same order as ``visit.center_names``); label maps are
             drawn from them for the bank.
         label_bank_size: label maps kept per center in the bank (``bank`` reminding only).
-        checkpoint_dir: the visit's resume checkpoints, removed after the hand-off is written.
+        history: the visit's :py:class:`LossHistory` (checkpointed with the visit); default: a new one, attached here.
+        guard: the visit's :py:class:`~scripts.resume.VisitGuard`; its ``finish`` runs after the hand-off is written.
         bundle_root: the bundle, to record its version.
         seed: seed of the label-map choice.
     """
@@ -317,7 +303,8 @@ class HandoffSaver:
         handoff_out: str | os.PathLike,
         datasets: Sequence[Dataset],
         label_bank_size: int = 64,
-        checkpoint_dir: str | os.PathLike | None = None,
+        history: LossHistory | None = None,
+        guard: VisitGuard | None = None,
         bundle_root: str | os.PathLike | None = None,
         seed: int = 0,
     ) -> None:
@@ -327,26 +314,23 @@ class HandoffSaver:
         self.handoff_out = str(handoff_out)
         self.datasets = list(datasets)
         self.label_bank_size = label_bank_size
-        self.checkpoint_dir = checkpoint_dir
+        self.history = history if history is not None else LossHistory()
+        self.guard = guard
         self.bundle_root = bundle_root
         self.seed = seed
-        self.history: list[dict[str, Any]] = []
         self._t0 = 0.0
+        self._first_epoch = 0
 
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
 
+        self.history.attach(engine)  # a no-op when the config attached it already (before the checkpoints)
         engine.add_event_handler(Events.STARTED, self._started)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         engine.add_event_handler(Events.COMPLETED, self._completed)
 
     def _started(self, engine: Any) -> None:
         self._t0 = time.perf_counter()
         self._first_epoch = engine.state.epoch
-
-    def _epoch_completed(self, engine: Any) -> None:
-        losses = {k: round(float(v), 6) for k, v in engine.state.metrics.items() if isinstance(v, (int, float))}
-        self.history.append({"epoch": engine.state.epoch, **losses})
 
     def _completed(self, engine: Any) -> None:
         bank = {}
@@ -355,6 +339,7 @@ class HandoffSaver:
                 name: label_maps(ds, self.label_bank_size, self.seed + i)
                 for i, (name, ds) in enumerate(zip(self.visit.center_names, self.datasets))
             }
+        history = self.history.state_dict()["epochs"]
         summary = {
             "centers": self.visit.center_names,
             "codes": self.visit.codes,
@@ -367,8 +352,8 @@ class HandoffSaver:
             "reminding_source": self.visit.reminding_source,
             "reminding_weight": float(self.visit.reminding_weight),
             "reminded_codes": [] if self.visit.reminder is None else self.visit.reminder.codes.tolist(),
-            "final_losses": self.history[-1] if self.history else {},
-            "loss_history": self.history,
+            "final_losses": history[-1] if history else {},
+            "loss_history": history,
         }
         out = self.visit.outgoing(bank, summary, software_versions(self.bundle_root))
         digest = save_handoff(out, self.handoff_out)
@@ -377,9 +362,5 @@ class HandoffSaver:
             f"{[(e['name'], e['code']) for e in out.registry]}, "
             f"label bank {sum(len(v) for v in out.label_bank.values())} maps)."
         )
-        if self.checkpoint_dir and os.path.isdir(self.checkpoint_dir):
-            for pattern in ("*checkpoint_epoch=*.pt", "tmp*"):  # tmp*: partial writes of a killed run
-                for p in Path(self.checkpoint_dir).glob(pattern):
-                    p.unlink()
-            if not any(Path(self.checkpoint_dir).iterdir()):
-                Path(self.checkpoint_dir).rmdir()
+        if self.guard is not None:
+            self.guard.finish(self.handoff_out)

@@ -30,6 +30,7 @@ from scripts.evaluation.memorisation import audit_dataset
 from scripts.evaluation.report import plot_dice_bars, plot_grid, plot_quality_matrices, write_report
 from scripts.evaluation.segmentation_scores import center_scores
 from scripts.evaluation.synthesis import generate_images
+from scripts.flags import flag
 
 __all__ = ["Evaluation"]
 
@@ -107,10 +108,10 @@ class Evaluation:
         self.visit_overrides = dict(visit_overrides or {})
         self.segmentation_overrides = dict(segmentation_overrides or {})
         self.spatial_size = list(spatial_size)
-        self.real_baselines = real_baselines
+        self.real_baselines = flag(real_baselines, "real_baselines")
         self.grid_samples = grid_samples
         self.quantile = quantile
-        self.resume = resume
+        self.resume = flag(resume, "resume")
         self.command = command
         self.device = torch.device(device)
         self.centers = read_center_order(self.data_root)
