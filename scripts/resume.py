@@ -541,12 +541,20 @@ class VisitGuard:
                 p.unlink(missing_ok=True)
 
     def check(self) -> str:
-        """Lock the folder and decide: ``"resume"`` (from this visit's checkpoint) or ``"fresh"``.
+        """Lock the folder and decide: ``"resume"`` (from this visit's checkpoint) or ``"fresh"``. A refused or
+        finished visit lets the folder go at once.
 
         Raises:
             ResumeError: the folder is in use, or holds another visit's checkpoint or result.
             VisitFinished: this visit already finished (and ``overwrite`` is off).
         """
+        try:
+            return self._check()
+        except BaseException:
+            self.release()
+            raise
+
+    def _check(self) -> str:
         if self.lock is not None:
             self.lock.acquire(create=True)
             self._remove_partial_writes()

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -108,6 +109,10 @@ def run_visit(*args: Any, **kwargs: Any) -> ConfigWorkflow:
         workflow.run()
     except VisitFinished:
         pass  # the guard said so in the log; nothing was built or trained
+    except BaseException:
+        with contextlib.suppress(Exception):
+            workflow.finalize()  # let the output folder go: this process may run another visit there
+        raise
     workflow.finalize()
     return workflow
 
