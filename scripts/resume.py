@@ -631,8 +631,9 @@ class VisitCheckpoints:
     its last checkpoint left it and goes on exactly as the uninterrupted run would; then a checkpoint is saved every
     ``interval`` epochs (only the newest is kept) through :py:class:`PrivateDiskSaver`.
 
-    Attach it after the learning-rate handlers and the loss history, so that saved schedulers are already stepped and
-    the history holds the epoch just completed. It also re-raises an exception at once (``EXCEPTION_RAISED``), so the
+    Attach it after the learning-rate handlers, so that saved schedulers are already stepped. Objects that are Ignite
+    handlers themselves (the loss history) are attached here, before the saver, so that a checkpoint holds the epoch
+    it ends. It also re-raises an exception at once (``EXCEPTION_RAISED``), so the
     handlers after it (MONAI's ``StatsHandler``) do not log a second traceback: the command line prints the reason
     (:py:mod:`scripts.excepthook`).
 
@@ -669,6 +670,9 @@ class VisitCheckpoints:
         scaler = getattr(getattr(engine, "precision", None), "scaler", None)
         if scaler is not None:
             save_dict["grad_scaler"] = scaler
+        for obj in self.objects.values():
+            if callable(getattr(obj, "attach", None)) and not isinstance(obj, torch.nn.Module):
+                obj.attach(engine)  # e.g. the loss history: recorded at EPOCH_COMPLETED before the checkpoint is saved
         path = latest_checkpoint(self.checkpoint_dir)
         if path is not None:
             if self.identity is not None:

@@ -255,8 +255,8 @@ class LossHistory:
     """Ignite handler: each epoch's mean losses (the trainer's metrics), kept for the hand-off's ``loss_history``.
 
     Checkpointed with the visit (``state_dict``/``load_state_dict``), so a resumed visit's hand-off holds every
-    epoch. Attach it before :py:class:`~scripts.resume.VisitCheckpoints`, so that the checkpoint saved at an epoch's
-    end holds that epoch.
+    epoch; :py:class:`~scripts.resume.VisitCheckpoints` attaches it before its saver, so that the checkpoint saved at
+    an epoch's end holds that epoch. Attaching it twice is a no-op.
     """
 
     def __init__(self) -> None:
