@@ -349,3 +349,37 @@ def test_every_setting_of_the_visit_config_is_part_of_the_visit_identity_or_decl
     undecided = set(config) - recorded - set(FREE_SETTINGS) - BUILT
     assert not undecided, f"add these train.json settings to visit_identity#settings or to FREE_SETTINGS: {undecided}"
     assert not recorded & set(FREE_SETTINGS) - {"center_dirs", "handoff_in"}
+
+
+def _sequence(root: Path, out: Path, **override) -> list[str]:
+    from monai.bundle import ConfigWorkflow
+
+    keys = {f"visit_overrides#{k}": v for k, v in {**TINY, **override}.items() if k != "resume"}
+    workflow = ConfigWorkflow(
+        config_file=str(REPO / "configs" / "train_sequential.json"),
+        meta_file=str(REPO / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=None,
+        **{"bundle_root": str(REPO), "data_root": str(root), "output_dir": str(out), "order": ["center_a", "center_b"]},
+        **({"resume": override["resume"]} if "resume" in override else {}),
+        **keys,
+    )
+    workflow.initialize()
+    return workflow.run()[0]
+
+
+def test_a_rerun_sequence_reuses_its_finished_visits_refuses_other_settings_and_resume_false_retrains(
+    demo_root: Path, tmp_path: Path
+):
+    out = tmp_path / "sequence"
+    handoffs = [Path(p) for p in _sequence(demo_root, out)]
+    stamps = [p.stat().st_mtime_ns for p in handoffs]
+    assert [Path(p) for p in _sequence(demo_root, out)] == handoffs  # resume (default): both visits reused
+    assert [p.stat().st_mtime_ns for p in handoffs] == stamps
+    with pytest.raises(Exception) as info:  # another lr: the old hand-offs are not this sequence's results
+        _sequence(demo_root, out, lr=1e-3)
+    assert one_line_reason(info.value).startswith(f"hand-off {handoffs[0]} already exists and is not this visit's")
+    assert "settings: lr 0.0002 there, 0.001 here" in one_line_reason(info.value)
+    assert [p.stat().st_mtime_ns for p in handoffs] == stamps
+    _sequence(demo_root, out, lr=1e-3, resume="false")  # the string a user types: retrain every visit
+    assert all(p.stat().st_mtime_ns != s for p, s in zip(handoffs, stamps))
