@@ -452,7 +452,10 @@ class OutputLock:
             self._fd = None
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001, S110 - at interpreter exit the kernel releases it anyway; print nothing
+            pass
 
 
 def _write_private_json(path: Path, content: Any) -> None:
