@@ -9,3 +9,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """TDGAN MONAI bundle: the Python package its configs import."""
+
+from scripts.excepthook import install_for_bundle_cli
+
+install_for_bundle_cli()  # on the command line a refusal ends in one line, `error: <reason>` (TDGAN_DEBUG=1: traceback)

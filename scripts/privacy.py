@@ -23,6 +23,7 @@ import torch
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from scripts.flags import flag
 from scripts.reminding import Reminder, RemindingBatch
 
 __all__ = [
@@ -73,8 +74,7 @@ def dp_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"dp: unknown setting(s) {unknown}; expected only {list(DP_DEFAULTS)}.")
     out = {**DP_DEFAULTS, **settings}
-    if not isinstance(out["enabled"], bool):
-        raise ValueError(f"dp#enabled must be true or false, got {out['enabled']!r}.")
+    out["enabled"] = flag(out["enabled"], "dp#enabled")
     if out["accountant"] not in ACCOUNTANTS:
         raise ValueError(f"dp#accountant must be one of {list(ACCOUNTANTS)}, got {out['accountant']!r}.")
     for key in ("noise_multiplier", "target_epsilon", "max_grad_norm", "delta", "max_epsilon"):

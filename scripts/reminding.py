@@ -89,6 +89,15 @@ class Reminder:
             self.bank = bank
             self.bank_codes = torch.repeat_interleave(self.codes, self.counts).to(bank.device)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The sampler's random state (what a resumed visit needs to draw the same reminding batches); the teacher
+        and its cache are rebuilt from the incoming hand-off."""
+        return {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Continue the sampler from a saved state (see :py:meth:`state_dict`)."""
+        self.gen.set_state(state["gen"])
+
     def configure(self, precision: Precision, memory_format: torch.memory_format, chunk: int) -> None:
         """Run the teacher as the trainer runs the generator: its precision and memory format; the cache is filled
         in chunks of ``chunk`` maps (one training batch)."""
@@ -129,6 +138,11 @@ class Reminder:
     def fill_cache(self, index: torch.Tensor | None = None) -> int:
         """Compute and keep the teacher outputs of the bank maps ``index`` (all when None) not cached yet.
 
+        The teacher runs on whole aligned blocks of ``chunk`` maps (block ``b`` = maps ``b * chunk`` to
+        ``(b + 1) * chunk - 1``) that hold a missing map: a network's output for one map can differ in the last bits
+        with the batch it runs in, so a map's cached output never depends on which maps were drawn with it, and a
+        resumed visit rebuilds exactly the cache of the uninterrupted one.
+
         Returns:
             the number of maps the teacher ran on (0 without the cache).
         """
@@ -138,9 +152,15 @@ class Reminder:
         if self._cached is None:
             self._cached = torch.zeros(len(self.bank), dtype=torch.bool, device=self.bank.device)
         index = torch.arange(len(self.bank), device=self.bank.device) if index is None else index.to(self.bank.device)
-        missing = index[~self._cached[index]].unique()
-        if len(missing) == 0:
+        blocks = (index[~self._cached[index]] // self.chunk).unique()
+        if len(blocks) == 0:
             return 0
+        missing = torch.cat(
+            [
+                torch.arange(b * self.chunk, min((b + 1) * self.chunk, len(self.bank)), device=self.bank.device)
+                for b in blocks
+            ]
+        )
         for part in missing.split(self.chunk):
             out = self.teach(self.bank[part].to(device).long(), self.bank_codes[part].to(device))
             if self._outputs is None:

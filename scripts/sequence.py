@@ -25,7 +25,7 @@ from monai.bundle import ConfigParser
 from scripts.data.centers import read_center_order
 from scripts.data.checks import check_sequence_inputs
 from scripts.files import check_inside
-from scripts.handoff import load_handoff
+from scripts.flags import flag
 from scripts.visit import BUNDLE_ROOT, run_visit
 
 __all__ = ["plan_visits", "handoff_name", "write_summary", "VisitSequence"]
@@ -86,8 +86,10 @@ class VisitSequence:
         centers_per_visit: see :py:func:`plan_visits`.
         visit_overrides: config overrides applied to every visit.
         bundle_root: the bundle whose metadata the visits record.
-        resume: skip visits whose hand-off already exists (an interrupted sequence continues where it stopped; an
-            interrupted visit resumes from its own checkpoints).
+        resume: reuse the visits that already finished with the same inputs and settings (an interrupted sequence
+            continues where it stopped; an interrupted visit resumes from its own checkpoints; a hand-off some other
+            run left is refused, see :py:class:`~scripts.resume.VisitGuard`); False retrains every visit and
+            replaces its hand-off.
     """
 
     def __init__(
@@ -112,7 +114,7 @@ class VisitSequence:
         self.visits = plan_visits(self.order, centers_per_visit)
         self.visit_overrides = dict(visit_overrides or {})
         self.bundle_root = Path(bundle_root) if bundle_root else BUNDLE_ROOT
-        self.resume = resume
+        self.resume = flag(resume, "resume")
 
     def handoff_path(self, index: int) -> Path:
         """Hand-off file of visit ``index`` (0-based), which must stay inside ``<output_dir>/handoffs``."""
@@ -143,22 +145,20 @@ class VisitSequence:
         for i, names in enumerate(self.visits):
             out = self.handoff_path(i)
             tag = out.stem
-            if self.resume and out.is_file():
-                load_handoff(out)  # a complete, untampered hand-off, or a clear error
-                logger.info(f"[{i + 1}/{len(self.visits)}] {tag}: hand-off exists, skipped (resume=True).")
-            else:
-                logger.info(f"[{i + 1}/{len(self.visits)}] {tag}: visiting {names} from {handoff_in or 'scratch'}.")
-                t0 = time.perf_counter()
-                run_visit(
-                    [self.data_root / n for n in names],
-                    self.output_dir / "visits" / tag,
-                    handoff_in,
-                    out,
-                    {"check_data": False, **self.visit_overrides},  # every center was read by check_inputs
-                    self.visit_config,
-                    self.bundle_root,
-                )
-                logger.info(f"[{i + 1}/{len(self.visits)}] {tag}: done in {time.perf_counter() - t0:.1f} s -> {out}")
+            logger.info(f"[{i + 1}/{len(self.visits)}] {tag}: visiting {names} from {handoff_in or 'scratch'}.")
+            t0 = time.perf_counter()
+            # the visit itself reuses its finished result (resume) or refuses a foreign one: one rule, in VisitGuard
+            run_visit(
+                [self.data_root / n for n in names],
+                self.output_dir / "visits" / tag,
+                handoff_in,
+                out,
+                # every center was read by check_inputs
+                {"check_data": False, **self.visit_overrides, "overwrite": not self.resume},
+                self.visit_config,
+                self.bundle_root,
+            )
+            logger.info(f"[{i + 1}/{len(self.visits)}] {tag}: done in {time.perf_counter() - t0:.1f} s -> {out}")
             records.append({"centers": names, "handoff": str(out)})
             handoff_in = str(out)
         write_summary(self.output_dir / "sequence.json", str(self.data_root), self.order, records)

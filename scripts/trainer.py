@@ -187,7 +187,7 @@ class TDGANTrainer(Trainer):
             key_metric=key_train_metric,
             additional_metrics=additional_metrics,
             metric_cmp_fn=metric_cmp_fn,
-            handlers=train_handlers,
+            handlers=None,  # attached below, after the metrics
             amp=False,  # precision is self.precision's: Trainer.run would make a CUDA GradScaler whenever amp is set
             decollate=decollate,
         )
@@ -221,6 +221,8 @@ class TDGANTrainer(Trainer):
         )
         if not self.reminding_on:
             logger.info(f"reminding off ({'no earlier center' if reminder is None else 'reminding_weight 0'}).")
+        if train_handlers is not None:  # last: after the metrics (at EPOCH_COMPLETED handlers read this epoch's
+            self._register_handlers(train_handlers)  # values) and the trainer's own parts (e.g. its precision)
 
     def _speed_setup(self, channels_last: bool, compile: bool) -> None:
         """Memory format and compilation (see docs/benchmark.md); the reminder's teacher runs as the generator."""

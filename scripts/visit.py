@@ -12,12 +12,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
 import os
 import platform
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +26,6 @@ from typing import Any
 import monai
 import torch
 from monai.bundle import ConfigWorkflow
-from monai.handlers import CheckpointLoader
 from torch.utils.data import Dataset
 
 from scripts.data.centers import read_label_maps, seeded_subset
@@ -34,11 +33,13 @@ from scripts.data.label_maps import new_label_bank
 from scripts.files import check_center_name
 from scripts.handoff import Handoff, HandoffError, load_handoff, save_handoff
 from scripts.reminding import REMINDING_SOURCES, Reminder
+from scripts.resume import VisitCheckpoints, VisitFinished, VisitGuard, latest_checkpoint
 
 __all__ = [
     "BUNDLE_ROOT",
     "CenterVisit",
     "HandoffSaver",
+    "LossHistory",
     "VisitCheckpoints",
     "latest_checkpoint",
     "run_visit",
@@ -104,10 +105,19 @@ def visit_workflow(
 def run_visit(*args: Any, **kwargs: Any) -> ConfigWorkflow:
     """Run ONE visit to completion (see :py:func:`visit_workflow` for the arguments); returns the finished workflow.
 
-    The outgoing hand-off is ``handoff_out`` (default ``<output_dir>/handoff.pt``).
+    The outgoing hand-off is ``handoff_out`` (default ``<output_dir>/handoff.pt``). A visit that already finished
+    with the same inputs and settings is not run again (its hand-off is kept; see
+    :py:class:`~scripts.resume.VisitGuard`), unless the settings hold ``overwrite=True``.
     """
     workflow = visit_workflow(*args, **kwargs)
-    workflow.run()
+    try:
+        workflow.run()
+    except VisitFinished:
+        pass  # the guard said so in the log; nothing was built or trained
+    except BaseException:
+        with contextlib.suppress(Exception):
+            workflow.finalize()  # let the output folder go: this process may run another visit there
+        raise
     workflow.finalize()
     return workflow
 
@@ -254,71 +264,52 @@ def software_versions(bundle_root: str | os.PathLike | None = None) -> dict[str,
     return versions
 
 
-def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> str | None:
-    """The newest ``checkpoint_epoch=N.pt`` in ``checkpoint_dir`` (to resume an interrupted visit), or None."""
-    found = []
-    for p in Path(checkpoint_dir).glob("*checkpoint_epoch=*.pt"):
-        m = re.search(r"epoch=(\d+)\.pt$", p.name)
-        if m:
-            found.append((int(m.group(1)), str(p)))
-    return max(found)[1] if found else None
+class LossHistory:
+    """Ignite handler: each epoch's mean losses (the trainer's metrics), kept for the hand-off's ``loss_history``.
 
-
-class VisitCheckpoints:
-    """Ignite handler: resume checkpoints of a visit.
-
-    At attach time, if ``checkpoint_dir`` holds a checkpoint, it is loaded when the run starts (networks,
-    optimizers, schedulers and the trainer's epoch/iteration), so an interrupted visit resumes where its last
-    checkpoint left it; then a checkpoint is saved every ``interval`` epochs (only the newest is kept).
-    Attach it after the learning-rate handlers so that saved schedulers are already stepped.
-
-    Args:
-        checkpoint_dir: folder of this visit's checkpoints.
-        objects: name -> object with ``state_dict``/``load_state_dict`` (the trainer is added as ``trainer``).
-        interval: epochs between checkpoints (0 disables saving).
-        map_location: where to load tensors.
+    Checkpointed with the visit (``state_dict``/``load_state_dict``), so a resumed visit's hand-off holds every
+    epoch; :py:class:`~scripts.resume.VisitCheckpoints` attaches it before its saver, so that the checkpoint saved at
+    an epoch's end holds that epoch. Attaching it twice is a no-op.
     """
 
-    def __init__(
-        self, checkpoint_dir: str | os.PathLike, objects: dict[str, Any], interval: int = 1, map_location: Any = None
-    ) -> None:
-        self.checkpoint_dir = str(checkpoint_dir)
-        self.objects = dict(objects)
-        self.interval = interval
-        self.map_location = map_location
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, Any]] = []
 
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
-        from ignite.handlers import Checkpoint, DiskSaver
 
-        save_dict = {**self.objects, "trainer": engine}
-        path = latest_checkpoint(self.checkpoint_dir)
-        if path is not None:
-            logger.info(f"resuming the interrupted visit from {path}.")
-            CheckpointLoader(load_path=path, load_dict=save_dict, map_location=self.map_location).attach(engine)
-        if self.interval > 0:
-            # atomic: a visit killed while writing leaves the previous checkpoint intact, never a truncated one
-            saver = Checkpoint(
-                to_save=save_dict,
-                save_handler=DiskSaver(self.checkpoint_dir, atomic=True, require_empty=False),
-                score_function=lambda e: e.state.epoch,
-                score_name="epoch",
-                n_saved=1,
-            )
-            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), saver)
+        if not engine.has_event_handler(self._epoch_completed, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _epoch_completed(self, engine: Any) -> None:
+        # plain str keys (the metric names are MONAI str-enums): a checkpoint loads with weights_only=True
+        losses = {str(k): round(float(v), 6) for k, v in engine.state.metrics.items() if isinstance(v, (int, float))}
+        self.epochs = [e for e in self.epochs if e["epoch"] < engine.state.epoch] + [
+            {"epoch": engine.state.epoch, **losses}
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The epochs so far."""
+        return {"epochs": [dict(e) for e in self.epochs]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from the epochs of a checkpoint."""
+        self.epochs = [dict(e) for e in state["epochs"]]
 
 
 class HandoffSaver:
-    """Ignite handler: logs each epoch's mean losses and, when the visit completes, writes the outgoing hand-off.
+    """Ignite handler: when the visit completes, writes the outgoing hand-off with the visit's loss history.
 
-    The hand-off is written only on completion, atomically; the visit's resume checkpoints are then removed.
+    The hand-off is written only on completion, atomically; then the guard records the finished visit and removes the
+    resume checkpoints.
 
     Args:
         visit: this visit.
         handoff_out: where to write the outgoing hand-off.
         datasets: one training dataset per online center (same order as ``visit.center_names``).
         label_bank_size: label maps the bank carries per center (``bank`` reminding only).
-        checkpoint_dir: the visit's resume checkpoints, removed after the hand-off is written.
+        history: the visit's :py:class:`LossHistory` (checkpointed with the visit); default: a new one, attached here.
+        guard: the visit's :py:class:`~scripts.resume.VisitGuard`; its ``finish`` runs after the hand-off is written.
         bundle_root: the bundle, to record its version.
         seed: seed of the bank's maps.
         center_dirs: the online centers' folders (same order), whose training label maps the bank is made from.
@@ -329,7 +320,7 @@ class HandoffSaver:
             those patients' images (see docs/privacy.md).
         label_map_settings: keyword arguments of ``new_label_bank`` (``relocatable``, ``hosts``, ``flip_axes``, ...).
         privacy: the visit's :py:class:`~scripts.privacy.PrivateVisit`; with DP on, the visit record holds its epsilon
-            (``dp``) and no loss values (averages over the private data, not noised: they stay in the center's logs).
+            and no loss values (un-noised averages over private data stay in the center's logs).
     """
 
     def __init__(
@@ -338,7 +329,8 @@ class HandoffSaver:
         handoff_out: str | os.PathLike,
         datasets: Sequence[Dataset],
         label_bank_size: int = 64,
-        checkpoint_dir: str | os.PathLike | None = None,
+        history: LossHistory | None = None,
+        guard: VisitGuard | None = None,
         bundle_root: str | os.PathLike | None = None,
         seed: int = 0,
         center_dirs: Sequence[str | os.PathLike] = (),
@@ -357,7 +349,8 @@ class HandoffSaver:
         self.handoff_out = str(handoff_out)
         self.datasets = list(datasets)
         self.label_bank_size = label_bank_size
-        self.checkpoint_dir = checkpoint_dir
+        self.history = history if history is not None else LossHistory()
+        self.guard = guard
         self.bundle_root = bundle_root
         self.seed = seed
         self.center_dirs = [str(d) for d in center_dirs]
@@ -365,14 +358,15 @@ class HandoffSaver:
         self.bank_maps = bank_maps
         self.label_map_settings = dict(label_map_settings or {})
         self.privacy = privacy
-        self.history: list[dict[str, Any]] = []
         self._t0 = 0.0
+        self._first_epoch = 0
+        self._bank: dict[str, torch.Tensor] = {}
 
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
 
+        self.history.attach(engine)  # a no-op when the config attached it already (before the checkpoints)
         engine.add_event_handler(Events.STARTED, self._started)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         engine.add_event_handler(Events.COMPLETED, self._completed)
 
     def _started(self, engine: Any) -> None:
@@ -381,10 +375,6 @@ class HandoffSaver:
         # made before the first step (a map that cannot be made far from every patient's stops the visit before it
         # trains) and seeded, so a resumed visit carries the same bank
         self._bank = self.label_bank()
-
-    def _epoch_completed(self, engine: Any) -> None:
-        losses = {k: round(float(v), 6) for k, v in engine.state.metrics.items() if isinstance(v, (int, float))}
-        self.history.append({"epoch": engine.state.epoch, **losses})
 
     def label_bank(self) -> dict[str, torch.Tensor]:
         """The label maps this visit's centers add to the bank (``bank`` reminding), read from their folders."""
@@ -402,6 +392,8 @@ class HandoffSaver:
 
     def _completed(self, engine: Any) -> None:
         bank = self._bank
+        history = self.history.state_dict()["epochs"]
+        dp = None if self.privacy is None else self.privacy.record(engine)
         summary = {
             "centers": self.visit.center_names,
             "codes": self.visit.codes,
@@ -419,12 +411,10 @@ class HandoffSaver:
                 if bank
                 else None
             ),
-            "final_losses": self.history[-1] if self.history else {},
-            "loss_history": self.history,
-            "dp": None if self.privacy is None else self.privacy.record(engine),
+            "final_losses": {} if dp else (history[-1] if history else {}),
+            "loss_history": [] if dp else history,
+            "dp": dp,
         }
-        if summary["dp"]:
-            summary.update(final_losses={}, loss_history=[])
         out = self.visit.outgoing(bank, summary, software_versions(self.bundle_root))
         digest = save_handoff(out, self.handoff_out)
         logger.info(
@@ -432,9 +422,5 @@ class HandoffSaver:
             f"{[(e['name'], e['code']) for e in out.registry]}, "
             f"label bank {sum(len(v) for v in out.label_bank.values())} maps)."
         )
-        if self.checkpoint_dir and os.path.isdir(self.checkpoint_dir):
-            for pattern in ("*checkpoint_epoch=*.pt", "tmp*"):  # tmp*: partial writes of a killed run
-                for p in Path(self.checkpoint_dir).glob(pattern):
-                    p.unlink()
-            if not any(Path(self.checkpoint_dir).iterdir()):
-                Path(self.checkpoint_dir).rmdir()
+        if self.guard is not None:
+            self.guard.finish(self.handoff_out)

@@ -52,6 +52,7 @@ from scripts.evaluation.report import (
 )
 from scripts.evaluation.segmentation_scores import center_scores
 from scripts.evaluation.synthesis import generate_images
+from scripts.flags import flag
 from scripts.handoff import load_handoff
 from scripts.sequence import plan_visits
 
@@ -177,7 +178,7 @@ class Evaluation:
         self.visit_overrides = dict(visit_overrides or {})
         self.segmentation_overrides = dict(segmentation_overrides or {})
         self.spatial_size = list(spatial_size)
-        self.real_baselines = real_baselines
+        self.real_baselines = flag(real_baselines, "real_baselines")
         self.grid_samples = grid_samples
         self.quantile = quantile
         self.label_map_settings = dict(label_map_settings or {})
@@ -197,7 +198,7 @@ class Evaluation:
         if distribution_reference not in ("test", "training"):
             raise ValueError(f"distribution_reference must be 'test' or 'training', got {distribution_reference!r}.")
         self.distribution_reference = distribution_reference
-        self.resume = resume
+        self.resume = flag(resume, "resume")
         self.command = command
         self.device = torch.device(device)
         self.centers = read_center_order(self.data_root)
