@@ -47,6 +47,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ("scripts.handoff", "HandoffError"),
         ("scripts.resume", "ResumeError"),
         ("scripts.flags", "FlagError"),
+        ("scripts.files", "PathError"),
+        ("scripts.data.label_maps", "LabelMapTooCloseError"),
+        ("scripts.fl.overrides", "OverrideError"),
+        ("scripts.privacy", "PrivacySettingError"),
     ):
         cls = getattr(sys.modules.get(module), name, None)
         if isinstance(cls, type) and issubclass(cls, BaseException):

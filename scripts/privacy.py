@@ -27,6 +27,7 @@ from scripts.flags import flag
 from scripts.reminding import Reminder, RemindingBatch
 
 __all__ = [
+    "PrivacySettingError",
     "ACCOUNTANTS",
     "DP_DEFAULTS",
     "PrivateVisit",
@@ -37,6 +38,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class PrivacySettingError(ValueError):
+    """The ``dp`` settings cannot give a guarantee with this visit (a setting out of range, or a combination Opacus or
+    the accounting does not support); refused before training, in one line."""
+
 
 ACCOUNTANTS = ("rdp", "prv")
 """Opacus accountants a visit may use: Renyi DP (``rdp``) or the privacy random variable accountant (``prv``)."""
@@ -72,21 +79,25 @@ def dp_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     settings = {k: v for k, v in (settings or {}).items() if k != "comment"}
     unknown = sorted(set(settings) - set(DP_DEFAULTS))
     if unknown:
-        raise ValueError(f"dp: unknown setting(s) {unknown}; expected only {list(DP_DEFAULTS)}.")
+        raise PrivacySettingError(f"dp: unknown setting(s) {unknown}; expected only {list(DP_DEFAULTS)}.")
     out = {**DP_DEFAULTS, **settings}
     out["enabled"] = flag(out["enabled"], "dp#enabled")
     if out["accountant"] not in ACCOUNTANTS:
-        raise ValueError(f"dp#accountant must be one of {list(ACCOUNTANTS)}, got {out['accountant']!r}.")
+        raise PrivacySettingError(f"dp#accountant must be one of {list(ACCOUNTANTS)}, got {out['accountant']!r}.")
     for key in ("noise_multiplier", "target_epsilon", "max_grad_norm", "delta", "max_epsilon"):
         value = out[key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-            raise ValueError(f"dp#{key} must be a positive number or null, got {value!r}.")
+            raise PrivacySettingError(f"dp#{key} must be a positive number or null, got {value!r}.")
     if out["max_grad_norm"] is None:
-        raise ValueError("dp#max_grad_norm must be a positive number (the per-sample clipping bound), got null.")
+        raise PrivacySettingError(
+            "dp#max_grad_norm must be a positive number (the per-sample clipping bound), got null."
+        )
     if out["delta"] is not None and out["delta"] >= 1:
-        raise ValueError(f"dp#delta must be below 1 (at most 1/N of the center's training pairs), got {out['delta']}.")
+        raise PrivacySettingError(
+            f"dp#delta must be below 1 (at most 1/N of the center's training pairs), got {out['delta']}."
+        )
     if out["enabled"] and (out["noise_multiplier"] is None) == (out["target_epsilon"] is None):
-        raise ValueError(
+        raise PrivacySettingError(
             "dp: set exactly one of dp#noise_multiplier and dp#target_epsilon, got "
             f"noise_multiplier={out['noise_multiplier']!r} and target_epsilon={out['target_epsilon']!r}."
         )
@@ -269,25 +280,27 @@ class PrivateVisit:
         from scripts.precision import resolve_amp_dtype
 
         if visit.reminding_source != "local":
-            raise ValueError(
+            raise PrivacySettingError(
                 f"dp needs reminding_source 'local', got {visit.reminding_source!r}: a 'bank' hand-off carries label "
                 "maps made from this center's patients outside any DP mechanism, and later visits reuse them."
             )
         groups = getattr(data_loader.dataset, "num_groups", 1)
         if len(visit.center_names) != 1 or groups != 1:
-            raise ValueError(
+            raise PrivacySettingError(
                 f"dp needs exactly one center online per visit (one epsilon per center), got {visit.center_names}."
             )
         for name, net in (("generator", generator), ("discriminators", discriminators)):
             if isinstance(net, torch.nn.parallel.DistributedDataParallel):
-                raise ValueError(f"dp does not support the multi-GPU visit (the {name} is DistributedDataParallel).")
+                raise PrivacySettingError(
+                    f"dp does not support the multi-GPU visit (the {name} is DistributedDataParallel)."
+                )
         if compile:
-            raise ValueError(
+            raise PrivacySettingError(
                 "dp does not support compile: true (Opacus' per-sample-gradient hooks); set compile false."
             )
         device_type = next(generator.parameters()).device.type
         if amp and resolve_amp_dtype(amp_dtype, device_type) == torch.float16:
-            raise ValueError(
+            raise PrivacySettingError(
                 "dp does not support float16 autocast (its GradScaler unscales and inf-checks the ordinary gradients, "
                 "not Opacus' clipped and noised ones): set amp_dtype 'bfloat16' or amp false."
             )
@@ -304,7 +317,7 @@ class PrivateVisit:
             ]
             if errors:
                 first = str(errors[0]).strip().split(". ")[0].rstrip(".")
-                raise ValueError(f"dp cannot privatise the {name} ({len(errors)} problem(s)), first: {first}.")
+                raise PrivacySettingError(f"dp cannot privatise the {name} ({len(errors)} problem(s)), first: {first}.")
 
     def epsilon(self, iterations: int | None = None) -> float:
         """Epsilon at this visit's delta after ``iterations`` (default: the iterations accounted so far)."""
@@ -324,7 +337,7 @@ class PrivateVisit:
             mid = (low + high) // 2
             low, high = (mid, high) if self.epsilon(mid) <= budget else (low, mid)
         if low == 0:
-            raise ValueError(
+            raise PrivacySettingError(
                 f"dp: one iteration already spends epsilon {self.epsilon(1):.4g} > max_epsilon {budget}: raise "
                 "dp#noise_multiplier (or lower dp#target_epsilon) or raise dp#max_epsilon."
             )

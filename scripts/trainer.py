@@ -213,6 +213,8 @@ class TDGANTrainer(Trainer):
         self.g_loss_scale, self.d_loss_scale = g_loss_scale, d_loss_scale
         self.reminding_on = reminder is not None and reminding_weight > 0
         self.privacy = privacy
+        if privacy is not None:  # after the train handlers: its accounting starts after a resume's checkpoint loads
+            privacy.attach(self)
         self.precision = Precision(self.state.device, amp, amp_dtype)
         self._speed_setup(channels_last, compile)
         logger.info(

@@ -29,7 +29,7 @@ from monai.bundle import ConfigWorkflow
 from torch.utils.data import Dataset
 
 from scripts.data.centers import read_label_maps, seeded_subset
-from scripts.data.label_maps import new_label_bank
+from scripts.data.label_maps import LabelMapTooCloseError, new_label_bank
 from scripts.files import check_center_name
 from scripts.handoff import Handoff, HandoffError, load_handoff, save_handoff
 from scripts.reminding import REMINDING_SOURCES, Reminder
@@ -385,7 +385,14 @@ class HandoffSaver:
         for i, (name, folder) in enumerate(zip(self.visit.center_names, self.center_dirs)):
             maps = read_label_maps(folder, dims, self.spatial_size)[0]
             if self.bank_maps == "new":
-                bank[name] = new_label_bank(maps, self.label_bank_size, self.seed + i, **self.label_map_settings)
+                try:
+                    bank[name] = new_label_bank(maps, self.label_bank_size, self.seed + i, **self.label_map_settings)
+                except LabelMapTooCloseError as e:
+                    raise LabelMapTooCloseError(
+                        f"center {name}: the label bank cannot be made of new label maps: {e} Or remind without a "
+                        "bank (reminding_source local), or, knowing that the next sites can then rebuild these "
+                        "patients' images, bank the patients' own maps (bank_maps patients)."
+                    ) from e
             else:
                 bank[name] = seeded_subset(maps, self.label_bank_size, self.seed + i)
         return bank

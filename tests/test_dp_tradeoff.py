@@ -54,7 +54,7 @@ def test_the_tradeoff_command_runs_every_setting_through_the_protocol_and_tables
 
     # each setting is its own sequence with local reminding, DP as configured
     for name in rows:
-        visits = load_handoff(out / name / "handoffs" / "visit02_center_b.pt").visits
+        visits = load_handoff(out / "seed0" / name / "handoffs" / "visit02_center_b.pt").visits
         assert [v["reminding_source"] for v in visits] == ["local", "local"]
         assert all((v["dp"] is None) == (name == "no_dp") for v in visits)
 

@@ -75,6 +75,17 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return round(sum(kept) / len(kept), 4) if kept else None
 
 
+def _point(value: Any) -> Any:
+    """A report number: the mean over seeds where the report holds an interval (``{"mean", "low", ...}``)."""
+    return value["mean"] if isinstance(value, dict) and "mean" in value else value
+
+
+def _handoffs(method: dict[str, Any]) -> list[str]:
+    """A method's final hand-offs, one per seed."""
+    final = method["final_handoff"]
+    return list(final) if isinstance(final, list) else [final]
+
+
 def tradeoff_rows(report: dict[str, Any], dice_class: str = "lesion") -> dict[str, dict[str, Any]]:
     """One row per method of an evaluation report that holds ``privacy``: epsilon per center, near-copy rate of its
     synthetic sets (new label maps; the patients' own training maps where made), memorisation gap (SSIM and PSNR,
@@ -88,11 +99,11 @@ def tradeoff_rows(report: dict[str, Any], dice_class: str = "lesion") -> dict[st
         for key, what in ((name, "new_maps"), (f"{name}_training_maps", "training_maps")):
             per_center = leak["near_copies"].get(key)
             if per_center:
-                flagged = sum(r["flagged"] for r in per_center.values())
-                total = sum(r["synthetic"] for r in per_center.values())
+                flagged = sum(_point(r["flagged"]) for r in per_center.values())
+                total = sum(_point(r["synthetic"]) for r in per_center.values())
                 near[what] = round(flagged / total, 4) if total else None
         gaps = leak["memorisation_gap"].get(name, {})
-        visits = load_handoff(method["final_handoff"]).visits
+        visits = [v for path in _handoffs(method) for v in load_handoff(path).visits]
         seconds, steps = sum(v["seconds"] for v in visits), sum(v["iterations"] for v in visits)
         privacy = report.get("privacy", {}).get(name, {})
         rows[name] = {
@@ -101,11 +112,11 @@ def tradeoff_rows(report: dict[str, Any], dice_class: str = "lesion") -> dict[st
             "delta": {c: (r or {}).get("delta") for c, r in privacy.items()},
             "noise_multiplier": {c: (r or {}).get("noise_multiplier") for c, r in privacy.items()},
             "near_copy_rate": near,
-            "memorisation_gap_ssim": _mean([gaps[c]["gap"]["ssim"] for c in centers if c in gaps]),
-            "memorisation_gap_psnr": _mean([gaps[c]["gap"]["psnr"] for c in centers if c in gaps]),
-            "dice": _mean([seg["scores"][name][c][dice_class]["dice"] for c in centers]),
+            "memorisation_gap_ssim": _mean([_point(gaps[c]["gap"]["ssim"]) for c in centers if c in gaps]),
+            "memorisation_gap_psnr": _mean([_point(gaps[c]["gap"]["psnr"]) for c in centers if c in gaps]),
+            "dice": _mean([_point(seg["scores"][name][c][dice_class]["dice"]) for c in centers]),
             "dice_class": dice_class,
-            "first_center_forgetting_ssim": report["forgetting"][name]["ssim"][centers[0]],
+            "first_center_forgetting_ssim": _point(report["forgetting"][name]["ssim"][centers[0]]),
             "seconds_per_step": round(seconds / steps, 4) if steps else None,
         }
     return rows
@@ -198,6 +209,7 @@ def run_tradeoff(
             "report_dir": str(report_dir),
             "methods": methods,
             "training_map_sets": list(methods) if training_maps else [],
+            "budget_reference": next(iter(methods)),  # every setting is TDGAN, local reminding: one budget
             "report_command": command,
             **(overrides or {}),
         },
@@ -206,7 +218,8 @@ def run_tradeoff(
     workflow.run()
     workflow.finalize()
     report = json.loads((report_dir / "report.json").read_text())
-    report["privacy"] = {name: privacy_records(m["final_handoff"]) for name, m in report["methods"].items()}
+    # epsilon depends on the noise, the sampling rate and the steps, the same for every seed: the first seed's
+    report["privacy"] = {name: privacy_records(_handoffs(m)[0]) for name, m in report["methods"].items()}
     rows = tradeoff_rows(report, dice_class)
     report["dp_tradeoff"] = rows
     write_report(report, report_dir)
