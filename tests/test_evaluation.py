@@ -301,3 +301,57 @@ def test_segmentation_augmentation_moves_image_and_label_together(augment: bool)
         assert all(a < b for a, b in zip(levels, levels[1:])), seed
         flipped.add(bool((lab != label).any()))
     assert flipped == {True, False}
+
+
+def _evaluate(demo_root: Path, out: Path, **override) -> dict:
+    workflow = ConfigWorkflow(
+        config_file=EVALUATE,
+        meta_file=META,
+        logging_file=False,
+        workflow_type=None,
+        bundle_root=str(REPO),
+        data_root=str(demo_root),
+        output_dir=str(out),
+        device="cpu",
+        visit_overrides={"bundle_root": str(REPO), **TINY},
+        segmentation_overrides={"iterations": 2, "batch_size": 4},
+        methods={
+            "tdgan_bank": {"label": "TDGAN, bank reminding", "configs": []},
+            "finetune": {"label": "Sequential fine-tuning", "configs": ["configs/baselines/finetune.json"]},
+        },
+        training_map_sets=[],
+        **override,
+    )
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return json.loads((out / "report" / "report.json").read_text())
+
+
+def test_parallel_workers_train_every_generator_and_network_once_and_the_report_reuses_them(
+    demo_root: Path, tmp_path: Path
+):
+    report = _evaluate(demo_root, tmp_path / "runs", workers=2, resume=False)
+    timings = report["timings"]
+    assert "train generators (2 workers)" in timings and "seed 0: train segmentation networks (2 workers)" in timings
+    for name in ("tdgan_bank", "finetune"):
+        (handoff,) = report["methods"][name]["final_handoff"]
+        assert load_handoff(handoff).visits[-1]["iterations"] > 0
+        assert timings[f"seed 0: train generator: {name}"] < timings["train generators (2 workers)"]
+    checkpoints = sorted((tmp_path / "runs" / "segmentation" / "seed0").glob("*/segmentation.pt"))
+    assert [p.parent.name for p in checkpoints] == ["finetune", "real_all", "real_last", "tdgan_bank"]
+
+
+def test_a_segmentation_network_is_reused_only_for_the_same_training_data(demo_root: Path, tmp_path: Path):
+    out = tmp_path / "runs"
+    _evaluate(demo_root, out)
+    checkpoint = out / "segmentation" / "seed0" / "tdgan_bank" / "segmentation.pt"
+    first = checkpoint.stat().st_mtime_ns
+    _evaluate(demo_root, out)  # nothing changed: reused
+    assert checkpoint.stat().st_mtime_ns == first
+    synthetic = out / "seed0" / "tdgan_bank" / "synthetic"
+    image = synthetic / json.loads((synthetic / "dataset.json").read_text())["training"][0]["image"]
+    nifti = nib.load(image)
+    nib.save(nib.Nifti1Image(np.asarray(nifti.dataobj) * 0.5, nifti.affine), image)  # other training data there
+    _evaluate(demo_root, out)
+    assert checkpoint.stat().st_mtime_ns != first

@@ -13,11 +13,14 @@ distributions, segment, audit; then intervals over seeds and the report."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +137,10 @@ class Evaluation:
         resume: reuse finished visits and segmentation runs.
         command: the command that made the report (recorded in it).
         device: where generators and segmentation networks are evaluated.
+        workers: processes that train the generators (every method and seed), then the segmentation networks, at
+            the same time, each with ``cpu_count // workers`` torch threads; 1 (default) trains them one after another
+            in this process. Small networks use two threads poorly, so on a 2-core CPU 2 workers finish sooner
+            (docs/benchmark.md); on a GPU keep 1.
     """
 
     def __init__(
@@ -162,6 +169,7 @@ class Evaluation:
         resume: bool = True,
         command: str = "python -m monai.bundle run --config_file configs/evaluate.json",
         device: torch.device | str = "cpu",
+        workers: int = 1,
     ) -> None:
         if not methods:
             raise ValueError("Evaluation needs at least one method.")
@@ -203,6 +211,34 @@ class Evaluation:
         self.device = torch.device(device)
         self.centers = read_center_order(self.data_root)
         self.timings: dict[str, float] = {}
+        if int(workers) < 1:
+            raise ValueError(f"workers must be a positive integer, got {workers!r}.")
+        self.workers = int(workers)
+        self._prepared: set[tuple[str, str, int]] = set()  # (what, name, seed) made by the parallel workers
+
+    def _in_parallel(self, method: str, jobs: list[tuple[str, str, int, tuple]]) -> bool:
+        """Run ``self.<method>(*args)`` for every job ``(what, name, seed, args)`` in ``workers`` processes, so that
+        the sequential pass that follows reuses their results; False (nothing done) with one worker or one job.
+
+        Raises:
+            the first job's error (the other jobs are cancelled).
+        """
+        if self.workers < 2 or len(jobs) < 2:
+            return False
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_worker_setup, initargs=(threads,)
+        ) as pool:
+            futures = {
+                pool.submit(_worker_job, self, method, args): (what, name, seed) for what, name, seed, args in jobs
+            }
+            for future in as_completed(futures):
+                if future.exception() is not None:
+                    pool.shutdown(cancel_futures=True)
+                    raise future.exception()
+                self._prepared.add(futures[future])
+        return True
 
     def _timed(self, step: str, t0: float) -> None:
         self.timings[step] = round(time.perf_counter() - t0, 1)
@@ -328,7 +364,7 @@ class Evaluation:
                 "data_root": str(self.data_root),
                 "run_name": name,
                 "output_dir": str(out),
-                "resume": self.resume,
+                "resume": self.resume or ("generator", name, seed) in self._prepared,
             },
         )
         # merge key by key into the method's own visit_overrides (a baseline's file may set some), as raw config: a key
@@ -344,11 +380,19 @@ class Evaluation:
     def synthesise(self, name: str, handoff: str, label_source: str = "new", seed: int = 0) -> Path:
         """Write the final generator's synthetic pairs in each center's own style: from new label maps made from every
         center's training maps (``label_source="new"``: shareable) or from the training maps themselves
-        (``"given"``: not shareable). With ``resume``, a synthetic dataset written after the hand-off is reused."""
+        (``"given"``: not shareable). With ``resume``, a synthetic dataset made from the same hand-off with the same
+        settings (recorded beside it, ``<out>.made.json``) is reused; anything else is made again."""
         run = self.output_dir / f"seed{seed}" / name
         out = run / ("synthetic" if label_source == "new" else "synthetic_training_maps")
-        done = out / "dataset.json"
-        if self.resume and done.is_file() and done.stat().st_mtime >= Path(handoff).stat().st_mtime:
+        made = {
+            "handoff_sha256": file_digest(handoff),
+            "label_source": label_source,
+            "label_map_settings": self.label_map_settings,
+            "spatial_size": self.spatial_size,
+            "seed": seed,
+        }
+        record = out.with_name(f"{out.name}.made.json")
+        if self.resume and (out / "dataset.json").is_file() and _read_record(record) == made:
             logger.info(f"[evaluate] synthesis {name} ({label_source} label maps): reusing {out}.")
             return out
         workflow = ConfigWorkflow(
@@ -371,12 +415,20 @@ class Evaluation:
         workflow.initialize()
         workflow.run()
         workflow.finalize()
+        record.write_text(json.dumps(made, indent=2))
         return out
 
     def train_segmentation(self, name: str, dataset_dir: Path, seed: int = 0) -> tuple[torch.nn.Module, dict[str, Any]]:
-        """Train the segmentation network on ``dataset_dir``'s training pairs under ``seed`` (or reuse a finished
-        run)."""
+        """Train the segmentation network on ``dataset_dir``'s training pairs under ``seed``, or, with ``resume``,
+        reuse a finished run on the same training data with the same settings (recorded beside its checkpoint)."""
         out = self.segmentation_dir / f"seed{seed}" / name
+        made = {
+            "training_data": dataset_digest(dataset_dir),
+            "settings": self.segmentation_overrides,
+            "spatial_size": self.spatial_size,
+            "seed": seed,
+        }
+        record = out / "segmentation.made.json"
         workflow = ConfigWorkflow(
             config_file=self.segmentation_config,
             meta_file=self.meta_file,
@@ -396,11 +448,13 @@ class Evaluation:
         parser = workflow.parser
         network = parser.get_parsed_content("segmentation_network")
         checkpoint = out / "segmentation.pt"
-        if self.resume and checkpoint.is_file():
+        reuse = self.resume or ("segmentation", name, seed) in self._prepared
+        if reuse and checkpoint.is_file() and _read_record(record) == made:
             network.load_state_dict(torch.load(checkpoint, map_location=self.device, weights_only=True))
             logger.info(f"[evaluate] segmentation {name}: reusing {checkpoint}.")
         else:
             workflow.run()
+            record.write_text(json.dumps(made, indent=2))
         info = {
             "pairs": len(parser.get_parsed_content("train#datalist")),
             "iterations": int(parser.get_parsed_content("iterations")),
@@ -498,6 +552,10 @@ class Evaluation:
         scores: dict[str, dict[str, Any]] = {}
         seg_info: dict[str, Any] = {}
         distribution = None
+        t0 = time.perf_counter()
+        jobs = [("segmentation", name, seed, (name, Path(t["dataset_dir"]), seed)) for name, t in training_sets.items()]
+        if self._in_parallel("train_segmentation", jobs):
+            self._timed(f"{tag}train segmentation networks ({self.workers} workers)", t0)
         for name, t in training_sets.items():
             t0 = time.perf_counter()
             network, seg_info = self.train_segmentation(name, Path(t["dataset_dir"]), seed)
@@ -536,6 +594,10 @@ class Evaluation:
         class_names = list(
             json.loads((self.data_root / self.centers[0] / "dataset.json").read_text())["labels"].values()
         )
+        t0 = time.perf_counter()
+        jobs = [("generator", name, seed, (name, seed, plans[name])) for seed in self.seeds for name in self.methods]
+        if self._in_parallel("train_generator", jobs):
+            self._timed(f"train generators ({self.workers} workers)", t0)
         runs = [self.run_seed(seed, plans, class_names) for seed in self.seeds]
 
         def combined(key: str, **kwargs: Any) -> Any:
@@ -703,6 +765,50 @@ class Evaluation:
             plot_distribution(self.report_dir / "distribution.png", distribution, self.centers, dist_labels)
             out["distribution"] = "distribution.png"
         return out
+
+
+def _worker_setup(threads: int) -> None:
+    """A protocol worker process: its share of the CPU threads, and log lines tagged with its pid."""
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [worker {os.getpid()}] %(message)s")
+
+
+def _worker_job(evaluation: Evaluation, method: str, args: tuple) -> None:
+    """One job of :py:meth:`Evaluation._in_parallel` (its result is reused from disk by the sequential pass)."""
+    getattr(evaluation, method)(*args)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def dataset_digest(dataset_dir: str | os.PathLike) -> dict[str, str]:
+    """What a training set is: the sha256 of every ``dataset.json`` it is made of (one folder, or the centers of a
+    ``centers.json``) and of every file they list."""
+    dataset_dir = Path(dataset_dir)
+    folders = (
+        [dataset_dir / c for c in read_center_order(dataset_dir)]
+        if (dataset_dir / "centers.json").is_file()
+        else [dataset_dir]
+    )
+    out = {}
+    for folder in folders:
+        out[str(folder / "dataset.json")] = file_digest(folder / "dataset.json")
+        listed = json.loads((folder / "dataset.json").read_text()).get("training", [])
+        for item in listed:
+            for key in ("image", "label"):
+                if isinstance(item, dict) and isinstance(item.get(key), str) and (folder / item[key]).is_file():
+                    out[str(folder / item[key])] = file_digest(folder / item[key])
+    return out
+
+
+def _read_record(path: Path) -> Any:
+    """A JSON record written beside a reusable result, or None."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _real_row_label(key: str) -> str:
