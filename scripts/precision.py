@@ -13,12 +13,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
+from monai.inferers import SimpleInferer
 from torch.optim import Optimizer
 
-__all__ = ["Precision", "amp_supported", "resolve_amp_dtype"]
+__all__ = ["AutocastInferer", "Precision", "amp_supported", "resolve_amp_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,3 +102,24 @@ class Precision:
         self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
+
+
+class AutocastInferer(SimpleInferer):
+    """MONAI's ``SimpleInferer`` run under :py:class:`Precision`'s autocast, returning float32 (so a trainer's loss
+    and metrics stay in float32). MONAI's ``SupervisedTrainer`` autocasts only on CUDA; this one serves CPU
+    bfloat16 too.
+
+    Args:
+        device: where the network runs.
+        amp: autocast the forward pass (float32 with a warning where the device has no native support).
+        amp_dtype: autocast dtype; default bfloat16 on CPU, float16 on CUDA.
+    """
+
+    def __init__(self, device: torch.device | str, amp: bool = False, amp_dtype: torch.dtype | str | None = None):
+        super().__init__()
+        self.precision = Precision(device, amp, amp_dtype)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
+        with self.precision.autocast():
+            out = super().__call__(inputs, network, *args, **kwargs)
+        return out.float()

@@ -126,6 +126,8 @@ class Evaluation:
         quantile: near-copy threshold of the memorisation audit (quantile of real-to-real distances).
         label_map_settings: how new label maps are made from each center's own (``relocatable``, ``hosts``,
             ``flip_axes``, ...; see :py:func:`scripts.data.label_maps.new_label_maps`) for the shareable synthetic sets.
+        new_maps_per_center: new label maps (and so synthetic pairs) per center in the shareable sets; default: as
+            many as the center has training pairs.
         training_map_sets: methods whose generator also synthesises every center's TRAINING label maps (a set that
             is not shareable, kept to show what it leaks and how it segments); default: every method.
         seeds: one full run per seed; intervals over seeds need at least 2.
@@ -162,6 +164,7 @@ class Evaluation:
         grid_samples: int = 3,
         quantile: float = 0.05,
         label_map_settings: dict[str, Any] | None = None,
+        new_maps_per_center: int | None = None,
         training_map_sets: Sequence[str] | None = None,
         seeds: Sequence[int] = (0,),
         budget_reference: str | None = "tdgan_bank",
@@ -190,6 +193,7 @@ class Evaluation:
         self.grid_samples = grid_samples
         self.quantile = quantile
         self.label_map_settings = dict(label_map_settings or {})
+        self.new_maps_per_center = None if new_maps_per_center is None else int(new_maps_per_center)
         self.training_map_sets = list(methods if training_map_sets is None else training_map_sets)
         unknown = sorted(set(self.training_map_sets) - set(methods))
         if unknown:
@@ -388,6 +392,7 @@ class Evaluation:
             "handoff_sha256": file_digest(handoff),
             "label_source": label_source,
             "label_map_settings": self.label_map_settings,
+            "new_maps_per_center": self.new_maps_per_center,
             "spatial_size": self.spatial_size,
             "seed": seed,
         }
@@ -406,6 +411,7 @@ class Evaluation:
             style="own",
             label_source=label_source,
             label_map_settings=self.label_map_settings,
+            new_maps_per_center=self.new_maps_per_center,
             output_dir=str(out),
             overwrite=True,
             spatial_size=self.spatial_size,
