@@ -330,6 +330,7 @@ FREE_SETTINGS = {
     "teacher_cache": "the same targets, computed once",
     "channels_last": "memory layout only",
     "compile": "the same graph, compiled",
+    "fused_optimizers": "the same Adam update in one kernel",
     "checkpoint_interval": "how often a checkpoint is written",
     "num_workers": "loading only (the workers' seeds come from the global RNG, which is in the checkpoint)",
     "progress_bar": "display",

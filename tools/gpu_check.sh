@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU checks in one go, on a machine with a CUDA GPU: (1) one short visit at 256² with AMP, (2) the step benchmark at
 # 256², batch 8, fp32 vs bf16 vs fp16, (3) synthesis with configs/inference.json from that visit's hand-off, and
-# (4) the multi-GPU override on one CUDA process (NCCL). Prints what it measured; logs go to $1 (default
-# output/gpu_check). Written for an H200-class GPU (about 4 minutes expected); not yet run there as a whole (see
-# docs/multi_gpu_3d.md). Uses the python on PATH (run `source tools/venv.sh` first, or use an environment with the
+# (4) the multi-GPU override on one CUDA process (NCCL), and (5) the speed options side by side (channels_last,
+# fused Adam, larger batches with the learning rate scaled, loader workers, torch.compile). Prints what it measured;
+# logs go to $1 (default output/gpu_check). Written for an H200-class GPU (about 8 minutes expected); not yet run
+# there as a whole (see docs/multi_gpu_3d.md). Uses the python on PATH (run `source tools/venv.sh` first, or use an environment with the
 # pinned requirements). A CPU smoke run of the same steps at a small size, to check the script itself where there is
 # no GPU: GPU_CHECK_DEVICE=cpu GPU_CHECK_SIZE=64 bash tools/gpu_check.sh output/gpu_check_cpu
 set -euo pipefail
@@ -49,3 +50,20 @@ torchrun --standalone --nproc_per_node=1 -m monai.bundle run \
     --logging_file configs/logging.conf --dataset_dir data/demo/center_a --output_dir "$out/ddp" \
     --spatial_size "[64,64]" --epochs_constant 1 --epochs_decay 1 > "$out/ddp.log" 2>&1
 python -c "from scripts.handoff import load_handoff; h = load_handoff('$out/ddp/handoff.pt'); print('DDP visit: hand-off written,', h.visits[-1]['iterations'], 'steps')"
+
+echo "== 5. speed options side by side: step at ${size}², bf16, center 4 (reminding), each case its own process"
+# fraction_of_peak in each JSON line is the number to compare (docs/benchmark.md: about 0.12-0.135 at batch 8 before)
+common=(--device "$device" --sizes "$size" --centers 4 --precisions bf16 --steps 8 --warmup 3 --no_flops)
+run_case() { name="$1"; shift; python -m scripts.tools.benchmark_step "${common[@]}" "$@" 2>> "$out/speed.err" \
+    | python -c "import json,sys; [print('$name', json.dumps({k: r.get(k) for k in ('batch_size','step_s_median','images_per_s','fraction_of_peak','data_wait_share')})) for r in map(json.loads, sys.stdin) if 'summary' not in r]"; }
+run_case baseline --batch_size 8 | tee -a "$out/speed.txt"
+run_case channels_last --batch_size 8 --set channels_last=true | tee -a "$out/speed.txt"
+run_case fused_adam --batch_size 8 --set fused_optimizers=true | tee -a "$out/speed.txt"
+run_case batch16_lr2x --batch_size 16 --set lr=0.0004 | tee -a "$out/speed.txt"
+run_case batch32_lr4x --batch_size 32 --set lr=0.0008 | tee -a "$out/speed.txt"
+run_case workers4 --batch_size 8 --set num_workers=4 | tee -a "$out/speed.txt"
+if [ "$device" = cuda ]; then  # compiling on a 2-core CPU takes minutes and did not pay off (docs/benchmark.md)
+    run_case compile --batch_size 8 --set compile=true | tee -a "$out/speed.txt"
+    run_case all --batch_size 32 --set lr=0.0008 --set channels_last=true --set fused_optimizers=true \
+        --set compile=true --set num_workers=4 | tee -a "$out/speed.txt"
+fi
