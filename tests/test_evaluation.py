@@ -8,7 +8,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Synthesis (configs/inference.json) and the evaluation report (configs/evaluate.json), run for real on tiny data."""
+"""Synthesis (configs/inference.json) and the evaluation report (configs/compare.json), run for real on tiny data."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from scripts.handoff import load_handoff
 from tests.conftest import META, REPO, TINY, run_visit
 
 INFERENCE = str(REPO / "configs" / "inference.json")
-EVALUATE = str(REPO / "configs" / "evaluate.json")
+COMPARE = str(REPO / "configs" / "compare.json")
 
 
 @pytest.fixture(scope="module")
@@ -167,12 +167,12 @@ def _numbers(obj) -> set[str]:
     return set()
 
 
-def test_evaluate_writes_a_report_whose_json_holds_every_number_of_its_markdown(demo_root: Path, tmp_path: Path):
+def test_compare_writes_a_report_whose_json_holds_every_number_of_its_markdown(demo_root: Path, tmp_path: Path):
     out = tmp_path / "runs"
     # a config-path key reaches every visit: the generator is built with 6 filters although the visits' ngf is 8
     visit = {**TINY, "network_def#ngf": 6}
     workflow = ConfigWorkflow(
-        config_file=EVALUATE,
+        config_file=COMPARE,
         meta_file=META,
         logging_file=False,
         workflow_type=None,

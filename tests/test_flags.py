@@ -31,8 +31,8 @@ WORKFLOWS: dict[str, list[str]] = {
     "segmentation.json": ["segmentation.json"],
     "train_sequential.json": ["train_sequential.json"],
     "federated.json": ["train_sequential.json", "federated.json"],
-    "evaluate.json": ["evaluate.json"],
-    "demo.json": ["evaluate.json", "demo.json"],
+    "compare.json": ["compare.json"],
+    "demo.json": ["compare.json", "demo.json"],
     **{
         f"baselines/{p.name}": ["train_sequential.json", f"baselines/{p.name}"]
         for p in CONFIGS.glob("baselines/*.json")
@@ -124,7 +124,7 @@ def test_the_boolean_settings_found_include_the_known_ones():
     found = {(name, key) for name, key in CASES}
     known = {("train.json", k) for k in ("amp", "augment", "channels_last", "check_data", "compile", "overwrite")}
     known |= {("train.json", k) for k in ("progress_bar", "main_process", "shared_discriminator", "teacher_cache")}
-    known |= {("inference.json", "overwrite"), ("segmentation.json", "augment"), ("evaluate.json", "resume")}
+    known |= {("inference.json", "overwrite"), ("segmentation.json", "augment"), ("compare.json", "resume")}
     known |= {("train_sequential.json", "resume"), ("demo.json", "resume")}
     assert known <= found
 

@@ -160,7 +160,7 @@ class Evaluation:
         budget_reference: str | None = "tdgan_bank",
         distribution_reference: str = "test",
         resume: bool = True,
-        command: str = "python -m monai.bundle run --config_file configs/evaluate.json",
+        command: str = "python -m monai.bundle run --config_file configs/compare.json",
         device: torch.device | str = "cpu",
     ) -> None:
         if not methods:
