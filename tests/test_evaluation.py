@@ -88,7 +88,7 @@ def test_synthetic_dataset_loads_with_decathlon_datalist_and_holds_no_real_image
 
     real_images = [np.asarray(nib.load(it["image"]).dataobj, dtype=np.float32) for it in real_items]
     for it, real_item in zip(items, real_items):
-        synthetic = np.asarray(nib.load(it["image"]).dataobj, dtype=np.float32)
+        synthetic = np.asarray(nib.load(it["image"]).dataobj, dtype=np.float32).squeeze()  # 2D: (H, W, 1, 1)
         assert synthetic.shape == tuple(TINY["spatial_size"])
         assert 0.0 <= synthetic.min() and synthetic.max() <= 1.0
         assert not any(synthetic.shape == r.shape and np.array_equal(synthetic, r) for r in real_images)
@@ -120,6 +120,46 @@ def test_default_synthesis_uses_new_label_maps_far_from_every_patients(
     recorded = [it["nearest_source_similarity"] for it in meta["training"]]
     assert recorded == pytest.approx(similarity.max(1).values.tolist(), abs=1e-4)
     assert all(it["label_source"] == "new:center_a" for it in meta["training"])
+
+
+def _center_at(folder: Path, source: Path, affine: np.ndarray, factor: int) -> Path:
+    """A center folder whose label maps are ``source``'s, ``factor`` times larger per side, stored at ``affine``."""
+    (folder / "labelsTr").mkdir(parents=True)
+    meta = json.loads((source / "dataset.json").read_text())
+    training = []
+    for i, item in enumerate(meta["training"][:4]):
+        label = np.asarray(nib.load(source / item["label"]).dataobj).reshape(TINY["spatial_size"]).astype(np.uint8)
+        nib.save(nib.Nifti1Image(np.kron(label, np.ones((factor, factor), np.uint8)), affine), folder / f"l{i}.nii.gz")
+        training.append({"label": f"l{i}.nii.gz"})
+    (folder / "dataset.json").write_text(json.dumps({"labels": meta["labels"], "training": training}))
+    return folder
+
+
+@pytest.mark.parametrize("label_source", ["given", "new"])
+def test_synthetic_files_keep_the_label_maps_geometry_at_half_millimetre_spacing(
+    demo_root: Path, two_center_handoff: Path, tmp_path: Path, label_source: str
+):
+    affine = np.array([[0.5, 0, 0, -12.0], [0, 0.5, 0, 30.0], [0, 0, 3.0, 7.5], [0, 0, 0, 1]])
+    same = _center_at(tmp_path / "same" / "center_a", demo_root / "center_a", affine, 1)  # stored at 32x32
+    double = _center_at(tmp_path / "double" / "center_a", demo_root / "center_a", affine, 2)  # 64x64, read at 32
+    for folder, spacing in ((same, 0.5), (double, 1.0)):
+        out = tmp_path / f"{folder.parent.name}_{label_source}"
+        workflow = _synthesis(two_center_handoff, folder, out, style="center_a", label_source=label_source)
+        workflow.run()
+        workflow.finalize()
+        stored = nib.load(next(folder.glob("*.nii.gz")))
+        for item in json.loads((out / "dataset.json").read_text())["training"]:
+            for key in ("image", "label"):
+                written = nib.load(out / item[key])
+                assert written.shape[:2] == tuple(TINY["spatial_size"])
+                np.testing.assert_allclose(np.diag(written.affine)[:3], [spacing, spacing, 3.0])  # spacing kept
+                np.testing.assert_allclose(written.affine[2, 3], 7.5)  # the slice position too
+                # the same field of view: the first and the last voxel's centres move by half the change of spacing
+                last_stored, last_written = np.array(stored.shape[:2]) - 1, np.array(written.shape[:2]) - 1
+                for src_index, dst_index in (((0, 0), (0, 0)), (last_stored, last_written)):
+                    src = stored.affine @ np.array([*src_index, 0, 1])
+                    dst = written.affine @ np.array([*dst_index, 0, 1])
+                    np.testing.assert_allclose(np.abs(dst[:2] - src[:2]), (spacing - 0.5) / 2, atol=1e-6)
 
 
 def test_synthesis_style_choice_is_explicit(demo_root: Path, two_center_handoff: Path, tmp_path: Path):

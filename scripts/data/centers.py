@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from monai.data import load_decathlon_datalist
+from monai.data.utils import to_affine_nd
 from torch.utils.data import ConcatDataset, Dataset
 
 from scripts.files import check_center_name, inside
@@ -30,6 +31,7 @@ __all__ = [
     "outside_problems",
     "OnlineCenters",
     "read_label_maps",
+    "read_label_maps_with_affines",
     "seeded_subset",
 ]
 
@@ -145,6 +147,25 @@ def read_label_maps(
         ValueError: the list under ``key`` is empty.
         InputError: a listed file resolves outside the center folder (one line per file).
     """
+    maps, names, _ = read_label_maps_with_affines(center_dir, spatial_dims, spatial_size, key)
+    return maps, names
+
+
+def read_label_maps_with_affines(
+    center_dir: str | os.PathLike,
+    spatial_dims: int,
+    spatial_size: Sequence[int] | None = None,
+    key: str = "training",
+) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """:py:func:`read_label_maps`, and each map's affine (N, 4, 4) float64 as read: the file's voxel-to-world matrix,
+    updated by MONAI's ``Resized`` to the resized grid (the same field of view at the new spacing), so what is
+    written at this size lies where the file's map lies.
+
+    Raises:
+        FileNotFoundError: no ``dataset.json``, or a listed label file is missing.
+        ValueError: the list under ``key`` is empty.
+        InputError: a listed file resolves outside the center folder (one line per file).
+    """
     from scripts.data.checks import raise_if_problems
     from scripts.data.transforms import preprocessing
 
@@ -156,14 +177,16 @@ def read_label_maps(
     if not items:
         raise ValueError(f"{meta}: the '{key}' list is empty; expected at least one label map.")
     raise_if_problems(outside_problems(center_dir, items, meta), f"the '{key}' list of {meta}")
-    load = preprocessing(spatial_dims, spatial_size, keys=("label",))
-    maps, names = [], []
+    load = preprocessing(spatial_dims, spatial_size, keys=("label",), track_meta=True)
+    maps, names, affines = [], [], []
     for item in items:
         if not os.path.isfile(item["label"]):
             raise FileNotFoundError(f"{meta}: label file {item['label']} listed under '{key}' does not exist.")
-        maps.append(load({"label": item["label"]})["label"])
+        label = load({"label": item["label"]})["label"]
+        affines.append(to_affine_nd(3, torch.as_tensor(label.affine, dtype=torch.float64)))  # a PNG's is 3x3
+        maps.append(label.as_tensor())
         names.append(f"{center_dir.name}/{os.path.relpath(item['label'], center_dir)}")
-    return torch.stack(maps), names
+    return torch.stack(maps), names, torch.stack(affines)
 
 
 def seeded_subset(maps: torch.Tensor, count: int, seed: int) -> torch.Tensor:
