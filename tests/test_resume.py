@@ -336,7 +336,7 @@ FREE_SETTINGS = {
     "main_process": "which process logs and writes",
     "check_data": "how much of the inputs is read before training",
 }
-BUILT = {"comment", "imports", "initialize", "run", "finalize", "train", "network_def", "network", "visit"}
+BUILT = {"comment", "imports", "setup", "run", "finalize", "train", "network_def", "network", "visit"}
 BUILT |= {"discriminators_def", "discriminators", "g_optimizer", "d_optimizer", "lr_lambda", "g_scheduler"}
 BUILT |= {"d_scheduler", "perceptual_loss", "loss_history", "random_states", "visit_identity", "visit_guard"}
 BUILT |= {"privacy"}

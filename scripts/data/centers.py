@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,10 @@ from scripts.files import check_center_name, inside
 
 __all__ = [
     "read_center_order",
+    "center_folders",
+    "DATASET_SETTINGS",
+    "declared_settings",
+    "dataset_setting",
     "center_name",
     "center_datalist",
     "outside_problems",
@@ -53,6 +58,74 @@ def read_center_order(data_root: str | os.PathLike, strict: bool = True) -> list
     order, problems = center_order_problems(data_root)
     raise_if_problems(problems if strict or not order else [], f"the centers of {data_root}")
     return order
+
+
+DATASET_SETTINGS = ("num_classes", "image_channels")
+"""The settings a center's ``dataset.json`` declares: ``num_classes`` (its ``labels``: the largest class value + 1)
+and ``image_channels`` (its ``modality``: one entry per image channel, as in the Medical Segmentation Decathlon)."""
+
+
+def declared_settings(center_dir: str | os.PathLike) -> dict[str, int]:
+    """What one center's ``dataset.json`` declares of :data:`DATASET_SETTINGS`; a setting it does not declare (no
+    ``labels`` with integer keys, no ``modality`` object), or an unreadable ``dataset.json`` (the input checks report
+    it), is left out."""
+    try:
+        meta = json.loads((Path(center_dir) / "dataset.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    declared = {}
+    labels, modality = meta.get("labels"), meta.get("modality")
+    if isinstance(labels, dict) and labels:
+        try:
+            declared["num_classes"] = max(int(k) for k in labels) + 1
+        except ValueError:
+            pass  # non-integer keys: reported by the input checks
+    if isinstance(modality, dict) and modality:
+        declared["image_channels"] = len(modality)
+    return declared
+
+
+def center_folders(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Center folders: a folder with ``centers.json`` stands for its centers, any other folder for itself."""
+    from scripts.data.checks import center_order_problems
+
+    out: list[Path] = []
+    for folder in [folders] if isinstance(folders, (str, os.PathLike)) else folders:
+        folder = Path(folder)
+        if (folder / "centers.json").is_file() and not (folder / "dataset.json").is_file():
+            out += [folder / name for name in center_order_problems(folder)[0]]
+        else:
+            out.append(folder)
+    return out
+
+
+def dataset_setting(folders: str | os.PathLike | Sequence[str | os.PathLike], key: str, default: int) -> int:
+    """A setting of :data:`DATASET_SETTINGS` as the centers' ``dataset.json`` declare it: every workflow's default,
+    so that ``num_classes`` and ``image_channels`` are given once, where the data is described.
+
+    Args:
+        folders: a center folder, a folder of centers with ``centers.json``, or a list of either.
+        key: ``"num_classes"`` or ``"image_channels"``.
+        default: the value when no center declares it (or none is readable yet: the input checks report that).
+
+    Raises:
+        InputError: the centers declare different values (one line): one generator cannot serve both.
+    """
+    from scripts.data.checks import InputError
+
+    if key not in DATASET_SETTINGS:
+        raise ValueError(f"key must be one of {DATASET_SETTINGS}, got {key!r}.")
+    found = {str(d / "dataset.json"): s[key] for d in center_folders(folders) if key in (s := declared_settings(d))}
+    values = sorted(set(found.values()))
+    if len(values) > 1:
+        listed = ", ".join(f"{path}: {value}" for path, value in found.items())
+        raise InputError(
+            f"the centers' dataset.json files declare different {key} ({listed}); one generator serves them all: "
+            f"make their {'labels' if key == 'num_classes' else 'modality'} agree, or visit them in separate sequences."
+        )
+    return int(values[0]) if values else int(default)
 
 
 def center_name(center_dir: str | os.PathLike) -> str:
