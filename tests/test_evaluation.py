@@ -222,7 +222,7 @@ def test_compare_writes_a_report_whose_json_holds_every_number_of_its_markdown(d
         device="cpu",
         seeds=[0, 1],
         visit_overrides={"bundle_root": str(REPO), **visit},
-        segmentation_overrides={"iterations": 2, "batch_size": 4},
+        segmentation_overrides={"iterations": 2, "batch_size": 4, "val_fraction": 0},
         methods={
             "tdgan_bank": {"label": "TDGAN, bank reminding", "configs": []},
             "asyndgan": {"label": "AsynDGAN", "configs": ["configs/baselines/asyndgan.json"]},
@@ -319,8 +319,8 @@ def test_segmentation_augmentation_moves_image_and_label_together(augment: bool)
     parser = ConfigParser()
     parser.read_config(str(REPO / "configs" / "segmentation.json"))
     parser["augment"] = augment
-    preprocessing = parser.get_parsed_content("train#preprocessing").transforms
-    transforms = parser.get_parsed_content("train#transforms")
+    preprocessing = parser.get_parsed_content("train#loading").transforms
+    transforms = parser.get_parsed_content("train#preprocessing")
     random_ones = [t for t in transforms.transforms if isinstance(t, Randomizable)]
     assert len(transforms.transforms) == len(preprocessing) + len(random_ones)
     assert bool(random_ones) == augment

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -228,15 +227,12 @@ def _tensorboard(folder: Path) -> EventAccumulator:
     return events
 
 
-def test_a_one_epoch_visit_logs_its_loss_and_hands_off_epoch_1(
-    demo_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
-):
-    caplog.set_level(logging.INFO)
+def test_a_one_epoch_visit_logs_its_loss_and_hands_off_epoch_1(demo_root: Path, tmp_path: Path, stats_lines):
     run_visit([demo_root / "center_a"], tmp_path, epochs_constant=1, epochs_decay=0)
     (visit,) = load_handoff(tmp_path / "handoff.pt").visits
     (epoch,) = visit["loss_history"]
     assert epoch["epoch"] == 1 and epoch["g_loss"] > 0 and visit["final_losses"] == epoch
-    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Epoch[1] Metrics -- ")]
+    logged = [line for line in stats_lines() if line.startswith("Epoch[1] Metrics -- ")]
     assert len(logged) == 1 and f"g_loss: {epoch['g_loss']:.4f}" in logged[0]  # the epoch's own mean, not a later one
     means = _tensorboard(tmp_path / "tensorboard").Scalars("epoch/g_loss")
     assert [(e.step, round(e.value, 4)) for e in means] == [(1, round(epoch["g_loss"], 4))]

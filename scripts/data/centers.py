@@ -38,6 +38,7 @@ __all__ = [
     "read_label_maps",
     "read_label_maps_with_affines",
     "seeded_subset",
+    "held_out_split",
 ]
 
 
@@ -267,3 +268,23 @@ def seeded_subset(maps: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(maps), generator=gen)[: min(count, len(maps))].sort().values
     return maps[idx]
+
+
+def held_out_split(
+    items: Sequence[dict[str, Any]], fraction: float, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split a training list into (training, validation): a seeded ``fraction`` of it held out for validation (at
+    least one item when ``fraction > 0`` and the list has two; never every item), the rest in their original order.
+
+    Written here rather than with ``monai.data.partition_dataset``, whose rounding gives an empty share to a small
+    list.
+
+    Raises:
+        ValueError: ``fraction`` outside [0, 1).
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {fraction!r}.")
+    items = list(items)
+    count = 0 if fraction == 0 or len(items) < 2 else min(len(items) - 1, max(1, round(fraction * len(items))))
+    held = set(torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:count].tolist())
+    return [it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held]
