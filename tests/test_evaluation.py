@@ -26,7 +26,9 @@ from monai.data import load_decathlon_datalist
 from monai.transforms import Randomizable
 
 from scripts.data.centers import read_center_order, read_label_maps
+from scripts.data.checks import InputError
 from scripts.data.label_maps import DEFAULT_CEILING, label_map_similarity
+from scripts.evaluation.image_quality import DECIMALS, generator_from_handoff, generator_quality, load_pairs
 from scripts.evaluation.synthesis import GeneratorSource, choose_styles
 from scripts.handoff import load_handoff
 from tests.conftest import META, REPO, TINY, run_visit
@@ -160,6 +162,51 @@ def test_synthetic_files_keep_the_label_maps_geometry_at_half_millimetre_spacing
                     src = stored.affine @ np.array([*src_index, 0, 1])
                     dst = written.affine @ np.array([*dst_index, 0, 1])
                     np.testing.assert_allclose(np.abs(dst[:2] - src[:2]), (spacing - 0.5) / 2, atol=1e-6)
+
+
+def _evaluate(handoff: Path, dataset_dir: Path, out: Path) -> ConfigWorkflow:
+    workflow = ConfigWorkflow(
+        config_file=str(REPO / "configs" / "evaluate.json"),
+        meta_file=META,
+        logging_file=False,
+        workflow_type=None,
+        **{"bundle_root": str(REPO), "handoff": str(handoff), "dataset_dir": str(dataset_dir), "output_dir": str(out)},
+        device="cpu",
+    )
+    workflow.initialize()
+    return workflow
+
+
+def test_evaluate_scores_a_given_handoff_on_the_test_pairs_of_given_centers_without_training(
+    demo_root: Path, two_center_handoff: Path, tmp_path: Path
+):
+    data = tmp_path / "known"
+    data.mkdir()
+    for name in ("center_b", "center_a"):
+        (data / name).symlink_to(demo_root / name)
+    (data / "centers.json").write_text(json.dumps({"order": ["center_b", "center_a"]}))
+    before = two_center_handoff.read_bytes()
+    _evaluate(two_center_handoff, data, tmp_path / "eval").run()
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["data_list_key"] == "test" and report["spatial_size"] == TINY["spatial_size"]
+    generator, handoff = generator_from_handoff(two_center_handoff)
+    for name in ("center_a", "center_b"):
+        images, labels, _ = load_pairs(demo_root / name, 2, TINY["spatial_size"], "test")
+        expected = generator_quality(generator, handoff.codes[name], images, labels)
+        assert report["metrics"][name] == {k: round(v, DECIMALS[k]) for k, v in expected.items()}
+    assert list(report["metrics"]) == ["center_b", "center_a"]
+    assert two_center_handoff.read_bytes() == before  # scored, not trained
+    with pytest.raises(Exception) as info:  # center_c was never visited: no code, no style
+        _evaluate(two_center_handoff, demo_root, tmp_path / "unknown").run()
+    error = info.value
+    while error is not None and not isinstance(error, InputError):
+        error = error.__cause__
+    assert str(error) == (
+        f"hand-off {two_center_handoff} has no center code for ['center_c'] (it knows ['center_a', 'center_b']); "
+        "evaluate it on centers it visited: pass --dataset_dir one of them, or a folder whose centers.json lists "
+        "only those."
+    )
+    assert not (tmp_path / "unknown").exists()
 
 
 def test_synthesis_style_choice_is_explicit(demo_root: Path, two_center_handoff: Path, tmp_path: Path):

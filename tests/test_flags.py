@@ -32,6 +32,7 @@ WORKFLOWS: dict[str, list[str]] = {
     "train_sequential.json": ["train_sequential.json"],
     "federated.json": ["train_sequential.json", "federated.json"],
     "compare.json": ["compare.json"],
+    "evaluate.json": ["evaluate.json"],
     "demo.json": ["compare.json", "demo.json"],
     **{
         f"baselines/{p.name}": ["train_sequential.json", f"baselines/{p.name}"]
@@ -41,6 +42,9 @@ WORKFLOWS: dict[str, list[str]] = {
 """Every config file under configs/ and the files it runs with (an override file on top of its base workflow)."""
 
 CONTEXT: dict[str, Any] = {"device": "cpu", "rank": 0, "ngf": TINY["ngf"], "num_blocks": 1, "ndf": TINY["ndf"]}
+CONTEXT["setup"] = (
+    None  # the first run step (seeding; with multi_gpu_train.json the process group), which networks need
+)
 """Settings that keep resolving a consumer cheap, or possible without torch.distributed (applied where the workflow
 has the key)."""
 

@@ -33,6 +33,7 @@ __all__ = [
     "check_visit_inputs",
     "check_sequence_inputs",
     "check_dataset_settings",
+    "check_known_centers",
     "raise_if_problems",
 ]
 
@@ -329,6 +330,23 @@ def check_dataset_settings(
                 _declared_labels(meta_path, meta, num_classes, problems)
             _declared_modality(meta_path, meta, image_channels, problems)
     raise_if_problems(problems, what)
+
+
+def check_known_centers(
+    center_dirs: Sequence[str | os.PathLike], codes: Mapping[str, int], handoff: str | os.PathLike
+) -> None:
+    """Refuse to score a generator on centers its hand-off never visited (it has no code, so no style, for them).
+
+    Raises:
+        InputError: one line naming the unknown centers and the known ones.
+    """
+    unknown = [Path(d).name for d in center_dirs if Path(d).name not in codes]
+    if unknown:
+        raise InputError(
+            f"hand-off {handoff} has no center code for {unknown} (it knows {sorted(codes, key=codes.get)}); "
+            "evaluate it on centers it visited: pass --dataset_dir one of them, or a folder whose centers.json lists "
+            "only those."
+        )
 
 
 def handoff_problems(
