@@ -340,7 +340,7 @@ FREE_SETTINGS = {
 BUILT = {"comment", "imports", "setup", "run", "finalize", "train", "network_def", "network", "visit"}
 BUILT |= {"discriminators_def", "discriminators", "g_optimizer", "d_optimizer", "lr_lambda", "g_scheduler"}
 BUILT |= {"d_scheduler", "perceptual_loss", "loss_history", "random_states", "visit_identity", "visit_guard"}
-BUILT |= {"privacy", "epoch_samples"}
+BUILT |= {"privacy", "epoch_samples", "tensorboard_writer"}
 
 
 def test_every_setting_of_the_visit_config_is_part_of_the_visit_identity_or_declared_free():
