@@ -38,8 +38,11 @@ from scripts.resume import VisitCheckpoints, VisitFinished, VisitGuard, latest_c
 __all__ = [
     "BUNDLE_ROOT",
     "CenterVisit",
+    "EpochSamples",
     "HandoffSaver",
     "LossHistory",
+    "epoch_means_writer",
+    "iteration_losses",
     "VisitCheckpoints",
     "latest_checkpoint",
     "run_visit",
@@ -295,6 +298,72 @@ class LossHistory:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from the epochs of a checkpoint."""
         self.epochs = [dict(e) for e in state["epochs"]]
+
+
+def iteration_losses(output: dict[str, Any]) -> dict[str, Any]:
+    """``TensorBoardStatsHandler`` output transform: each iteration's losses under ``iteration/<name>`` (the step is
+    the iteration), so they never share a tag with the epoch means (:py:func:`epoch_means_writer`)."""
+    return {f"iteration/{k}": v for k, v in output.items()}
+
+
+def epoch_means_writer(engine: Any, writer: Any) -> None:
+    """``TensorBoardStatsHandler`` epoch writer: each epoch's mean losses (the trainer's metrics, attached before
+    the handlers, so they are this epoch's) under ``epoch/<name>``, the step being the epoch."""
+    for name, value in engine.state.metrics.items():
+        if isinstance(value, (int, float)):
+            writer.add_scalar(f"epoch/{name}", value, engine.state.epoch)
+    writer.flush()
+
+
+class EpochSamples:
+    """The synthetic samples MONAI's ``TensorBoardImageHandler`` logs at the end of every epoch, so a user sees the
+    generator learn: ``count`` training pairs of the visit, fixed at the first epoch's end (the first online center's
+    first items of that batch), side by side in one image each (2D: along the width; 3D: along the second spatial
+    axis). Its :py:meth:`batch` is the handler's ``batch_transform`` (``input_0``: the label maps scaled to [0, 1],
+    ``input_1``: the real images), its :py:meth:`output` the handler's ``output_transform`` (``output``: the
+    generator's images of those label maps under their centers' codes, made anew each epoch).
+
+    The images stay in the center's own log folder, with the loss values (the hand-off carries none of them).
+
+    Args:
+        generator: the visit's generator (unwrapped: ``TDGANGenerator``).
+        count: samples per image (the batch's size at most).
+        num_classes: label classes (to scale the label maps).
+    """
+
+    def __init__(self, generator: torch.nn.Module, count: int = 4, num_classes: int = 4) -> None:
+        self.generator = generator
+        self.count = int(count)
+        self.num_classes = int(num_classes)
+        self._inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def _strip(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, *spatial) -> (1, C, *spatial) with the N samples side by side."""
+        axis = -1 if x.ndim == 4 else -2
+        return torch.cat(list(x), dim=axis)[None].detach().float().cpu()
+
+    def batch(self, batch: Sequence[dict[str, Any]] | dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(label maps, real images) of the fixed samples, each (1, C, *spatial) in [0, 1]."""
+        if self._inputs is None:
+            group = batch[0] if isinstance(batch, (list, tuple)) else batch
+            n = min(self.count, len(group["label"]))
+            plain = [torch.as_tensor(group[k][:n]).as_subclass(torch.Tensor) for k in ("label", "image", "center")]
+            self._inputs = (plain[0].long(), plain[1].float(), plain[2].long().reshape(-1))
+        label, image, _ = self._inputs
+        return self._strip(label.float() / max(1, self.num_classes - 1)), self._strip((image.clamp(-1, 1) + 1) / 2)
+
+    @torch.no_grad()
+    def output(self, output: Any) -> torch.Tensor:
+        """The generator's images (1, C, *spatial) in [0, 1] of the fixed samples (the trainer's ``output`` is unused:
+        it holds losses only)."""
+        if self._inputs is None:
+            raise RuntimeError(
+                "EpochSamples.output before EpochSamples.batch: attach it as one TensorBoardImageHandler."
+            )
+        label, _, center = self._inputs
+        device = next(self.generator.parameters()).device
+        fake = self.generator(self.generator.condition(label.to(device), center.to(device)))
+        return self._strip((fake.float().clamp(-1, 1) + 1) / 2)
 
 
 class HandoffSaver:

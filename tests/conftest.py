@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,16 @@ def visit_workflow(
 def run_visit(center_dirs: list[Path], out: Path, handoff_in: Path | None = None, **override: Any) -> ConfigWorkflow:
     """Run one tiny visit to completion; the outgoing hand-off is ``out/handoff.pt``."""
     return visit.run_visit(center_dirs, out, handoff_in, settings={**TINY, **override}, bundle_root=REPO)
+
+
+@pytest.fixture
+def stats_lines(caplog: pytest.LogCaptureFixture):
+    """The messages MONAI's ``StatsHandler`` logs during a test (its logger may not propagate to the root logger)."""
+    logger = logging.getLogger("monai.handlers.StatsHandler")
+    logger.addHandler(caplog.handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    caplog.set_level(logging.INFO)
+    yield lambda: [r.getMessage() for r in caplog.records]
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)

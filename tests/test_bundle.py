@@ -34,12 +34,41 @@ def test_metadata_passes_the_model_zoo_schema_and_has_a_changelog_entry_for_its_
     assert done.returncode == 0 and "metadata is verified with no error" in done.stdout + done.stderr, done.stderr
 
 
-def test_generator_input_channels_in_metadata_match_the_default_config():
+def test_network_data_format_describes_the_released_fully_convolutional_generator():
     meta = json.loads(Path(META).read_text())["network_data_format"]
-    config = ConfigParser.load_config_file(REPO / "configs" / "train.json")
-    assert meta["inputs"]["image"]["num_channels"] == config["num_classes"] * config["max_centers"]
-    assert meta["outputs"]["pred"]["num_channels"] == config["image_channels"]
-    assert meta["inputs"]["image"]["spatial_shape"] == config["spatial_size"]
+    parser = ConfigParser()
+    parser.read_config(REPO / "configs" / "inference.json")  # the network the released weights load into
+    k, centers = parser.get_parsed_content("num_classes"), parser.get_parsed_content("max_centers")
+    assert meta["inputs"]["image"]["num_channels"] == k * centers
+    assert meta["outputs"]["pred"]["num_channels"] == parser.get_parsed_content("image_channels")
+    assert meta["inputs"]["image"]["spatial_shape"] == meta["outputs"]["pred"]["spatial_shape"] == ["8*n", "8*n"]
+    net = parser.get_parsed_content("network_def").eval()
+    with torch.no_grad():
+        for size in ((8, 8), (12, 20), (64, 64)):  # any multiple of 4 from 8: output of the input's size
+            assert net(torch.zeros(1, k * centers, *size)).shape == (1, 1, *size)
+
+
+def test_optional_packages_in_metadata_are_the_pins_of_the_optional_requirement_files():
+    optional = json.loads(Path(META).read_text())["optional_packages_version"]
+    pins = {}
+    for name in ("demo", "fl", "dp", "mlflow"):
+        for line in (REPO / f"requirements-{name}.txt").read_text().splitlines():
+            if "==" in line and not line.startswith("#"):
+                package, version = line.split("#")[0].strip().split("==")
+                pins[package] = version
+    assert optional == {k: pins[k] for k in ("nvflare", "nilearn", "opacus", "mlflow")}
+    assert set(optional) <= set(pins)
+
+
+def test_eval_metrics_are_the_released_generators_numbers_in_the_shipped_report():
+    metrics = json.loads(Path(META).read_text())["eval_metrics"]
+    report = json.loads((REPO / "docs" / "figures" / "report.json").read_text())
+    final = report["quality"]["tdgan_bank"]["ssim"][-1]  # after the last visit: the weights in models/model.pt
+    dice = report["segmentation"]["scores"]["tdgan_bank"]
+    for i, center in enumerate(report["centers"]):
+        assert metrics[f"ssim_{center}"] == final[i]
+        assert metrics[f"lesion_dice_synthetic_trained_{center}"] == dice[center]["lesion"]["dice"]
+    assert metrics["forgetting_ssim_center_a"] == report["forgetting"]["tdgan_bank"]["ssim"]["center_a"]
 
 
 def test_train_workflow_has_every_property_the_model_zoo_checks(demo_root: Path, tmp_path: Path):
@@ -48,10 +77,11 @@ def test_train_workflow_has_every_property_the_model_zoo_checks(demo_root: Path,
     assert workflow.parser.get_parsed_content("train#trainer#max_epochs") == 2
 
 
-def test_segmentation_network_is_a_monai_unet_declared_in_configs():
+def test_segmentation_network_is_a_monai_unet_declared_in_configs(demo_root: Path):
     parser = ConfigParser()
     parser.read_config(REPO / "configs" / "segmentation.json")
     parser["device"] = "cpu"
+    parser["dataset_dir"] = str(demo_root)  # its classes and channels come from dataset.json
     net = parser.get_parsed_content("segmentation_network")
     assert isinstance(net, UNet)
     logits = net(torch.zeros(2, 1, *TINY["spatial_size"]))

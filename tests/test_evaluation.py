@@ -8,7 +8,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Synthesis (configs/inference.json) and the evaluation report (configs/evaluate.json), run for real on tiny data."""
+"""Synthesis (configs/inference.json) and the evaluation report (configs/compare.json), run for real on tiny data."""
 
 from __future__ import annotations
 
@@ -26,13 +26,15 @@ from monai.data import load_decathlon_datalist
 from monai.transforms import Randomizable
 
 from scripts.data.centers import read_center_order, read_label_maps
+from scripts.data.checks import InputError
 from scripts.data.label_maps import DEFAULT_CEILING, label_map_similarity
+from scripts.evaluation.image_quality import DECIMALS, generator_from_handoff, generator_quality, load_pairs
 from scripts.evaluation.synthesis import GeneratorSource, choose_styles
 from scripts.handoff import load_handoff
 from tests.conftest import META, REPO, TINY, run_visit
 
 INFERENCE = str(REPO / "configs" / "inference.json")
-EVALUATE = str(REPO / "configs" / "evaluate.json")
+COMPARE = str(REPO / "configs" / "compare.json")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def test_synthetic_dataset_loads_with_decathlon_datalist_and_holds_no_real_image
 
     real_images = [np.asarray(nib.load(it["image"]).dataobj, dtype=np.float32) for it in real_items]
     for it, real_item in zip(items, real_items):
-        synthetic = np.asarray(nib.load(it["image"]).dataobj, dtype=np.float32)
+        synthetic = np.asarray(nib.load(it["image"]).dataobj, dtype=np.float32).squeeze()  # 2D: (H, W, 1, 1)
         assert synthetic.shape == tuple(TINY["spatial_size"])
         assert 0.0 <= synthetic.min() and synthetic.max() <= 1.0
         assert not any(synthetic.shape == r.shape and np.array_equal(synthetic, r) for r in real_images)
@@ -120,6 +122,91 @@ def test_default_synthesis_uses_new_label_maps_far_from_every_patients(
     recorded = [it["nearest_source_similarity"] for it in meta["training"]]
     assert recorded == pytest.approx(similarity.max(1).values.tolist(), abs=1e-4)
     assert all(it["label_source"] == "new:center_a" for it in meta["training"])
+
+
+def _center_at(folder: Path, source: Path, affine: np.ndarray, factor: int) -> Path:
+    """A center folder whose label maps are ``source``'s, ``factor`` times larger per side, stored at ``affine``."""
+    (folder / "labelsTr").mkdir(parents=True)
+    meta = json.loads((source / "dataset.json").read_text())
+    training = []
+    for i, item in enumerate(meta["training"][:4]):
+        label = np.asarray(nib.load(source / item["label"]).dataobj).reshape(TINY["spatial_size"]).astype(np.uint8)
+        nib.save(nib.Nifti1Image(np.kron(label, np.ones((factor, factor), np.uint8)), affine), folder / f"l{i}.nii.gz")
+        training.append({"label": f"l{i}.nii.gz"})
+    (folder / "dataset.json").write_text(json.dumps({"labels": meta["labels"], "training": training}))
+    return folder
+
+
+@pytest.mark.parametrize("label_source", ["given", "new"])
+def test_synthetic_files_keep_the_label_maps_geometry_at_half_millimetre_spacing(
+    demo_root: Path, two_center_handoff: Path, tmp_path: Path, label_source: str
+):
+    affine = np.array([[0.5, 0, 0, -12.0], [0, 0.5, 0, 30.0], [0, 0, 3.0, 7.5], [0, 0, 0, 1]])
+    same = _center_at(tmp_path / "same" / "center_a", demo_root / "center_a", affine, 1)  # stored at 32x32
+    double = _center_at(tmp_path / "double" / "center_a", demo_root / "center_a", affine, 2)  # 64x64, read at 32
+    for folder, spacing in ((same, 0.5), (double, 1.0)):
+        out = tmp_path / f"{folder.parent.name}_{label_source}"
+        workflow = _synthesis(two_center_handoff, folder, out, style="center_a", label_source=label_source)
+        workflow.run()
+        workflow.finalize()
+        stored = nib.load(next(folder.glob("*.nii.gz")))
+        for item in json.loads((out / "dataset.json").read_text())["training"]:
+            for key in ("image", "label"):
+                written = nib.load(out / item[key])
+                assert written.shape[:2] == tuple(TINY["spatial_size"])
+                np.testing.assert_allclose(np.diag(written.affine)[:3], [spacing, spacing, 3.0])  # spacing kept
+                np.testing.assert_allclose(written.affine[2, 3], 7.5)  # the slice position too
+                # the same field of view: the first and the last voxel's centres move by half the change of spacing
+                last_stored, last_written = np.array(stored.shape[:2]) - 1, np.array(written.shape[:2]) - 1
+                for src_index, dst_index in (((0, 0), (0, 0)), (last_stored, last_written)):
+                    src = stored.affine @ np.array([*src_index, 0, 1])
+                    dst = written.affine @ np.array([*dst_index, 0, 1])
+                    np.testing.assert_allclose(np.abs(dst[:2] - src[:2]), (spacing - 0.5) / 2, atol=1e-6)
+
+
+def _evaluate(handoff: Path, dataset_dir: Path, out: Path) -> ConfigWorkflow:
+    workflow = ConfigWorkflow(
+        config_file=str(REPO / "configs" / "evaluate.json"),
+        meta_file=META,
+        logging_file=False,
+        workflow_type=None,
+        **{"bundle_root": str(REPO), "handoff": str(handoff), "dataset_dir": str(dataset_dir), "output_dir": str(out)},
+        device="cpu",
+    )
+    workflow.initialize()
+    return workflow
+
+
+def test_evaluate_scores_a_given_handoff_on_the_test_pairs_of_given_centers_without_training(
+    demo_root: Path, two_center_handoff: Path, tmp_path: Path
+):
+    data = tmp_path / "known"
+    data.mkdir()
+    for name in ("center_b", "center_a"):
+        (data / name).symlink_to(demo_root / name)
+    (data / "centers.json").write_text(json.dumps({"order": ["center_b", "center_a"]}))
+    before = two_center_handoff.read_bytes()
+    _evaluate(two_center_handoff, data, tmp_path / "eval").run()
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["data_list_key"] == "test" and report["spatial_size"] == TINY["spatial_size"]
+    generator, handoff = generator_from_handoff(two_center_handoff)
+    for name in ("center_a", "center_b"):
+        images, labels, _ = load_pairs(demo_root / name, 2, TINY["spatial_size"], "test")
+        expected = generator_quality(generator, handoff.codes[name], images, labels)
+        assert report["metrics"][name] == {k: round(v, DECIMALS[k]) for k, v in expected.items()}
+    assert list(report["metrics"]) == ["center_b", "center_a"]
+    assert two_center_handoff.read_bytes() == before  # scored, not trained
+    with pytest.raises(Exception) as info:  # center_c was never visited: no code, no style
+        _evaluate(two_center_handoff, demo_root, tmp_path / "unknown").run()
+    error = info.value
+    while error is not None and not isinstance(error, InputError):
+        error = error.__cause__
+    assert str(error) == (
+        f"hand-off {two_center_handoff} has no center code for ['center_c'] (it knows ['center_a', 'center_b']); "
+        "evaluate it on centers it visited: pass --dataset_dir one of them, or a folder whose centers.json lists "
+        "only those."
+    )
+    assert not (tmp_path / "unknown").exists()
 
 
 def test_synthesis_style_choice_is_explicit(demo_root: Path, two_center_handoff: Path, tmp_path: Path):
@@ -167,12 +254,12 @@ def _numbers(obj) -> set[str]:
     return set()
 
 
-def test_evaluate_writes_a_report_whose_json_holds_every_number_of_its_markdown(demo_root: Path, tmp_path: Path):
+def test_compare_writes_a_report_whose_json_holds_every_number_of_its_markdown(demo_root: Path, tmp_path: Path):
     out = tmp_path / "runs"
     # a config-path key reaches every visit: the generator is built with 6 filters although the visits' ngf is 8
     visit = {**TINY, "network_def#ngf": 6}
     workflow = ConfigWorkflow(
-        config_file=EVALUATE,
+        config_file=COMPARE,
         meta_file=META,
         logging_file=False,
         workflow_type=None,
@@ -182,7 +269,7 @@ def test_evaluate_writes_a_report_whose_json_holds_every_number_of_its_markdown(
         device="cpu",
         seeds=[0, 1],
         visit_overrides={"bundle_root": str(REPO), **visit},
-        segmentation_overrides={"iterations": 2, "batch_size": 4},
+        segmentation_overrides={"iterations": 2, "batch_size": 4, "val_fraction": 0},
         methods={
             "tdgan_bank": {"label": "TDGAN, bank reminding", "configs": []},
             "asyndgan": {"label": "AsynDGAN", "configs": ["configs/baselines/asyndgan.json"]},
@@ -279,8 +366,8 @@ def test_segmentation_augmentation_moves_image_and_label_together(augment: bool)
     parser = ConfigParser()
     parser.read_config(str(REPO / "configs" / "segmentation.json"))
     parser["augment"] = augment
-    preprocessing = parser.get_parsed_content("train#preprocessing").transforms
-    transforms = parser.get_parsed_content("train#transforms")
+    preprocessing = parser.get_parsed_content("train#loading").transforms
+    transforms = parser.get_parsed_content("train#preprocessing")
     random_ones = [t for t in transforms.transforms if isinstance(t, Randomizable)]
     assert len(transforms.transforms) == len(preprocessing) + len(random_ones)
     assert bool(random_ones) == augment

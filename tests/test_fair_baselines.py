@@ -29,7 +29,8 @@ SEQUENTIAL = str(REPO / "configs" / "train_sequential.json")
 def _joint_overrides() -> dict:
     parser = ConfigParser()
     parser.read_config([SEQUENTIAL, str(REPO / "configs" / "baselines" / "joint.json")])
-    return {k: v for k, v in parser["visit_overrides"].items() if k != "bundle_root"}
+    shared = {"bundle_root", "num_classes", "image_channels"}  # what every sequence passes to its visits
+    return {k: v for k, v in parser["visit_overrides"].items() if k not in shared}
 
 
 def test_joint_training_turns_the_center_code_of_its_shared_discriminator_on():
@@ -59,7 +60,7 @@ def test_shared_discriminator_input_tells_two_centers_apart_only_with_the_center
     trainer._iteration(trainer, batch)
     hook.remove()
     d_input = seen[0]  # the discriminator step: [condition, image] of (fake a, fake b, real a, real b)
-    k, centers = workflow.parser["num_classes"], workflow.parser["max_centers"]
+    k, centers = workflow.parser.get_parsed_content("num_classes"), workflow.parser["max_centers"]
     assert d_input.shape[1] == (k * centers if center_code else k) + 1
     condition = d_input[:, :-1]
     real_a, real_b = condition[2], condition[3]

@@ -31,8 +31,9 @@ WORKFLOWS: dict[str, list[str]] = {
     "segmentation.json": ["segmentation.json"],
     "train_sequential.json": ["train_sequential.json"],
     "federated.json": ["train_sequential.json", "federated.json"],
+    "compare.json": ["compare.json"],
     "evaluate.json": ["evaluate.json"],
-    "demo.json": ["evaluate.json", "demo.json"],
+    "demo.json": ["compare.json", "demo.json"],
     **{
         f"baselines/{p.name}": ["train_sequential.json", f"baselines/{p.name}"]
         for p in CONFIGS.glob("baselines/*.json")
@@ -41,6 +42,9 @@ WORKFLOWS: dict[str, list[str]] = {
 """Every config file under configs/ and the files it runs with (an override file on top of its base workflow)."""
 
 CONTEXT: dict[str, Any] = {"device": "cpu", "rank": 0, "ngf": TINY["ngf"], "num_blocks": 1, "ndf": TINY["ndf"]}
+CONTEXT["setup"] = (
+    None  # the first run step (seeding; with multi_gpu_train.json the process group), which networks need
+)
 """Settings that keep resolving a consumer cheap, or possible without torch.distributed (applied where the workflow
 has the key)."""
 
@@ -65,7 +69,7 @@ def test_flag_refuses_anything_else_with_one_line_naming_the_setting(value: Any)
 
 
 def test_every_config_file_is_listed_with_the_files_it_runs_with():
-    found = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.json")} - {"metadata.json"}
+    found = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.json")} - {"metadata.json", "mlflow.json"}
     assert found == set(WORKFLOWS), "list a new config file in WORKFLOWS (with its base workflow)"
 
 
@@ -124,7 +128,7 @@ def test_the_boolean_settings_found_include_the_known_ones():
     found = {(name, key) for name, key in CASES}
     known = {("train.json", k) for k in ("amp", "augment", "channels_last", "check_data", "compile", "overwrite")}
     known |= {("train.json", k) for k in ("progress_bar", "main_process", "shared_discriminator", "teacher_cache")}
-    known |= {("inference.json", "overwrite"), ("segmentation.json", "augment"), ("evaluate.json", "resume")}
+    known |= {("inference.json", "overwrite"), ("segmentation.json", "augment"), ("compare.json", "resume")}
     known |= {("train_sequential.json", "resume"), ("demo.json", "resume")}
     assert known <= found
 

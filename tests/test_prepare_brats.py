@@ -77,7 +77,7 @@ def test_prepare_brats_command_makes_centers_split_by_case_that_train_one_visit(
     cmd += ["--num_centers", "2", "--test_fraction", "0.5", "--modality", "flair", "--seed", "1"]
     done = subprocess.run(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "set num_classes=3" in done.stdout
+    assert "(3 classes, declared in dataset.json" in done.stdout
 
     order = json.loads((out / "centers.json").read_text())["order"]
     assert order == ["center_1", "center_2"]
@@ -110,8 +110,9 @@ def test_prepare_brats_command_makes_centers_split_by_case_that_train_one_visit(
 
     # a handful of near-identical toy tumours: no new label map can be made far from all of them, so the bank
     # carries none (local reminding); the demo and real data use the default new-map bank
-    run_visit([out / "center_1"], tmp_path / "visit", num_classes=3, reminding_source="local")
+    run_visit([out / "center_1"], tmp_path / "visit", reminding_source="local")  # 3 classes: from dataset.json
     handoff = load_handoff(tmp_path / "visit" / "handoff.pt")
+    assert handoff.network["num_classes"] == 3
     assert handoff.registry == [{"name": "center_1", "code": 0}] and handoff.visits[0]["iterations"] > 0
 
 

@@ -126,9 +126,10 @@ def test_prepare_nuclei_command_makes_organ_centers_of_rgb_patches_that_train_on
                     assert lab[round(y) - r, round(x) - c] == 1  # a nucleus centre is interior
             assert ((lab > 0) == (crop[..., 1] < 100)).mean() > 0.9  # the labels sit on the dark nuclei
 
-    run_visit([out / "liver"], tmp_path / "visit", num_classes=3, image_channels=3)
+    run_visit([out / "liver"], tmp_path / "visit")  # 3 classes, 3 channels: read from dataset.json, not passed
     handoff = load_handoff(tmp_path / "visit" / "handoff.pt")
-    assert handoff.network["out_channels"] == 3 and handoff.visits[0]["iterations"] > 0
+    assert handoff.network["out_channels"] == 3 and handoff.network["num_classes"] == 3
+    assert handoff.visits[0]["iterations"] > 0
 
 
 def test_organ_from_folder_makes_one_center_per_folder(tmp_path: Path):

@@ -334,13 +334,14 @@ FREE_SETTINGS = {
     "checkpoint_interval": "how often a checkpoint is written",
     "num_workers": "loading only (the workers' seeds come from the global RNG, which is in the checkpoint)",
     "progress_bar": "display",
+    "tensorboard_samples": "display (TensorBoard images)",
     "main_process": "which process logs and writes",
     "check_data": "how much of the inputs is read before training",
 }
-BUILT = {"comment", "imports", "initialize", "run", "finalize", "train", "network_def", "network", "visit"}
+BUILT = {"comment", "imports", "setup", "run", "finalize", "train", "network_def", "network", "visit"}
 BUILT |= {"discriminators_def", "discriminators", "g_optimizer", "d_optimizer", "lr_lambda", "g_scheduler"}
 BUILT |= {"d_scheduler", "perceptual_loss", "loss_history", "random_states", "visit_identity", "visit_guard"}
-BUILT |= {"privacy"}
+BUILT |= {"privacy", "epoch_samples", "tensorboard_writer"}
 
 
 def test_every_setting_of_the_visit_config_is_part_of_the_visit_identity_or_declared_free():

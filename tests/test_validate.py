@@ -120,6 +120,8 @@ BAD_INPUTS: dict[str, Callable[[Path], tuple[str, str]]] = {
     "channels_disagree": _wrong_channels,
     "labels_beyond_num_classes": _labels_beyond_num_classes,
 }
+SETTINGS = {"labels_beyond_num_classes": {"num_classes": 4}}
+"""Settings given explicitly for a case (by default num_classes is read from the dataset.json under test)."""
 
 
 @pytest.mark.parametrize("kind", list(BAD_INPUTS))
@@ -131,7 +133,7 @@ def test_a_visit_on_bad_center_data_stops_before_writing_with_the_file_and_the_p
     path, problem = BAD_INPUTS[kind](center)
     out = tmp_path / "out"
     with pytest.raises(Exception) as info:
-        visit_workflow([center], out).run()
+        visit_workflow([center], out, **SETTINGS.get(kind, {})).run()
     message = _messages(info.value)
     lines = [ln for ln in message.splitlines() if problem in ln]
     assert lines, message
@@ -145,7 +147,7 @@ def test_every_problem_is_reported_at_once_one_line_each(demo_root: Path, tmp_pa
     shutil.copytree(demo_root / "center_a", center)
     found = [_missing_image(center), _nan_intensity(center), _labels_beyond_num_classes(center)]
     with pytest.raises(Exception) as info:
-        visit_workflow([center], tmp_path / "out").run()
+        visit_workflow([center], tmp_path / "out", num_classes=4).run()
     error = info.value
     while error is not None and not isinstance(error, InputError):
         error = error.__cause__

@@ -27,6 +27,7 @@ import pytest
 import torch
 from conftest import META, REPO, TINY, TRAIN, run_visit, visit_workflow
 from monai.data import load_decathlon_datalist
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scripts.handoff import HandoffError, load_handoff, payload_digest
 
@@ -218,3 +219,43 @@ def test_a_center_with_fewer_items_than_a_batch_is_refused_instead_of_skipped(de
         visit_workflow([demo_root / "center_a"], tmp_path, batch_size=16).run()  # 8 training slices
     chain = _messages(info.value)
     assert any("fewer training items than batch_size=16" in m for m in chain)
+
+
+def _tensorboard(folder: Path) -> EventAccumulator:
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    return events
+
+
+def test_a_one_epoch_visit_logs_its_loss_and_hands_off_epoch_1(demo_root: Path, tmp_path: Path, stats_lines):
+    run_visit([demo_root / "center_a"], tmp_path, epochs_constant=1, epochs_decay=0)
+    (visit,) = load_handoff(tmp_path / "handoff.pt").visits
+    (epoch,) = visit["loss_history"]
+    assert epoch["epoch"] == 1 and epoch["g_loss"] > 0 and visit["final_losses"] == epoch
+    logged = [line for line in stats_lines() if line.startswith("Epoch[1] Metrics -- ")]
+    assert len(logged) == 1 and f"g_loss: {epoch['g_loss']:.4f}" in logged[0]  # the epoch's own mean, not a later one
+    means = _tensorboard(tmp_path / "tensorboard").Scalars("epoch/g_loss")
+    assert [(e.step, round(e.value, 4)) for e in means] == [(1, round(epoch["g_loss"], 4))]
+
+
+def test_tensorboard_keeps_epoch_means_and_iteration_losses_apart_and_shows_samples_each_epoch(first_visit: Path):
+    history = load_handoff(first_visit).visits[0]["loss_history"]
+    events = _tensorboard(first_visit.parent / "tensorboard")
+    scalars, images = set(events.Tags()["scalars"]), set(events.Tags()["images"])
+    for name in ("g_loss", "d_loss", "g_l1", "reminding"):
+        assert {f"epoch/{name}", f"iteration/{name}"} <= scalars and name not in scalars
+    means = events.Scalars("epoch/g_loss")
+    assert [e.step for e in means] == [1, 2]
+    assert [round(e.value, 4) for e in means] == [round(h["g_loss"], 4) for h in history]  # epoch k holds epoch k
+    assert [e.step for e in events.Scalars("iteration/g_loss")] == list(range(1, 9))  # 4 steps per epoch
+    for tag in ("input_0", "input_1", "output"):  # label maps, real images, synthetic images
+        (found,) = [t for t in images if t.startswith(tag + "_")]
+        shots = events.Images(found)
+        assert [s.step for s in shots] == [1, 2]
+        samples = min(4, TINY["batch_size"])  # tensorboard_samples 4, at most one batch
+        assert shots[0].width == samples * TINY["spatial_size"][1] and shots[0].height == TINY["spatial_size"][0]
+    output = next(t for t in images if t.startswith("output_"))
+    first, second = (s.encoded_image_string for s in events.Images(output))
+    assert first != second  # the generator's samples change as it learns; the inputs are the same
+    inputs = next(t for t in images if t.startswith("input_0_"))
+    assert len({s.encoded_image_string for s in events.Images(inputs)}) == 1

@@ -12,13 +12,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from monai.apps.utils import HashCheckError
 from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle.scripts import download_large_files
 
 from scripts.networks import encode_condition
 from tests.conftest import META, REPO
@@ -41,6 +46,18 @@ def test_released_weights_are_a_small_generator_state_dict_that_loads_into_the_i
     net = parser.get_parsed_content("network_def")
     state = torch.load(MODEL, map_location="cpu", weights_only=True)
     net.load_state_dict(state)  # strict: every key, every shape
+
+
+def test_large_files_yml_lists_the_released_weights_with_their_hash_as_monai_reads_it(tmp_path: Path):
+    download_large_files(bundle_path=str(REPO))  # the file is there and its hash matches: nothing is fetched
+    (entry,) = ConfigParser.load_config_file(REPO / "large_files.yml")["large_files"]
+    assert entry["path"] == "models/model.pt" and entry["hash_type"] == "sha256"
+    assert entry["hash_val"] == hashlib.sha256(MODEL.read_bytes()).hexdigest(), "new weights: update large_files.yml"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "model.pt").write_bytes(MODEL.read_bytes()[:-1])  # another file under that name
+    shutil.copy(REPO / "large_files.yml", tmp_path)
+    with pytest.raises(HashCheckError, match="hash check of existing file failed"):
+        download_large_files(bundle_path=str(tmp_path))
 
 
 def test_verify_net_in_out_passes_for_the_generator():

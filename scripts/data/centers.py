@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,18 +20,25 @@ from typing import Any
 
 import torch
 from monai.data import load_decathlon_datalist
+from monai.data.utils import to_affine_nd
 from torch.utils.data import ConcatDataset, Dataset
 
 from scripts.files import check_center_name, inside
 
 __all__ = [
     "read_center_order",
+    "center_folders",
+    "DATASET_SETTINGS",
+    "declared_settings",
+    "dataset_setting",
     "center_name",
     "center_datalist",
     "outside_problems",
     "OnlineCenters",
     "read_label_maps",
+    "read_label_maps_with_affines",
     "seeded_subset",
+    "held_out_split",
 ]
 
 
@@ -51,6 +59,74 @@ def read_center_order(data_root: str | os.PathLike, strict: bool = True) -> list
     order, problems = center_order_problems(data_root)
     raise_if_problems(problems if strict or not order else [], f"the centers of {data_root}")
     return order
+
+
+DATASET_SETTINGS = ("num_classes", "image_channels")
+"""The settings a center's ``dataset.json`` declares: ``num_classes`` (its ``labels``: the largest class value + 1)
+and ``image_channels`` (its ``modality``: one entry per image channel, as in the Medical Segmentation Decathlon)."""
+
+
+def declared_settings(center_dir: str | os.PathLike) -> dict[str, int]:
+    """What one center's ``dataset.json`` declares of :data:`DATASET_SETTINGS`; a setting it does not declare (no
+    ``labels`` with integer keys, no ``modality`` object), or an unreadable ``dataset.json`` (the input checks report
+    it), is left out."""
+    try:
+        meta = json.loads((Path(center_dir) / "dataset.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    declared = {}
+    labels, modality = meta.get("labels"), meta.get("modality")
+    if isinstance(labels, dict) and labels:
+        try:
+            declared["num_classes"] = max(int(k) for k in labels) + 1
+        except ValueError:
+            pass  # non-integer keys: reported by the input checks
+    if isinstance(modality, dict) and modality:
+        declared["image_channels"] = len(modality)
+    return declared
+
+
+def center_folders(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Center folders: a folder with ``centers.json`` stands for its centers, any other folder for itself."""
+    from scripts.data.checks import center_order_problems
+
+    out: list[Path] = []
+    for folder in [folders] if isinstance(folders, (str, os.PathLike)) else folders:
+        folder = Path(folder)
+        if (folder / "centers.json").is_file() and not (folder / "dataset.json").is_file():
+            out += [folder / name for name in center_order_problems(folder)[0]]
+        else:
+            out.append(folder)
+    return out
+
+
+def dataset_setting(folders: str | os.PathLike | Sequence[str | os.PathLike], key: str, default: int) -> int:
+    """A setting of :data:`DATASET_SETTINGS` as the centers' ``dataset.json`` declare it: every workflow's default,
+    so that ``num_classes`` and ``image_channels`` are given once, where the data is described.
+
+    Args:
+        folders: a center folder, a folder of centers with ``centers.json``, or a list of either.
+        key: ``"num_classes"`` or ``"image_channels"``.
+        default: the value when no center declares it (or none is readable yet: the input checks report that).
+
+    Raises:
+        InputError: the centers declare different values (one line): one generator cannot serve both.
+    """
+    from scripts.data.checks import InputError
+
+    if key not in DATASET_SETTINGS:
+        raise ValueError(f"key must be one of {DATASET_SETTINGS}, got {key!r}.")
+    found = {str(d / "dataset.json"): s[key] for d in center_folders(folders) if key in (s := declared_settings(d))}
+    values = sorted(set(found.values()))
+    if len(values) > 1:
+        listed = ", ".join(f"{path}: {value}" for path, value in found.items())
+        raise InputError(
+            f"the centers' dataset.json files declare different {key} ({listed}); one generator serves them all: "
+            f"make their {'labels' if key == 'num_classes' else 'modality'} agree, or visit them in separate sequences."
+        )
+    return int(values[0]) if values else int(default)
 
 
 def center_name(center_dir: str | os.PathLike) -> str:
@@ -145,6 +221,25 @@ def read_label_maps(
         ValueError: the list under ``key`` is empty.
         InputError: a listed file resolves outside the center folder (one line per file).
     """
+    maps, names, _ = read_label_maps_with_affines(center_dir, spatial_dims, spatial_size, key)
+    return maps, names
+
+
+def read_label_maps_with_affines(
+    center_dir: str | os.PathLike,
+    spatial_dims: int,
+    spatial_size: Sequence[int] | None = None,
+    key: str = "training",
+) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """:py:func:`read_label_maps`, and each map's affine (N, 4, 4) float64 as read: the file's voxel-to-world matrix,
+    updated by MONAI's ``Resized`` to the resized grid (the same field of view at the new spacing), so what is
+    written at this size lies where the file's map lies.
+
+    Raises:
+        FileNotFoundError: no ``dataset.json``, or a listed label file is missing.
+        ValueError: the list under ``key`` is empty.
+        InputError: a listed file resolves outside the center folder (one line per file).
+    """
     from scripts.data.checks import raise_if_problems
     from scripts.data.transforms import preprocessing
 
@@ -156,14 +251,16 @@ def read_label_maps(
     if not items:
         raise ValueError(f"{meta}: the '{key}' list is empty; expected at least one label map.")
     raise_if_problems(outside_problems(center_dir, items, meta), f"the '{key}' list of {meta}")
-    load = preprocessing(spatial_dims, spatial_size, keys=("label",))
-    maps, names = [], []
+    load = preprocessing(spatial_dims, spatial_size, keys=("label",), track_meta=True)
+    maps, names, affines = [], [], []
     for item in items:
         if not os.path.isfile(item["label"]):
             raise FileNotFoundError(f"{meta}: label file {item['label']} listed under '{key}' does not exist.")
-        maps.append(load({"label": item["label"]})["label"])
+        label = load({"label": item["label"]})["label"]
+        affines.append(to_affine_nd(3, torch.as_tensor(label.affine, dtype=torch.float64)))  # a PNG's is 3x3
+        maps.append(label.as_tensor())
         names.append(f"{center_dir.name}/{os.path.relpath(item['label'], center_dir)}")
-    return torch.stack(maps), names
+    return torch.stack(maps), names, torch.stack(affines)
 
 
 def seeded_subset(maps: torch.Tensor, count: int, seed: int) -> torch.Tensor:
@@ -171,3 +268,23 @@ def seeded_subset(maps: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(maps), generator=gen)[: min(count, len(maps))].sort().values
     return maps[idx]
+
+
+def held_out_split(
+    items: Sequence[dict[str, Any]], fraction: float, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split a training list into (training, validation): a seeded ``fraction`` of it held out for validation (at
+    least one item when ``fraction > 0`` and the list has two; never every item), the rest in their original order.
+
+    Written here rather than with ``monai.data.partition_dataset``, whose rounding gives an empty share to a small
+    list.
+
+    Raises:
+        ValueError: ``fraction`` outside [0, 1).
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {fraction!r}.")
+    items = list(items)
+    count = 0 if fraction == 0 or len(items) < 2 else min(len(items) - 1, max(1, round(fraction * len(items))))
+    held = set(torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:count].tolist())
+    return [it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held]

@@ -32,6 +32,8 @@ __all__ = [
     "handoff_problems",
     "check_visit_inputs",
     "check_sequence_inputs",
+    "check_dataset_settings",
+    "check_known_centers",
     "raise_if_problems",
 ]
 
@@ -124,7 +126,25 @@ def _declared_labels(meta_path: Path, meta: Mapping, num_classes: int, problems:
             f"{meta_path}: declares label values {outside}, but the configuration has num_classes={num_classes}; "
             f"expected values in 0..{num_classes - 1} (or set num_classes={max(values) + 1})."
         )
+    elif max(values) + 1 != num_classes:
+        problems.append(
+            f"{meta_path}: declares {max(values) + 1} classes (label values up to {max(values)}), but the "
+            f"configuration has num_classes={num_classes}; leave num_classes unset to read it from dataset.json, or "
+            'declare every class under "labels".'
+        )
     return values
+
+
+def _declared_modality(meta_path: Path, meta: Mapping, image_channels: int, problems: list[str]) -> None:
+    """The image channels a ``dataset.json`` declares (entries of ``modality``, when given), checked against
+    ``image_channels``."""
+    modality = meta.get("modality")
+    if isinstance(modality, Mapping) and modality and len(modality) != image_channels:
+        problems.append(
+            f"{meta_path}: declares {len(modality)} image channel(s) (modality {dict(modality)}), but the "
+            f"configuration has image_channels={image_channels}; leave image_channels unset to read it from "
+            "dataset.json, or declare one modality entry per image channel."
+        )
 
 
 def _spatial(array: np.ndarray, spatial_dims: int) -> np.ndarray:
@@ -217,7 +237,8 @@ def center_problems(
 ) -> list[str]:
     """Every problem with one center folder for a configuration.
 
-    Checks ``dataset.json`` (readable, declared ``labels`` within ``num_classes``, a non-empty ``key`` list of
+    Checks ``dataset.json`` (readable, declared ``labels`` giving ``num_classes`` classes, a ``modality`` (when
+    declared) with ``image_channels`` entries, a non-empty ``key`` list of
     ``{"image", "label"}`` entries) and, with ``read_files``, every listed file as training reads it: present and
     readable; ``spatial_dims`` spatial dimensions and ``image_channels`` channels; a one-channel label of the image's
     spatial shape; finite intensities; integer label values among the declared ``labels``.
@@ -246,6 +267,7 @@ def center_problems(
     if not isinstance(meta, Mapping):
         return [f"{meta_path}: holds a {type(meta).__name__}; expected a JSON object with 'labels' and '{key}'."]
     declared = _declared_labels(meta_path, meta, num_classes, problems)
+    _declared_modality(meta_path, meta, image_channels, problems)
     items = meta.get(key)
     if not isinstance(items, list) or not items:
         problems.append(
@@ -280,6 +302,51 @@ def center_problems(
             "images (check the export of this center)."
         )
     return problems
+
+
+def check_dataset_settings(
+    folders: str | os.PathLike | Sequence[str | os.PathLike], num_classes: int, image_channels: int, what: str
+) -> None:
+    """Refuse ``num_classes`` / ``image_channels`` that contradict what the folders' ``dataset.json`` declare (for a
+    workflow that reads no image before it runs, e.g. segmentation).
+
+    Args:
+        folders: center folders (or folders of centers with ``centers.json``).
+        num_classes: the configuration's classes.
+        image_channels: the configuration's image channels.
+        what: what is checked, for the message (e.g. ``"the segmentation training data"``).
+
+    Raises:
+        InputError: one line per contradicting ``dataset.json``.
+    """
+    from scripts.data.centers import center_folders
+
+    problems: list[str] = []
+    for folder in center_folders(folders):
+        meta_path = folder / "dataset.json"
+        meta = _read_json(meta_path, problems) if meta_path.is_file() else None
+        if isinstance(meta, Mapping):
+            if isinstance(meta.get("labels"), Mapping) and meta["labels"]:
+                _declared_labels(meta_path, meta, num_classes, problems)
+            _declared_modality(meta_path, meta, image_channels, problems)
+    raise_if_problems(problems, what)
+
+
+def check_known_centers(
+    center_dirs: Sequence[str | os.PathLike], codes: Mapping[str, int], handoff: str | os.PathLike
+) -> None:
+    """Refuse to score a generator on centers its hand-off never visited (it has no code, so no style, for them).
+
+    Raises:
+        InputError: one line naming the unknown centers and the known ones.
+    """
+    unknown = [Path(d).name for d in center_dirs if Path(d).name not in codes]
+    if unknown:
+        raise InputError(
+            f"hand-off {handoff} has no center code for {unknown} (it knows {sorted(codes, key=codes.get)}); "
+            "evaluate it on centers it visited: pass --dataset_dir one of them, or a folder whose centers.json lists "
+            "only those."
+        )
 
 
 def handoff_problems(

@@ -696,6 +696,58 @@ def ensure_demo_centers(output_dir: str | Path, **kwargs: Any) -> Path:
     return output_dir
 
 
+SAMPLE_LABEL_MAPS = {"num_centers": 3, "per_center": 4, "size": 64, "seed": 7}
+"""The settings of the sample label maps shipped in ``models/sample_label_maps`` (seed 7: not the demo's seed 0, so
+none of them is a training label map of the released demo weights)."""
+
+
+def write_sample_label_maps(
+    output_dir: str | Path, num_centers: int = 3, per_center: int = 4, size: int = 64, seed: int = 7
+) -> Path:
+    """Write label maps only (no image) of the procedural demo anatomy, one MSD-style folder per center with a
+    ``dataset.json`` (``labels``, ``modality``: what the generator makes, and a ``training`` list of ``{"label"}``
+    entries) and ``centers.json``: what ``configs/inference.json`` synthesises from by default.
+
+    Args:
+        output_dir: the folder to write into (created if needed; existing files of the same names are replaced).
+        num_centers: how many centers (named as the demo names them: ``center_a``, ...).
+        per_center: label maps per center.
+        size: the side of the square maps in pixels.
+        seed: the seed (the maps of subject ``(center, item)`` are those :func:`make_demo_centers` draws with it).
+
+    Returns:
+        ``output_dir`` as a ``Path``.
+    """
+    output_dir = Path(output_dir)
+    names = [center_name(index) for index in range(num_centers)]
+    for center_index, name in enumerate(names):
+        folder = output_dir / name / "labelsTr"
+        folder.mkdir(parents=True, exist_ok=True)
+        training = []
+        for item in range(per_center):
+            anatomy_seq, _ = np.random.SeedSequence([seed, center_index, 0, item]).spawn(2)
+            label = procedural_anatomy(np.random.default_rng(anatomy_seq), size)["label"].astype(np.uint8)
+            file = f"{name}_{item:03d}.nii.gz"
+            nib.save(nib.Nifti1Image(label, np.eye(4)), folder / file)
+            training.append({"label": f"labelsTr/{file}"})
+        meta = {
+            "name": name,
+            "description": (
+                f"Sample label maps of the procedural demo anatomy (no image, no patient), made by "
+                f"scripts.data.demo.write_sample_label_maps(num_centers={num_centers}, per_center={per_center}, "
+                f"size={size}, seed={seed}); synthesised in {name}'s style by configs/inference.json."
+            ),
+            "labels": CLASS_NAMES,
+            "modality": {"0": "MRI"},
+            "numTraining": len(training),
+            "training": training,
+            "test": [],
+        }
+        (output_dir / name / "dataset.json").write_text(json.dumps(meta, indent=4) + "\n")
+    (output_dir / "centers.json").write_text(json.dumps({"order": names}, indent=4) + "\n")
+    return output_dir
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Preview
 # ----------------------------------------------------------------------------------------------------------------------
@@ -779,17 +831,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--volumetric", action="store_true", help="write (size, size, size) volumes (3D demo)")
     parser.add_argument("--preview", default=None, help="optional PNG path for a preview grid (2D only)")
     args = parser.parse_args(argv)
+    settings = {
+        "num_centers": args.num_centers,
+        "num_train": args.num_train,
+        "num_test": args.num_test,
+        "size": args.size,
+        "seed": args.seed,
+        "anatomy": args.anatomy,
+    }
+    if args.volumetric:
+        settings["volumetric"] = True
     try:
-        output_dir = make_demo_centers(
-            args.output_dir,
-            args.num_centers,
-            args.num_train,
-            args.num_test,
-            args.size,
-            args.seed,
-            args.anatomy,
-            volumetric=args.volumetric,
-        )
+        # stamped as configs/demo.json stamps it: with the demo's defaults, the demo reuses these centers
+        output_dir = ensure_demo_centers(args.output_dir, **settings)
     except (ValueError, ModuleNotFoundError) as error:
         parser.error(str(error))
     for name in json.loads((output_dir / "centers.json").read_text())["order"]:

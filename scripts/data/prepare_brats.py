@@ -350,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         out = prepare_brats(**vars(args))
     except (InputError, FileExistsError, ValueError) as error:  # the user's input: the message, no traceback
         parser.exit(1, f"{parser.prog}: {error}\n")
-    print(f"prepared {out} ({len(LABELS[args.tumour])} classes: set num_classes={len(LABELS[args.tumour])}).")
+    print(f"prepared {out} ({len(LABELS[args.tumour])} classes, declared in dataset.json: every workflow reads them).")
 
 
 if __name__ == "__main__":

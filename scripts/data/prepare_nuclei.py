@@ -40,6 +40,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LABELS = {"0": "background", "1": "nucleus interior", "2": "nucleus contour"}
+MODALITY = {"0": "H&E (red)", "1": "H&E (green)", "2": "H&E (blue)"}
+"""One ``modality`` entry per image channel, as the Medical Segmentation Decathlon declares channels: workflows read
+``image_channels`` = 3 from it."""
 IMAGE_SUFFIXES = (".tif", ".tiff")
 
 
@@ -226,7 +229,7 @@ def prepare_nuclei(
         "centers": {},
     }
     description = f"H&E nuclei patches ({patch_size}x{patch_size}), prepared by scripts/data/prepare_nuclei.py."
-    with CentersWriter(output_dir, LABELS, {"0": "H&E"}, description) as writer:
+    with CentersWriter(output_dir, LABELS, MODALITY, description) as writer:
         for organ, paths in groups.items():
             training, test = seeded_split([p.stem for p in paths], test_fraction, seed)
             if fixed:
@@ -299,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         out = prepare_nuclei(**vars(args))
     except (InputError, FileExistsError, ValueError) as error:  # the user's input: the message, no traceback
         parser.exit(1, f"{parser.prog}: {error}\n")
-    print(f"prepared {out} (3 classes, 3-channel images: set num_classes=3 image_channels=3).")
+    print(f"prepared {out} (3 classes, 3-channel images: dataset.json declares both, every workflow reads them).")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 from torch.utils.data import DataLoader
 
-from scripts.data.centers import OnlineCenters, center_datalist, read_center_order
+from scripts.data.centers import OnlineCenters, center_datalist, dataset_setting, read_center_order
 from scripts.evaluation.distribution_metrics import (
     FEATURES,
     distribution_scores,
@@ -117,8 +117,10 @@ class Evaluation:
         meta_file: the bundle's metadata.json.
         segmentation_dir: where the segmentation runs go (default ``output_dir/segmentation``; ``/seed<k>/<set>``).
         bundle_root: the bundle.
-        visit_overrides: applied to every visit of every method (sizes, epochs, ...).
-        segmentation_overrides: applied to every segmentation training (iterations, batch size, ...).
+        visit_overrides: applied to every visit of every method (sizes, epochs, ...); ``num_classes`` and
+            ``image_channels`` default to what the centers' dataset.json declare.
+        segmentation_overrides: applied to every segmentation training (iterations, batch size, ...); the same two
+            defaults.
         spatial_size: size images are generated, compared and segmented at.
         real_baselines: also train the segmentation network on real images (all centers, and the last center only);
             the all-centers one also gives the distribution metrics their features.
@@ -170,7 +172,7 @@ class Evaluation:
         budget_reference: str | None = "tdgan_bank",
         distribution_reference: str = "test",
         resume: bool = True,
-        command: str = "python -m monai.bundle run --config_file configs/evaluate.json",
+        command: str = "python -m monai.bundle run --config_file configs/compare.json",
         device: torch.device | str = "cpu",
         workers: int = 1,
     ) -> None:
@@ -214,6 +216,12 @@ class Evaluation:
         self.command = command
         self.device = torch.device(device)
         self.centers = read_center_order(self.data_root)
+        # read once from the centers' dataset.json and given to every workflow (an explicit value is kept: each
+        # workflow's input checks refuse one that contradicts dataset.json)
+        for key, default in (("num_classes", 4), ("image_channels", 1)):
+            value = dataset_setting([self.data_root / c for c in self.centers], key, default)
+            self.visit_overrides.setdefault(key, value)
+            self.segmentation_overrides.setdefault(key, value)
         self.timings: dict[str, float] = {}
         if int(workers) < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}.")

@@ -22,12 +22,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
+from monai.data import NibabelWriter
 from monai.transforms import MapTransform
 
-from scripts.data.centers import read_center_order, read_label_maps
+from scripts.data.centers import read_center_order, read_label_maps_with_affines
 from scripts.data.label_maps import DEFAULT_CEILING, check_far_from_sources, new_label_maps
 from scripts.files import check_center_name, check_inside, make_private, private_dirs
 from scripts.handoff import HandoffError, load_handoff
@@ -43,8 +43,10 @@ __all__ = [
     "synthesis_datalist",
     "network_setting",
     "label_names_of",
+    "modality_of",
     "Conditiond",
     "SyntheticDatasetWriter",
+    "write_nifti",
     "generate_images",
 ]
 
@@ -203,10 +205,13 @@ def synthesis_datalist(
             ``ceiling``, ...).
 
     Returns:
-        items ``{"label": uint8 tensor (1, *spatial), "center": name, "code": int, "label_source": str,
-        "nearest_source_similarity": float}``; ``label_source`` is ``"<folder>/<relative path>"`` for a given map
-        and ``"new:<folder>"`` for a new one (which source map it came from is not recorded: that would name a
-        patient).
+        items ``{"label": uint8 tensor (1, *spatial), "affine": float64 tensor (4, 4), "center": name, "code": int,
+        "label_source": str, "nearest_source_similarity": float}``; ``label_source`` is ``"<folder>/<relative path>"``
+        for a given map and ``"new:<folder>"`` for a new one (which source map it came from is not recorded: that
+        would name a patient). ``affine`` is where the map lies, at ``spatial_size`` (the file's affine as MONAI's
+        ``Resized`` updates it): a given map's own; a new map, a deformed recombination of the center's maps that
+        belongs to none of them, gets the grid of the center's FIRST source map (the folder's maps of one center
+        normally share a grid; one map's geometry, not a patient's identity).
 
     Raises:
         LabelMapTooCloseError: a new map is closer to a source map than the ceiling allows.
@@ -215,10 +220,13 @@ def synthesis_datalist(
         raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}.")
     items, folders = [], []
     for index, d in enumerate(map(Path, label_dirs)):
-        stacked, names = read_label_maps(d, spatial_dims, spatial_size, data_list_key)
+        stacked, names, affines = read_label_maps_with_affines(d, spatial_dims, spatial_size, data_list_key)
         maps = list(stacked)
         if label_source == "given":
-            items += [{"label": m, "label_source": n, "nearest_source_similarity": 1.0} for m, n in zip(maps, names)]
+            items += [
+                {"label": m, "affine": a, "label_source": n, "nearest_source_similarity": 1.0}
+                for m, a, n in zip(maps, affines, names)
+            ]
             folders += [d.name] * len(maps)
             continue
         sources = stacked
@@ -226,7 +234,12 @@ def synthesis_datalist(
         made = new_label_maps(sources, new_maps_per_center or len(maps), seed=seed + index, **settings)
         near = check_far_from_sources(made.maps, sources, settings.get("ceiling", DEFAULT_CEILING))
         items += [
-            {"label": m, "label_source": f"new:{d.name}", "nearest_source_similarity": round(float(v), 4)}
+            {
+                "label": m,
+                "affine": affines[0].clone(),
+                "label_source": f"new:{d.name}",
+                "nearest_source_similarity": round(float(v), 4),
+            }
             for m, v in zip(made.maps, near)
         ]
         folders += [d.name] * len(made.maps)
@@ -274,6 +287,17 @@ def label_names_of(label_dirs: Sequence[str | os.PathLike]) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.get("labels", {}).items()}
 
 
+def modality_of(label_dirs: Sequence[str | os.PathLike], channels: int) -> dict[str, str]:
+    """The ``modality`` a synthetic dataset.json records (one entry per image channel, as MSD's): the first center
+    folder's when it declares ``channels`` entries, else ``{"0": "synthetic", ...}``. Workflows that read
+    ``image_channels`` from a dataset.json (:py:func:`scripts.data.centers.dataset_settings`) read it from here."""
+    meta = json.loads((Path(label_dirs[0]) / "dataset.json").read_text())
+    modality = meta.get("modality")
+    if isinstance(modality, dict) and len(modality) == int(channels):
+        return {str(k): str(v) for k, v in modality.items()}
+    return {str(c): "synthetic" for c in range(int(channels))}
+
+
 class Conditiond(MapTransform):
     """Builds the generator input ``image`` (label x center one-hot, ``max_centers * num_classes`` channels) from an
     item's ``label`` map and center ``code``. The label map is kept."""
@@ -293,10 +317,22 @@ class Conditiond(MapTransform):
         return d
 
 
-def _nifti_array(t: torch.Tensor) -> np.ndarray:
-    """(C, *spatial) -> NIfTI array: spatial axes first, channels last when C > 1."""
-    a = t.detach().cpu().numpy()
-    return a[0] if a.shape[0] == 1 else np.moveaxis(a, 0, -1)
+def write_nifti(path: str | os.PathLike, array: torch.Tensor, affine: torch.Tensor | None, dtype: type) -> None:
+    """Write a channel-first array (C, *spatial) as NIfTI with MONAI's ``NibabelWriter`` at ``affine`` (4x4 voxel to
+    world; identity when None), without resampling.
+
+    A 2D slice gets a trailing singleton axis, (H, W, 1[, C]), so the full 4x4 affine (slice spacing and position
+    included) is kept: the writer's 2D path handles only 3x3 affines. Every reader of the bundle drops the axis again
+    (:py:class:`~scripts.data.transforms.EnsureSpatialDimsd`).
+    """
+    data = array.detach().cpu().as_subclass(torch.Tensor).numpy().astype(dtype)
+    if data.ndim == 3:
+        data = data[..., None]
+    affine = torch.eye(4, dtype=torch.float64) if affine is None else torch.as_tensor(affine, dtype=torch.float64)
+    writer = NibabelWriter(output_dtype=dtype)
+    writer.set_data_array(data, channel_dim=0, squeeze_end_dims=False)
+    writer.set_metadata({"affine": affine, "original_affine": affine}, resample=False)
+    writer.write(str(path), verbose=False)
 
 
 class SyntheticDatasetWriter:
@@ -305,7 +341,8 @@ class SyntheticDatasetWriter:
     MONAI segmentation bundle can read.
 
     Files are written into a hidden folder beside ``output_dir`` and renamed into place only when the run completes,
-    so a failed run leaves no partial dataset. Images are stored in [0, 1] as float32, labels as uint8; only
+    so a failed run leaves no partial dataset. Images are stored in [0, 1] as float32, labels as uint8, both with
+    MONAI's ``NibabelWriter`` at the item's ``affine`` (the label map's grid, see :py:func:`synthesis_datalist`); only
     synthetic images and label maps are written. They are derived from patients' label maps (and a generator trained
     on their images), so everything is owner-only (files 0o600, folders 0o700) whatever the umask, and every file
     name is checked to stay inside the dataset folder.
@@ -319,6 +356,7 @@ class SyntheticDatasetWriter:
             patient; ``"given"``: the folders' own maps), recorded in dataset.json with whether the set is shareable.
         label_map_settings: how new label maps were made (recorded in dataset.json).
         shareable: whether the set may leave the center (recorded; default: ``label_source == "new"``).
+        modality: dataset.json ``modality`` (one entry per image channel); default ``{"0": "synthetic"}``.
     """
 
     def __init__(
@@ -330,8 +368,10 @@ class SyntheticDatasetWriter:
         label_source: str = "new",
         label_map_settings: dict[str, Any] | None = None,
         shareable: bool | None = None,
+        modality: dict[str, str] | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.modality = dict(modality or {"0": "synthetic"})
         self.label_names = dict(label_names)
         self.description = description
         self.overwrite = overwrite
@@ -362,14 +402,16 @@ class SyntheticDatasetWriter:
 
     def _write_batch(self, engine: Any) -> None:
         batch, preds = engine.state.batch, engine.state.output["pred"]
+        affines = batch.get("affine")
         for i, pred in enumerate(preds):
             center = check_center_name(str(batch["center"][i]), "synthesis style")
             name = f"synth_{len(self.items):05d}_{center}.nii.gz"
             image01 = ((pred.detach().float().clamp(-1, 1) + 1) / 2).as_subclass(torch.Tensor)
             label = torch.as_tensor(batch["label"][i]).as_subclass(torch.Tensor).to(torch.uint8)
-            for sub, array in (("imagesTr", image01), ("labelsTr", label)):
+            affine = None if affines is None else affines[i]  # the label map's grid: image and label lie where it lies
+            for sub, array, dtype in (("imagesTr", image01, np.float32), ("labelsTr", label, np.uint8)):
                 path = check_inside(self._tmp / sub / name, self._tmp / sub, "synthetic file")
-                nib.save(nib.Nifti1Image(_nifti_array(array), np.eye(4)), path)
+                write_nifti(path, array, affine, dtype)
                 make_private(path)
             self.items.append(
                 {
@@ -398,6 +440,7 @@ class SyntheticDatasetWriter:
                 else {"made_by": "the label folders' own maps (patients' label maps: not shareable)"}
             ),
             "labels": self.label_names,
+            "modality": self.modality,
             "numTraining": len(self.items),
             "training": self.items,
             "test": [],

@@ -174,14 +174,14 @@ def run_tradeoff(
     bundle_root: str | Path = BUNDLE_ROOT,
     command: str = COMMAND,
 ) -> dict[str, dict[str, Any]]:
-    """Run the evaluation protocol (``scripts.evaluation.protocol.Evaluation`` through ``configs/evaluate.json``,
+    """Run the evaluation protocol (``scripts.evaluation.protocol.Evaluation`` through ``configs/compare.json``,
     by default with ``configs/demo.json``) once per setting of :py:func:`settings_for`, add each final hand-off's
     per-center epsilon to the report (``privacy``, shown in report.md), and write the trade-off table.
 
     Args:
         output_dir: where the runs, ``report/`` (report.json/md) and ``report/tradeoff.{json,md}`` go.
         epsilons: target epsilons per center of the DP settings.
-        config_files: the evaluation config files (default: evaluate.json + demo.json of ``bundle_root``).
+        config_files: the evaluation config files (default: compare.json + demo.json of ``bundle_root``).
         overrides: further config overrides of the evaluation (``data_root``, ``device``, ``visit_overrides``, ...).
         max_grad_norm: per-sample clipping bound of the DP settings.
         accountant: ``rdp`` or ``prv``.
@@ -196,7 +196,7 @@ def run_tradeoff(
     """
     bundle_root, output_dir = Path(bundle_root), Path(output_dir)
     report_dir = output_dir / "report"
-    config_files = list(config_files or [str(bundle_root / "configs" / f) for f in ("evaluate.json", "demo.json")])
+    config_files = list(config_files or [str(bundle_root / "configs" / f) for f in ("compare.json", "demo.json")])
     methods = method_configs(settings_for(epsilons, max_grad_norm, accountant), output_dir / "settings")
     workflow = ConfigWorkflow(
         config_file=config_files,
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epsilons", type=float, nargs="+", default=[50.0, 10.0], help="target epsilon per center")
     parser.add_argument("--max_grad_norm", type=float, default=1.0, help="per-sample clipping bound")
     parser.add_argument("--accountant", choices=["rdp", "prv"], default="rdp")
-    parser.add_argument("--config_file", nargs="+", default=None, help="default: configs/evaluate.json demo.json")
+    parser.add_argument("--config_file", nargs="+", default=None, help="default: configs/compare.json demo.json")
     parser.add_argument(
         "--set", nargs="*", default=[], metavar="KEY=JSON", help="config overrides, e.g. device='\"cpu\"'"
     )
