@@ -84,7 +84,7 @@ def test_cached_teacher_targets_equal_the_teachers_output_and_each_bank_map_is_t
     labels = [torch.zeros(BATCH, 1, SIZE, SIZE, dtype=torch.long)]
     bank = _bank()
     for _ in range(3):
-        r_label, r_center, target = reminder.batch(labels, BATCH)
+        r_label, r_center, target, _ = reminder.batch(labels, BATCH)
         with torch.no_grad():
             expected = reference(encode_condition(r_label, r_center, K, 4))
         torch.testing.assert_close(target, expected, rtol=1e-5, atol=1e-6)

@@ -23,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -242,52 +244,49 @@ RANDOM_VGG = "$scripts.losses.VGG16Features(random_weights_for_timing=True)"
 RANDOM_VGG_LABEL = "VGG16Features: RANDOM weights, timing only (not a perceptual loss)"
 
 
-def run_case(
+@dataclass
+class Case:
+    """One benchmark case, built and ready to step: the visit's trainer and data loader at its center."""
+
+    trainer: Any
+    loader: Any
+    parser: Any
+    device: torch.device
+    reminder: Any
+    dims: int
+    setup_s: float
+
+    def batches(self) -> Iterator[Any]:
+        """The data loader's batches, epoch after epoch."""
+        while True:
+            count = 0
+            for b in self.loader:
+                count += 1
+                yield b
+            if count == 0:
+                raise RuntimeError("the data loader yields no batch (fewer samples than batch_size, drop_last).")
+
+
+@contextmanager
+def prepared_case(
     size: int,
     center_index: int,
     batch_size: int,
-    steps: int,
-    warmup: int,
     device: str | None,
     extra: dict[str, Any],
     precision: str = "fp32",
     perceptual: str = "vgg16-random",
-    flops: bool = True,
     configs: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Benchmark one case in this process: the visit at center ``center_index`` (1-based) at ``size`` per side.
+) -> Iterator[Case]:
+    """The visit at center ``center_index`` (1-based) at ``size`` per side, built in a temporary folder.
 
     Builds the real visit workflow (:py:func:`scripts.visit.visit_workflow`: ``configs/train.json`` plus ``configs``,
-    its ``CacheDataset`` and ``DataLoader``), fills the teacher-output cache (a once-per-visit cost, timed apart),
-    then runs ``warmup`` + ``steps`` iterations straight from the data loader, timing the wait for each batch and
-    ``trainer._iteration`` apart.
-
-    Args:
-        size: image side in pixels.
-        center_index: 1-based position of the visited center; ``k > 1`` arrives with a hand-off of ``k - 1`` centers.
-        batch_size: the config's ``batch_size``.
-        steps: timed steps.
-        warmup: untimed steps before them.
-        device: ``"cpu"``, ``"cuda"`` or None for the config's default.
-        extra: further config overrides (``--set``).
-        precision: ``fp32``, ``bf16`` or ``fp16`` (sets ``amp`` and ``amp_dtype``).
-        perceptual: ``vgg16-random`` (a VGG16-sized feature network with random weights, for timing only) or
-            ``none`` (the config's ``perceptual_network``, null by default).
-        flops: count the FLOPs of one more (untimed) step.
-        configs: more config files after ``configs/train.json`` (e.g. ``configs/train_3d.json``: volumes).
-
-    Returns:
-        the case's record, printed as one JSON line. Step seconds (``step_s_median``, ``step_s_min``, ``step_s``)
-        exclude the data wait; ``data_wait_share`` = data wait / (data wait + step) over the timed steps;
-        ``peak_mem_mb`` of kind ``peak_mem_kind`` (``cpu_rss_during_steps``: the process's peak resident memory while
-        stepping, whole process; ``cuda_max_allocated``: GPU tensors); ``step_gflop``, ``achieved_gflops`` and
-        ``peak_gflops`` with ``peak_basis``; ``images_per_s`` (training images per second, data wait excluded);
-        ``teacher_cache_fill_s``: the one-time teacher forwards over the label bank.
+    its ``CacheDataset`` and ``DataLoader``) on fresh demo centers; center ``k > 1`` arrives with a fabricated hand-off
+    of ``k - 1`` earlier centers (:py:func:`fabricate_handoff`). Arguments as :py:func:`run_case`.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
     t_case = time.perf_counter()
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     config_files = [str(TRAIN_CONFIG), *(str(BUNDLE_ROOT / c) for c in configs)]
     dims = int(ConfigParser.load_config_files(config_files).get("spatial_dims", 2))
     spatial_size = [size] * dims
@@ -314,9 +313,57 @@ def run_case(
             )
         trainer = parser.get_parsed_content("train#trainer")
         loader = parser.get_parsed_content("train#dataloader")
-        dev = torch.device(trainer.state.device)
         reminder = trainer.reminder if trainer.reminding_on else None
-        setup_s = time.perf_counter() - t_case
+        yield Case(
+            trainer, loader, parser, torch.device(trainer.state.device), reminder, dims, time.perf_counter() - t_case
+        )
+
+
+def run_case(
+    size: int,
+    center_index: int,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    device: str | None,
+    extra: dict[str, Any],
+    precision: str = "fp32",
+    perceptual: str = "vgg16-random",
+    flops: bool = True,
+    configs: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Benchmark one case in this process: the visit at center ``center_index`` (1-based) at ``size`` per side.
+
+    Builds the real visit workflow (:py:func:`prepared_case`), fills the teacher-output cache (a once-per-visit cost,
+    timed apart), then runs ``warmup`` + ``steps`` iterations straight from the data loader, timing the wait for each
+    batch and ``trainer._iteration`` apart.
+
+    Args:
+        size: image side in pixels.
+        center_index: 1-based position of the visited center; ``k > 1`` arrives with a hand-off of ``k - 1`` centers.
+        batch_size: the config's ``batch_size``.
+        steps: timed steps.
+        warmup: untimed steps before them.
+        device: ``"cpu"``, ``"cuda"`` or None for the config's default.
+        extra: further config overrides (``--set``).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (sets ``amp`` and ``amp_dtype``).
+        perceptual: ``vgg16-random`` (a VGG16-sized feature network with random weights, for timing only) or
+            ``none`` (the config's ``perceptual_network``, null by default).
+        flops: count the FLOPs of one more (untimed) step.
+        configs: more config files after ``configs/train.json`` (e.g. ``configs/train_3d.json``: volumes).
+
+    Returns:
+        the case's record, printed as one JSON line. Step seconds (``step_s_median``, ``step_s_min``, ``step_s``)
+        exclude the data wait; ``data_wait_share`` = data wait / (data wait + step) over the timed steps;
+        ``peak_mem_mb`` of kind ``peak_mem_kind`` (``cpu_rss_during_steps``: the process's peak resident memory while
+        stepping, whole process; ``cuda_max_allocated``: GPU tensors); ``step_gflop``, ``achieved_gflops`` and
+        ``peak_gflops`` with ``peak_basis``; ``images_per_s`` (training images per second, data wait excluded);
+        ``teacher_cache_fill_s``: the one-time teacher forwards over the label bank (or the local pool's entries).
+    """
+    t_case = time.perf_counter()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    with prepared_case(size, center_index, batch_size, device, extra, precision, perceptual, configs) as case:
+        trainer, parser, dev, reminder, dims = case.trainer, case.parser, case.device, case.reminder, case.dims
 
         _sync(dev)
         t0 = time.perf_counter()
@@ -325,16 +372,7 @@ def run_case(
         fill_s = time.perf_counter() - t0
         cache_mb = 0.0 if reminder is None else reminder.cache_bytes / 2**20
 
-        def batches():
-            while True:
-                count = 0
-                for b in loader:
-                    count += 1
-                    yield b
-                if count == 0:
-                    raise RuntimeError("the data loader yields no batch (fewer samples than batch_size, drop_last).")
-
-        source = batches()
+        source = case.batches()
         times, waits, cpu_times = [], [], []
         batch = None
         for i in range(warmup + steps):
@@ -413,7 +451,7 @@ def run_case(
             "d_params": sum(p.numel() for p in trainer.d_network.parameters()),
             "configs": list(configs),
             "overrides": extra,
-            "setup_s": round(setup_s, 2),
+            "setup_s": round(case.setup_s, 2),
         }
     record["case_wall_s"] = round(time.perf_counter() - t_case, 2)
     return record
