@@ -38,7 +38,7 @@ from scripts.reminding import REMINDING_REDUCTIONS, Reminder, RemindingBatch
 if TYPE_CHECKING:
     from scripts.privacy import PrivateVisit
 
-__all__ = ["TDGANTrainer", "CenterBatch", "LossAverage", "loss_averages", "GAN_MODES"]
+__all__ = ["TDGANTrainer", "CenterBatch", "LossAverage", "loss_averages", "retain_freed_memory_now", "GAN_MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,37 @@ def loss_averages() -> dict[str, Any]:
 
 def _plain(x: Any) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
+
+
+_RETAINED: list[bool] = []  # the outcome of retain_freed_memory_now in this process (it acts once per process)
+
+
+def retain_freed_memory_now() -> bool:
+    """Keep freed memory inside this process: glibc ``mallopt(M_MMAP_THRESHOLD, 2**31 - 1)`` and
+    ``mallopt(M_TRIM_THRESHOLD, 2**31 - 1)``.
+
+    glibc serves an allocation of 32 MB or more (its largest dynamic mmap threshold) with a fresh ``mmap`` and
+    unmaps it on free, so a tensor that size is page-faulted and zero-filled by the kernel at every step: from the
+    second center on at 128x128, batch 4, the generator's [batch; reminding batch] activations of 64 channels are
+    33.5 MB and a step faulted in about 1.2 GB (docs/benchmark.md). With these settings the heap keeps them; the
+    process's resident memory then stays at its peak instead of falling back between steps. PyTorch has no caching
+    allocator on CPU (the fix it documents is an LD_PRELOADed jemalloc or tcmalloc), hence the direct call.
+
+    Returns:
+        whether freed memory is kept in this process (False off glibc); the settings are made at the first call.
+    """
+    if not _RETAINED:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+            ok = bool(libc.mallopt(m_mmap_threshold, 2**31 - 1)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+        except (OSError, AttributeError):
+            ok = False
+        _RETAINED.append(ok)
+        logger.info(f"CPU allocator: freed memory {'kept in the process (glibc mallopt)' if ok else 'left as it is'}.")
+    return _RETAINED[0]
 
 
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
@@ -147,6 +178,9 @@ class TDGANTrainer(Trainer):
         amp: run the forward passes under ``torch.autocast`` (see :py:class:`~scripts.precision.Precision`).
         amp_dtype: autocast dtype; default bfloat16 on CPU, float16 on CUDA.
         channels_last: put the networks and their inputs in channels-last memory format.
+        retain_freed_memory: on CPU with glibc, keep freed memory in the process (``mallopt``: no mmap threshold, no
+            trimming) so that the step's large activations are not mapped and zero-filled afresh at every step (see
+            :py:func:`retain_freed_memory_now`); results are unchanged.
         compile: ``torch.compile`` the generator, teacher, discriminators and feature network (``Module.compile``:
             state-dict keys unchanged).
         privacy: a differentially private visit's :py:class:`~scripts.privacy.PrivateVisit` (its optimizers and data
@@ -188,6 +222,7 @@ class TDGANTrainer(Trainer):
         amp: bool = False,
         amp_dtype: torch.dtype | str | None = None,
         channels_last: bool = False,
+        retain_freed_memory: bool = True,
         compile: bool = False,
         privacy: PrivateVisit | None = None,
     ) -> None:
@@ -252,6 +287,8 @@ class TDGANTrainer(Trainer):
             privacy.attach(self)
         self.precision = Precision(self.state.device, amp, amp_dtype)
         self._speed_setup(channels_last, compile)
+        if retain_freed_memory and torch.device(self.state.device).type == "cpu":
+            retain_freed_memory_now()
         logger.info(
             "perceptual term "
             + (f"on: weight {perceptual_weight}." if perceptual_loss else "off: no feature network configured.")

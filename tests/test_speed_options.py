@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ from scripts.losses import PerceptualLoss
 from scripts.networks import TDGANGenerator, TemporaryDiscriminators, encode_condition
 from scripts.precision import amp_supported, resolve_amp_dtype
 from scripts.reminding import Reminder
-from scripts.trainer import TDGANTrainer
+from scripts.trainer import TDGANTrainer, retain_freed_memory_now
 
 K, SIZE, BATCH, EARLIER, PER_CENTER = 4, 32, 2, 3, 3
 
@@ -203,3 +204,23 @@ def test_cached_target_features_give_the_same_step_and_each_entry_is_featured_on
         0 if cached_entries == EARLIER * PER_CENTER else BATCH * steps
     )
     assert cached.reminder.cache_bytes > plain.reminder.cache_bytes
+
+
+def _faults_of_a_fresh_64mb_tensor() -> int:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.empty(16 * 2**20, dtype=torch.float32)  # 64 MB: above glibc's largest dynamic mmap threshold
+    x.fill_(1.0)
+    del x
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_retained_freed_memory_is_reused_without_page_faults():
+    # process-wide: a CPU trainer of an earlier test may have made the settings already
+    if not retain_freed_memory_now():
+        pytest.skip("not glibc")
+    _faults_of_a_fresh_64mb_tensor()  # the first one grows the heap
+    pages = 64 * 2**20 // 4096
+    assert _faults_of_a_fresh_64mb_tensor() < pages // 10  # the next one reuses it (without: about every page)

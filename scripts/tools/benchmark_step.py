@@ -358,7 +358,9 @@ def run_case(
         ``peak_mem_mb`` of kind ``peak_mem_kind`` (``cpu_rss_during_steps``: the process's peak resident memory while
         stepping, whole process; ``cuda_max_allocated``: GPU tensors); ``step_gflop``, ``achieved_gflops`` and
         ``peak_gflops`` with ``peak_basis``; ``images_per_s`` (training images per second, data wait excluded);
-        ``teacher_cache_fill_s``: the one-time teacher forwards over the label bank (or the local pool's entries).
+        ``teacher_cache_fill_s``: the one-time teacher forwards over the label bank (or the local pool's entries);
+        ``minor_page_faults_per_step``: pages the kernel mapped in for the process per timed step (memory the
+        allocator handed back and took again; see :py:func:`scripts.trainer.retain_freed_memory_now`).
     """
     t_case = time.perf_counter()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -380,6 +382,7 @@ def run_case(
                 if dev.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(dev)
                 rss_reset = _reset_peak_rss()
+                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t_wait = time.perf_counter()
             batch = next(source)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -392,6 +395,7 @@ def run_case(
                 cpu_times.append(time.process_time() - c0)
             _log(f"size {size} center {center_index} {precision}: step {i + 1}/{warmup + steps} {t1 - t0:.3f} s")
 
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
         if dev.type == "cuda":
             peak_mb, kind = torch.cuda.max_memory_allocated(dev) / 2**20, "cuda_max_allocated"
         else:
@@ -432,6 +436,7 @@ def run_case(
             "warmup": warmup,
             "peak_mem_mb": round(peak_mb, 1),
             "peak_mem_kind": kind,
+            "minor_page_faults_per_step": round(faults / steps),
             "device": str(dev),
             "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
             "threads": torch.get_num_threads(),
