@@ -438,6 +438,7 @@ def run_case(
             "peak_mem_kind": kind,
             "minor_page_faults_per_step": round(faults / steps),
             "device": str(dev),
+            "implementation": "bundle",
             "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
             "threads": torch.get_num_threads(),
             "torch": str(torch.__version__),
@@ -463,13 +464,48 @@ def run_case(
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One summary record per (size, precision): step-time and memory ratios across centers, against targets.
+    """One summary record per (implementation, size, precision): step-time and memory ratios across centers.
 
     Ratios are of ``step_s_median`` (and of ``step_s_min`` and of the process CPU seconds ``step_cpu_s_median``, less
     sensitive to other processes on the machine; with ``--threads 1`` CPU seconds measure the work done):
     ``step(t) / step(1)`` for every measured ``t``, ``step(t_max) / step(2)``, and the peak-memory spread.
-    A ``precision_speedup`` record compares each low precision with fp32 per (size, center).
+    A ``precision_speedup`` record compares each low precision with fp32 per (size, center); with reference records
+    (``implementation``: ``reference``, :py:mod:`scripts.tools.reference_step`), a ``vs_reference`` record gives
+    bundle step / reference step per (size, batch, center, precision).
     """
+    out: list[dict[str, Any]] = []
+    reference = [r for r in records if r.get("implementation") == "reference"]
+    records = [r for r in records if r.get("implementation", "bundle") != "reference"]
+    for impl, group in (("bundle", records), ("reference", reference)):
+        out += _center_summaries(group, impl)
+    for r in records:
+        same = [
+            b
+            for b in reference
+            if (b["size"], b["batch_size"], b["center_index"]) == (r["size"], r["batch_size"], r["center_index"])
+        ]
+        if same:
+            ref = same[0]
+            out.append(
+                {
+                    "summary": "vs_reference",
+                    "size": r["size"],
+                    "batch_size": r["batch_size"],
+                    "center_index": r["center_index"],
+                    "precision": r["precision"],
+                    "bundle_step_s_median": r["step_s_median"],
+                    "reference_step_s_median": ref["step_s_median"],
+                    "bundle_over_reference_median": round(r["step_s_median"] / ref["step_s_median"], 3),
+                    "bundle_over_reference_min": round(r["step_s_min"] / ref["step_s_min"], 3),
+                    "bundle_over_reference_cpu": round(r["step_cpu_s_median"] / ref["step_cpu_s_median"], 3),
+                }
+            )
+    out += _precision_summaries(records)
+    return out
+
+
+def _center_summaries(records: Sequence[dict[str, Any]], implementation: str) -> list[dict[str, Any]]:
+    """:py:func:`summarize`'s ``centers`` records of one implementation."""
     out: list[dict[str, Any]] = []
     keys = sorted({(r["size"], r["batch_size"], r["precision"]) for r in records})
     for size, batch, prec in keys:
@@ -477,6 +513,8 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             r["center_index"]: r for r in records if (r["size"], r["batch_size"], r["precision"]) == (size, batch, prec)
         }
         summary: dict[str, Any] = {"summary": "centers", "size": size, "batch_size": batch, "precision": prec}
+        if implementation != "bundle":
+            summary["implementation"] = implementation
         for stat in ("step_s_median", "step_s_min", "step_cpu_s_median"):
             if 1 in rows:
                 base = rows[1][stat]
@@ -487,8 +525,15 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         mems = [r["peak_mem_mb"] for r in rows.values()]
         summary["peak_mem_mb"] = {str(t): r["peak_mem_mb"] for t, r in sorted(rows.items())}
         summary["peak_mem_max_over_min"] = round(max(mems) / min(mems), 3)
-        summary["data_wait_share_max"] = max(r["data_wait_share"] for r in rows.values())
+        if implementation == "bundle":
+            summary["data_wait_share_max"] = max(r["data_wait_share"] for r in rows.values())
         out.append(summary)
+    return out
+
+
+def _precision_summaries(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:py:func:`summarize`'s ``precision_speedup`` records (the bundle's)."""
+    out: list[dict[str, Any]] = []
     for r in records:
         if r["precision"] == "fp32":
             continue
@@ -556,8 +601,37 @@ def _build_argparser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="config override of configs/train.json, value parsed as JSON if possible (repeatable), e.g. ngf=32",
     )
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="PATH",
+        help="also time the reference TDGAN's own step (scripts/tools/reference_step.py) from an extracted copy of "
+        "huiqu18/TDGAN-PyTorch at PATH (read-only), per size, batch and center, in float32 (it has no other precision)",
+    )
     p.add_argument("--one-case", dest="one_case", action="store_true", help=argparse.SUPPRESS)
     return p
+
+
+def _run_reference_cases(args: argparse.Namespace, records: list[dict[str, Any]]) -> int:
+    """Time the reference's step per (size, batch, center), each in a fresh subprocess; returns the failures."""
+    failed = 0
+    for size, batch, center in itertools.product(args.sizes, args.batch_size, args.centers):
+        _log(f"reference case size {size} batch {batch} center {center} ...")
+        cmd = [sys.executable, "-m", "scripts.tools.reference_step", "--reference", str(args.reference)]
+        cmd += ["--size", str(size), "--batch_size", str(batch), "--center", str(center)]
+        cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+        cmd += [] if args.threads is None else ["--threads", str(args.threads)]
+        cmd += [] if args.device is None else ["--device", args.device]
+        cmd += [] if args.flops else ["--no_flops"]
+        proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True, check=False)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            failed += 1
+            _log(f"reference case size {size} batch {batch} center {center} FAILED (exit {proc.returncode}).")
+            continue
+        print(lines[-1], flush=True)
+        records.append(json.loads(lines[-1]))
+    return failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -581,6 +655,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("center indices are 1-based (>= 1).")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error(f"--device cuda, but this torch ({torch.__version__}) sees no CUDA device.")
+    if args.reference is not None:
+        from scripts.tools.reference_step import check_reference
+
+        try:
+            check_reference(args.reference)
+        except FileNotFoundError as e:
+            p.error(str(e))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
@@ -627,6 +708,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print(lines[-1], flush=True)
         records.append(json.loads(lines[-1]))
+    if args.reference is not None:
+        failed += _run_reference_cases(args, records)
     for summary in summarize(records):
         print(json.dumps(summary), flush=True)
     return 1 if failed else 0
