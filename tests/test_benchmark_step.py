@@ -188,3 +188,28 @@ def test_benchmark_times_the_reference_side_by_side_through_the_adapter(tmp_path
     assert [s["center_index"] for s in vs] == [1, 3]
     for s, b, r in zip(vs, bundle, reference):
         assert s["bundle_over_reference_median"] == pytest.approx(b["step_s_median"] / r["step_s_median"], abs=0.002)
+
+
+def test_profile_attributes_the_whole_step_to_its_phases_with_backward_to_the_forward_that_made_it() -> None:
+    from scripts.tools.profile_step import PHASES, markdown_table, profile_case
+
+    torch.set_num_threads(1)
+    record = profile_case(32, 2, 2, steps=1, warmup=1, device="cpu", extra={"ngf": 8, "num_blocks": 1, "ndf": 8})
+    phases = record["phases"]
+    assert set(phases) == {*PHASES, "other", "step"}  # at the second center every phase runs
+    step = phases["step"]["total_ms"]
+    parts = sum(p["total_ms"] for name, p in phases.items() if name != "step")
+    assert parts == pytest.approx(step, rel=0.02)  # "other" is what the phases leave, so they add up
+    assert all(p["forward_ms"] >= 0 and p["backward_ms"] >= 0 for p in phases.values())
+    for name in ("tdgan.generator_forward", "tdgan.d_forward", "tdgan.g_step.perceptual_reminding"):
+        assert phases[name]["backward_ms"] > 0, f"{name}: its backward was not credited to it"
+    for name in ("tdgan.reminding_batch", "tdgan.d_update", "tdgan.g_update"):
+        assert phases[name]["backward_ms"] < 0.2 * phases["tdgan.generator_forward"]["backward_ms"]
+    # the digesting target's features run without autograd; the cached reminding targets need none at all
+    assert phases["tdgan.g_step.perceptual_digesting"]["no_grad_ms"] > 0
+    assert (
+        phases["tdgan.g_step.perceptual_reminding"]["no_grad_ms"]
+        < phases["tdgan.g_step.perceptual_digesting"]["no_grad_ms"]
+    )
+    table = markdown_table([record])
+    assert table.count("\n") == 1 + len(PHASES) + 2 and "**step**" in table
