@@ -31,6 +31,7 @@ __all__ = [
     "Reminder",
     "RemindingBatch",
     "complete_classes",
+    "complete_classes_fixed",
     "make_local_pool",
 ]
 

@@ -186,7 +186,8 @@ class TDGANTrainer(Trainer):
         privacy: a differentially private visit's :py:class:`~scripts.privacy.PrivateVisit` (its optimizers and data
             loader are the ones given here), or None. With it, each patient's contributions stay in one row of the
             per-sample gradients: fakes and reals go through D in two calls, G's maps and reminding maps in two
-            calls, local reminding reuses the row's own map, and an empty batch takes a noise-only step.
+            calls, local reminding reuses the row's own map (completed to every class by a function of that map alone,
+            :py:func:`~scripts.reminding.complete_classes_fixed`), and an empty batch takes a noise-only step.
     """
 
     def __init__(
