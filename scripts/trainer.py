@@ -27,16 +27,18 @@ from monai.inferers import Inferer, SimpleInferer
 from monai.losses import PatchAdversarialLoss
 from monai.utils import GanKeys
 from torch.optim import Optimizer
+from torch.profiler import record_function
 from torch.utils.data import DataLoader
 
+from scripts.losses import PerceptualLoss
 from scripts.networks import TemporaryDiscriminators, encode_condition
 from scripts.precision import Precision
-from scripts.reminding import Reminder, RemindingBatch
+from scripts.reminding import REMINDING_REDUCTIONS, Reminder, RemindingBatch
 
 if TYPE_CHECKING:
     from scripts.privacy import PrivateVisit
 
-__all__ = ["TDGANTrainer", "CenterBatch", "LossAverage", "loss_averages", "GAN_MODES"]
+__all__ = ["TDGANTrainer", "CenterBatch", "LossAverage", "loss_averages", "retain_freed_memory_now", "GAN_MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,37 @@ def _plain(x: Any) -> torch.Tensor:
     return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
 
 
+_RETAINED: list[bool] = []  # the outcome of retain_freed_memory_now in this process (it acts once per process)
+
+
+def retain_freed_memory_now() -> bool:
+    """Keep freed memory inside this process: glibc ``mallopt(M_MMAP_THRESHOLD, 2**31 - 1)`` and
+    ``mallopt(M_TRIM_THRESHOLD, 2**31 - 1)``.
+
+    glibc serves an allocation of 32 MB or more (its largest dynamic mmap threshold) with a fresh ``mmap`` and
+    unmaps it on free, so a tensor that size is page-faulted and zero-filled by the kernel at every step: from the
+    second center on at 128x128, batch 4, the generator's [batch; reminding batch] activations of 64 channels are
+    33.5 MB and a step faulted in about 1.2 GB (docs/benchmark.md). With these settings the heap keeps them; the
+    process's resident memory then stays at its peak instead of falling back between steps. PyTorch has no caching
+    allocator on CPU (the fix it documents is an LD_PRELOADed jemalloc or tcmalloc), hence the direct call.
+
+    Returns:
+        whether freed memory is kept in this process (False off glibc); the settings are made at the first call.
+    """
+    if not _RETAINED:
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL("libc.so.6")
+            m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+            ok = bool(libc.mallopt(m_mmap_threshold, 2**31 - 1)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+        except (OSError, AttributeError):
+            ok = False
+        _RETAINED.append(ok)
+        logger.info(f"CPU allocator: freed memory {'kept in the process (glibc mallopt)' if ok else 'left as it is'}.")
+    return _RETAINED[0]
+
+
 def _unwrap(network: torch.nn.Module) -> torch.nn.Module:
     """The network inside a ``DistributedDataParallel`` (or similar ``.module``) wrapper, else the network itself."""
     return getattr(network, "module", network)
@@ -92,13 +125,17 @@ class TDGANTrainer(Trainer):
         2. :py:meth:`backward_d`: ``L_D = d_loss_scale * sum_g (GAN(D_g(y, G(y).detach()), 0) + GAN(D_g(y, x), 1))``;
         3. :py:meth:`backward_g`, the discriminators frozen: digesting ``= sum_g GAN(D_g(y, G(y)), 1) +
            l1_weight * |G(y) - x| + perceptual_weight * P(G(y), x)``, reminding ``= l1_weight * |G(y') - T(y')| +
-           perceptual_weight * P(G(y'), T(y'))``, ``L_G = g_loss_scale * (digesting + reminding_weight * reminding)``.
+           perceptual_weight * P(G(y'), T(y'))``, ``L_G = g_loss_scale * (digesting + w * reminding)`` with
+           ``w = reminding_weight`` (``reminding_reduction`` ``mean``) or ``reminding_weight * (t - 1)`` (``sum``,
+           ``t - 1`` the earlier centers reminded).
 
     Each ``D_g`` sees ``y`` as ``D.condition(y, center)``: the one-hot label map, or, for discriminators built with
     ``max_centers`` (``discriminator_center_code``), the label x center one-hot, so a shared one knows the center.
 
-    The reminding batch (one group's batch size, sampled across all earlier centers by the :py:class:`Reminder`,
-    which also holds the teacher) keeps a step's cost flat however many centers came before.
+    The reminding batch (one group's batch size or ``reminding_batch_size``, sampled across all earlier centers by
+    the :py:class:`Reminder`, which also holds the teacher) keeps a step's cost flat however many centers came before.
+    With a cached teacher (``bank`` maps, or ``local`` pool maps under each code) the perceptual term's target
+    features of the reminding batch are cached too, within ``reminding_feature_cache_mb``.
 
     Args:
         device: an object representing the device on which to run.
@@ -120,6 +157,14 @@ class TDGANTrainer(Trainer):
         perceptual_loss: a perceptual loss module ``(pred, target) -> scalar``, or None (the term is off).
         perceptual_weight: weight of the perceptual terms when ``perceptual_loss`` is given.
         reminding_weight: weight of the reminding loss; 0 makes the visit plain pix2pix fine-tuning.
+        reminding_reduction: ``"mean"`` (the reminding batch's loss, whatever the number of earlier centers) or
+            ``"sum"`` (times the number of earlier centers reminded: the reference's one term per earlier center).
+        reminding_batch_size: maps per reminding batch; None: one group's training batch size (the method's
+            default). Smaller is cheaper (a method option: its effect on forgetting is measured by
+            ``scripts/tools/reminding_check.py``); not with DP (row i is patient i's own map).
+        reminding_feature_cache_mb: memory the cached target features of the reminding batch may take (entries
+            beyond it have theirs computed every step); 0: not cached. Only with a cached teacher and a feature-list
+            perceptual network (``VGG16Features``).
         g_loss_scale: factor on the whole generator loss (0.1 in TDGAN).
         d_loss_scale: factor on the discriminator loss (0.05 in TDGAN).
         non_blocking: if True and this copy is between CPU and GPU, the copy may occur asynchronously.
@@ -133,12 +178,16 @@ class TDGANTrainer(Trainer):
         amp: run the forward passes under ``torch.autocast`` (see :py:class:`~scripts.precision.Precision`).
         amp_dtype: autocast dtype; default bfloat16 on CPU, float16 on CUDA.
         channels_last: put the networks and their inputs in channels-last memory format.
+        retain_freed_memory: on CPU with glibc, keep freed memory in the process (``mallopt``: no mmap threshold, no
+            trimming) so that the step's large activations are not mapped and zero-filled afresh at every step (see
+            :py:func:`retain_freed_memory_now`); results are unchanged.
         compile: ``torch.compile`` the generator, teacher, discriminators and feature network (``Module.compile``:
             state-dict keys unchanged).
         privacy: a differentially private visit's :py:class:`~scripts.privacy.PrivateVisit` (its optimizers and data
             loader are the ones given here), or None. With it, each patient's contributions stay in one row of the
             per-sample gradients: fakes and reals go through D in two calls, G's maps and reminding maps in two
-            calls, local reminding reuses the row's own map, and an empty batch takes a noise-only step.
+            calls, local reminding reuses the row's own map (completed to every class by a function of that map alone,
+            :py:func:`~scripts.reminding.complete_classes_fixed`), and an empty batch takes a noise-only step.
     """
 
     def __init__(
@@ -158,6 +207,9 @@ class TDGANTrainer(Trainer):
         perceptual_loss: torch.nn.Module | None = None,
         perceptual_weight: float = 10.0,
         reminding_weight: float = 1.0,
+        reminding_reduction: str = "mean",
+        reminding_batch_size: int | None = None,
+        reminding_feature_cache_mb: float = 512.0,
         g_loss_scale: float = 0.1,
         d_loss_scale: float = 0.05,
         non_blocking: bool = False,
@@ -171,11 +223,24 @@ class TDGANTrainer(Trainer):
         amp: bool = False,
         amp_dtype: torch.dtype | str | None = None,
         channels_last: bool = False,
+        retain_freed_memory: bool = True,
         compile: bool = False,
         privacy: PrivateVisit | None = None,
     ) -> None:
         if gan_mode not in GAN_MODES:
             raise ValueError(f"gan_mode must be one of {sorted(GAN_MODES)}, got {gan_mode!r}.")
+        if reminding_reduction not in REMINDING_REDUCTIONS:
+            raise ValueError(
+                f"reminding_reduction must be one of {REMINDING_REDUCTIONS}, got {reminding_reduction!r}: 'mean' "
+                "weighs the one reminding batch by reminding_weight, 'sum' by reminding_weight x earlier centers."
+            )
+        if reminding_batch_size is not None and (isinstance(reminding_batch_size, bool) or reminding_batch_size < 1):
+            raise ValueError(f"reminding_batch_size must be null or an integer >= 1, got {reminding_batch_size!r}.")
+        if reminding_batch_size is not None and privacy is not None:
+            raise ValueError(
+                "reminding_batch_size cannot be set with dp: under DP row i of the reminding batch is patient i's own "
+                "label map, so the reminding batch is the training batch; set reminding_batch_size null."
+            )
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -210,19 +275,32 @@ class TDGANTrainer(Trainer):
         self.perceptual_loss = perceptual_loss
         self.perceptual_weight = perceptual_weight if perceptual_loss is not None else 0.0
         self.reminding_weight = reminding_weight
+        self.reminding_reduction = reminding_reduction
+        self.reminding_batch_size = reminding_batch_size
         self.g_loss_scale, self.d_loss_scale = g_loss_scale, d_loss_scale
         self.reminding_on = reminder is not None and reminding_weight > 0
+        reminded = len(reminder.codes) if reminder is not None else 0
+        # the weight of the one reminding batch: per earlier center (mean) or summed over them (sum)
+        self.reminding_scale = reminding_weight * (reminded if reminding_reduction == "sum" else 1)
+        self._feature_cache_bytes = int(max(0.0, float(reminding_feature_cache_mb)) * 2**20)
         self.privacy = privacy
         if privacy is not None:  # after the train handlers: its accounting starts after a resume's checkpoint loads
             privacy.attach(self)
         self.precision = Precision(self.state.device, amp, amp_dtype)
         self._speed_setup(channels_last, compile)
+        if retain_freed_memory and torch.device(self.state.device).type == "cpu":
+            retain_freed_memory_now()
         logger.info(
             "perceptual term "
             + (f"on: weight {perceptual_weight}." if perceptual_loss else "off: no feature network configured.")
         )
         if not self.reminding_on:
             logger.info(f"reminding off ({'no earlier center' if reminder is None else 'reminding_weight 0'}).")
+        else:
+            logger.info(
+                f"reminding {reminder.source} ({reminder.entries or 'current-batch'} entries) of codes "
+                f"{reminder.codes.tolist()}, {reminding_reduction}: weight {self.reminding_scale:g}."
+            )
         if train_handlers is not None:  # last: after the metrics (at EPOCH_COMPLETED handlers read this epoch's
             self._register_handlers(train_handlers)  # values) and the trainer's own parts (e.g. its precision)
 
@@ -244,7 +322,8 @@ class TDGANTrainer(Trainer):
         cache = self.reminding_on and self.reminder.cache
         if self.reminding_on:
             chunk = int(getattr(self.data_loader, "batch_size", None) or 4)
-            self.reminder.configure(self.precision, self.memory_format, chunk)
+            features = self._target_features if self._features_cacheable() else None
+            self.reminder.configure(self.precision, self.memory_format, chunk, features, self._feature_cache_bytes)
         logger.info(
             f"precision {self.precision.name}, teacher cache {'on' if cache else 'off'}, "
             f"channels_last {channels_last}, compile {compile}."
@@ -280,7 +359,7 @@ class TDGANTrainer(Trainer):
         sizes = [g.label.shape[0] for g in groups]
         # with DP, one call per part (the groups' maps, the reminding maps), each row i being patient i
         parts = [cond] if self.privacy is None else cond.split([sum(sizes), len(cond) - sum(sizes)])
-        with self.precision.autocast():
+        with self.precision.autocast(), record_function("tdgan.generator_forward"):
             outs = [
                 self.g_inferer(p.contiguous(memory_format=self.memory_format), self.g_network).float()
                 for p in parts
@@ -289,6 +368,28 @@ class TDGANTrainer(Trainer):
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         fakes = list(out[: sum(sizes)].split(sizes))
         return fakes, (out[sum(sizes) :] if remind is not None else None)
+
+    def _features_cacheable(self) -> bool:
+        """Whether the perceptual term is a feature network's (mean of per-layer MSE), whose target features can be
+        computed once (a pairwise distance such as MONAI's cannot be split)."""
+        loss = self.perceptual_loss
+        return self.perceptual_weight != 0 and isinstance(loss, PerceptualLoss) and not loss.pairwise
+
+    @torch.no_grad()
+    def _target_features(self, target: torch.Tensor) -> list[torch.Tensor]:
+        """The perceptual term's features of target images, as ``PerceptualLoss`` computes them."""
+        with self.precision.autocast():
+            return list(self.perceptual_loss.features(target))
+
+    def reminding_perceptual(self, prediction: torch.Tensor, remind: RemindingBatch) -> torch.Tensor:
+        """P(G(y'), T(y')) of the reminding batch, from the cached target features where the reminder holds them
+        (the same value as :py:meth:`perceptual`: the mean over layers of the per-layer MSE)."""
+        targets = self.reminder.target_features(remind) if self.perceptual_weight != 0 else None
+        if targets is None:
+            return self.perceptual(prediction, remind.target)
+        with self.precision.autocast():
+            predicted = self.perceptual_loss.features(prediction)
+            return torch.stack([F.mse_loss(p, t) for p, t in zip(predicted, targets)]).mean().float()
 
     def perceptual(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The perceptual term P (0 when no feature network is configured), run in the training precision."""
@@ -303,7 +404,7 @@ class TDGANTrainer(Trainer):
         self.d_optimizer.zero_grad(set_to_none=True)
         conditions, detached = [g.condition for g in groups], [fake.detach() for fake in fakes]
         sizes = [g.image.shape[0] for g in groups]
-        with self.precision.autocast():
+        with self.precision.autocast(), record_function("tdgan.d_forward"):
             if self.privacy is None:
                 # one call over [fakes; reals] per discriminator (instance norm keeps samples apart): one forward per
                 # backward, as DistributedDataParallel requires
@@ -318,7 +419,8 @@ class TDGANTrainer(Trainer):
             self.d_loss_scale * (self.adversarial(zf, False, True) + self.adversarial(zr, True, True))
             for zf, zr in zip(fake_z, real_z)
         )
-        self.precision.step(loss, self.d_optimizer)
+        with record_function("tdgan.d_update"):
+            self.precision.step(loss, self.d_optimizer)
         return loss.detach()
 
     def _freeze_discriminators(self, frozen: bool) -> None:
@@ -338,18 +440,22 @@ class TDGANTrainer(Trainer):
         """Update the generator with the digesting and reminding losses, the discriminators frozen meanwhile."""
         self._freeze_discriminators(True)
         self.g_optimizer.zero_grad(set_to_none=True)
-        with self.precision.autocast():  # the inner module: no D gradient, so no DistributedDataParallel sync
+        # the inner module: no D gradient, so no DistributedDataParallel sync
+        with self.precision.autocast(), record_function("tdgan.g_step.d_forward"):
             logits = [out.float() for out in _unwrap(self.d_network)([g.condition for g in groups], fakes)]
         gan = sum(self.adversarial(z, True, False) for z in logits)
         l1 = sum(F.l1_loss(fake, g.image) for g, fake in zip(groups, fakes))
-        perceptual = sum(self.perceptual(fake, g.image) for g, fake in zip(groups, fakes))
+        with record_function("tdgan.g_step.perceptual_digesting"):
+            perceptual = sum(self.perceptual(fake, g.image) for g, fake in zip(groups, fakes))
         reminding = torch.zeros((), device=gan.device)
         if remind is not None:
             reminding = self.l1_weight * F.l1_loss(remind_out, remind.target)
-            reminding = reminding + self.perceptual_weight * self.perceptual(remind_out, remind.target)
+            with record_function("tdgan.g_step.perceptual_reminding"):
+                reminding = reminding + self.perceptual_weight * self.reminding_perceptual(remind_out, remind)
         digesting = gan + self.l1_weight * l1 + self.perceptual_weight * perceptual
-        total = self.g_loss_scale * (digesting + self.reminding_weight * reminding)
-        self.precision.step(total, self.g_optimizer)
+        total = self.g_loss_scale * (digesting + self.reminding_scale * reminding)
+        with record_function("tdgan.g_update"):
+            self.precision.step(total, self.g_optimizer)
         self._freeze_discriminators(False)
         losses = {GanKeys.GLOSS: total, "g_gan": gan, "g_l1": l1, "g_perceptual": perceptual, "reminding": reminding}
         return {k: v.detach() for k, v in losses.items()}
@@ -370,10 +476,14 @@ class TDGANTrainer(Trainer):
             return engine.privacy.noise_only_step()
         groups = engine.prepare_groups(batchdata)
         remind = None
-        if engine.reminding_on and engine.privacy is not None:
-            remind = engine.privacy.reminding_batch(engine.reminder, groups[0].label)
-        elif engine.reminding_on:
-            remind = engine.reminder.batch([g.label for g in groups], groups[0].label.shape[0])
+        with record_function("tdgan.reminding_batch"):
+            if engine.reminding_on and engine.privacy is not None:
+                # row i: patient i's own map, completed to every class by a function of that map alone
+                own = engine.reminder.complete(groups[0].label)
+                remind = engine.privacy.reminding_batch(engine.reminder, own)
+            elif engine.reminding_on:
+                size = engine.reminding_batch_size or groups[0].label.shape[0]
+                remind = engine.reminder.batch([g.label for g in groups], size)
         fakes, remind_out = engine.generate(groups, remind)
         d_loss = engine.backward_d(groups, fakes)
         return {GanKeys.DLOSS: d_loss, **engine.backward_g(groups, fakes, remind_out, remind)}

@@ -32,7 +32,7 @@ from scripts.data.centers import read_label_maps, seeded_subset
 from scripts.data.label_maps import LabelMapTooCloseError, new_label_bank
 from scripts.files import check_center_name
 from scripts.handoff import Handoff, HandoffError, load_handoff, save_handoff
-from scripts.reminding import REMINDING_SOURCES, Reminder
+from scripts.reminding import REMINDING_SOURCES, Reminder, make_local_pool
 from scripts.resume import VisitCheckpoints, VisitFinished, VisitGuard, latest_checkpoint
 
 __all__ = [
@@ -143,8 +143,14 @@ class CenterVisit:
         intensity_range: the training images' intensity range (``train#preprocessing``'s): checked and recorded as
             ``spatial_size`` is.
         seed: seed of the reminding sampler.
-        teacher_cache: with ``bank`` reminding, compute the teacher's output for each bank map once (see
-            :py:class:`~scripts.reminding.Reminder`).
+        teacher_cache: compute the teacher's output for each bank map (``bank``) or pool map under each earlier code
+            (``local``) once (see :py:class:`~scripts.reminding.Reminder`).
+        center_dirs: the online centers' folders (same order as ``center_names``): ``local`` reminding's pool is made
+            from their training label maps; empty: ``local`` replays the current batch.
+        reminding_pool_size: maps in ``local`` reminding's pool (:py:func:`~scripts.reminding.make_local_pool`),
+            per online center; 0: the current batch's maps (each completed to every class), as under DP.
+        label_map_settings: the label-map transforms' settings (``relocatable``, ``hosts``, ...) the pool is made
+            with.
 
     Raises:
         HandoffError: the incoming hand-off is unreadable, tampered with, unsigned or wrongly signed (federation key),
@@ -164,6 +170,9 @@ class CenterVisit:
         seed: int = 0,
         teacher_cache: bool = True,
         intensity_range: Sequence[float] = (-1.0, 1.0),
+        center_dirs: Sequence[str | os.PathLike] = (),
+        reminding_pool_size: int = 64,
+        label_map_settings: dict[str, Any] | None = None,
     ) -> None:
         if reminding_source not in REMINDING_SOURCES:
             raise ValueError(f"reminding_source must be one of {REMINDING_SOURCES}, got {reminding_source!r}.")
@@ -177,6 +186,9 @@ class CenterVisit:
         self.reminding_source = reminding_source
         self.reminding_weight = reminding_weight
         self.handoff_in = str(handoff_in) if handoff_in else None
+        self.center_dirs = [str(d) for d in center_dirs]
+        self.reminding_pool_size = int(reminding_pool_size)
+        self.label_map_settings = dict(label_map_settings or {})
         self.preprocessing = {
             "spatial_size": [int(v) for v in spatial_size] if spatial_size is not None else None,
             "intensity_range": [float(v) for v in intensity_range],
@@ -214,9 +226,35 @@ class CenterVisit:
         return None if self.reminder is None else self.reminder.teacher
 
     def _make_reminder(self, earlier: list[dict], seed: int, cache: bool) -> Reminder:
+        """The reminding sampler with the teacher: ``bank`` from the incoming label bank; ``local`` from a pool of
+        label maps made from every online center's training maps (every class in every map; see
+        :py:func:`~scripts.reminding.make_local_pool`), or the current batch's maps without a pool."""
         teacher = copy.deepcopy(getattr(self.generator, "module", self.generator))
+        device = next(self.generator.parameters()).device
+        hosts = [int(c) for c in self.label_map_settings.get("hosts", ())]
         if self.reminding_source == "local":
-            return Reminder("local", [e["code"] for e in earlier], teacher, seed=seed)
+            codes = [e["code"] for e in earlier]
+            if self.reminding_pool_size <= 0 or not self.center_dirs:
+                logger.info("local reminding replays the current batch's maps (completed to every class): no pool.")
+                return Reminder("local", codes, teacher, seed=seed, hosts=hosts)
+            t0 = time.perf_counter()
+            dims, size = self.settings["spatial_dims"], self.preprocessing["spatial_size"]
+            pools = [
+                make_local_pool(
+                    read_label_maps(folder, dims, size)[0],
+                    self.reminding_pool_size,
+                    self.settings["num_classes"],
+                    seed + i,
+                    self.label_map_settings,
+                )
+                for i, folder in enumerate(self.center_dirs)
+            ]
+            pool = torch.cat(pools).to(device)
+            logger.info(
+                f"local reminding pool: {len(pool)} new label maps from {self.center_names}' training maps, every one "
+                f"of the {self.settings['num_classes']} classes in each ({time.perf_counter() - t0:.1f} s)."
+            )
+            return Reminder("local", codes, teacher, seed=seed, cache=cache, pool=pool, hosts=hosts)
         bank = self.incoming.label_bank
         banked = [e for e in earlier if e["name"] in bank and len(bank[e["name"]]) > 0]
         unbanked = [e["name"] for e in earlier if e not in banked]
@@ -228,7 +266,6 @@ class CenterVisit:
         if unbanked:
             logger.warning(f"earlier centers without label maps in the bank are not reminded: {unbanked}.")
         maps = [bank[e["name"]] for e in banked]  # of the recorded spatial size: checked by load_handoff
-        device = next(self.generator.parameters()).device
         return Reminder(
             "bank",
             [e["code"] for e in banked],
@@ -237,6 +274,7 @@ class CenterVisit:
             bank_counts=[len(m) for m in maps],
             seed=seed,
             cache=cache,
+            hosts=hosts,
         )
 
     def outgoing(self, new_bank: dict[str, torch.Tensor], summary: dict[str, Any], versions: dict) -> Handoff:

@@ -98,3 +98,118 @@ def test_cpu_peak_estimate_counts_cores_and_low_precision_units() -> None:
     assert one > 0 and "FLOP/cycle" in basis
     assert two == pytest.approx(min(2, __import__("os").cpu_count()) * one)
     assert bf16 >= one and "FLOP/cycle" in bf16_basis
+
+
+FAKE_MODEL = '''
+import torch
+from models.perception_loss import vgg16_feat
+
+
+class TDGANModel:
+    """A stand-in with the reference's interface: a generator per call, its VGG moved with .cuda() as the reference
+    does, one forward per task, one backward, one Adam step."""
+
+    def __init__(self, opt):
+        self.opt = opt
+        self.netG = torch.nn.Conv2d(opt.input_nc, opt.output_nc, 3, padding=1)
+        self.vgg_model = vgg16_feat().cuda()
+        self.optimizer_G = torch.optim.Adam(self.netG.parameters(), lr=opt.lr)
+        print("built (the reference prints here)")
+
+    def set_input(self, batch):
+        self.real_A = [batch["A_" + str(i)] for i in range(self.opt.task_num)]
+
+    def optimize_parameters(self):
+        loss = sum(self.vgg_model(self.netG(a))["relu1_2"].mean() for a in self.real_A)
+        self.optimizer_G.zero_grad()
+        loss.backward()
+        self.optimizer_G.step()
+'''
+FAKE_VGG = """
+from torch import nn
+from torchvision import models
+
+
+class vgg16_feat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.vgg_layers = models.vgg16(pretrained=True).features
+
+    def forward(self, x):
+        for name, module in self.vgg_layers._modules.items():
+            x = module(x)
+            if name == "3":
+                return {"relu1_2": x}
+"""
+
+
+def _fake_reference(root: Path) -> Path:
+    """A folder with the reference's layout and a TINY stand-in model (not the reference's code: CI has no copy of
+    it); it calls .cuda() and asks torchvision for pretrained VGG16 weights, as the reference does."""
+    (root / "models").mkdir(parents=True)
+    for name, text in {"__init__": "", "base_model": "", "networks": "", "TDGAN_model": FAKE_MODEL}.items():
+        (root / "models" / f"{name}.py").write_text(text)
+    (root / "models" / "perception_loss.py").write_text(FAKE_VGG)
+    return root
+
+
+def test_reference_path_that_is_not_a_copy_is_refused_with_one_line(tmp_path: Path, capsys) -> None:
+    from scripts.tools import benchmark_step, reference_step
+
+    for main, argv in (
+        (benchmark_step.main, ["--sizes", "32", "--reference", str(tmp_path / "missing")]),
+        (reference_step.main, ["--reference", str(tmp_path / "missing")]),
+        (reference_step.main, ["--reference", str(tmp_path)]),  # exists, but holds no models/TDGAN_model.py
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "huiqu18/TDGAN-PyTorch" in last and "models/TDGAN_model.py" in last and "git --git-dir" in last
+        assert ("does not exist" in last) == argv[-1].endswith("missing")
+    with pytest.raises(SystemExit):
+        reference_step.build_argparser().parse_args(["--size", "32"])  # --reference is required
+
+
+def test_benchmark_times_the_reference_side_by_side_through_the_adapter(tmp_path: Path) -> None:
+    """With --reference, one reference record per center (its step, built with .cuda() patched and random VGG
+    weights), a centers summary of its own and a vs_reference ratio per bundle case."""
+    fake = _fake_reference(tmp_path / "tdgan_ref")
+    cases, summaries = _bench("--centers", "1", "3", "--no_flops", "--reference", str(fake))
+    bundle = [r for r in cases if r["implementation"] == "bundle"]
+    reference = [r for r in cases if r["implementation"] == "reference"]
+    assert [r["center_index"] for r in bundle] == [1, 3] and [r["center_index"] for r in reference] == [1, 3]
+    for r in reference:
+        assert r["device"] == "cpu" and r["precision"] == "fp32" and len(r["step_s"]) == 2 and r["step_s_median"] > 0
+        assert "random weights" in r["reference_patches"] and r["reminding"] == (r["center_index"] > 1)
+    centers = {s.get("implementation", "bundle"): s for s in summaries if s["summary"] == "centers"}
+    assert set(centers) == {"bundle", "reference"}
+    vs = [s for s in summaries if s["summary"] == "vs_reference"]
+    assert [s["center_index"] for s in vs] == [1, 3]
+    for s, b, r in zip(vs, bundle, reference):
+        assert s["bundle_over_reference_median"] == pytest.approx(b["step_s_median"] / r["step_s_median"], abs=0.002)
+
+
+def test_profile_attributes_the_whole_step_to_its_phases_with_backward_to_the_forward_that_made_it() -> None:
+    from scripts.tools.profile_step import PHASES, markdown_table, profile_case
+
+    torch.set_num_threads(1)
+    record = profile_case(32, 2, 2, steps=1, warmup=1, device="cpu", extra={"ngf": 8, "num_blocks": 1, "ndf": 8})
+    phases = record["phases"]
+    assert set(phases) == {*PHASES, "other", "step"}  # at the second center every phase runs
+    step = phases["step"]["total_ms"]
+    parts = sum(p["total_ms"] for name, p in phases.items() if name != "step")
+    assert parts == pytest.approx(step, rel=0.02)  # "other" is what the phases leave, so they add up
+    assert all(p["forward_ms"] >= 0 and p["backward_ms"] >= 0 for p in phases.values())
+    for name in ("tdgan.generator_forward", "tdgan.d_forward", "tdgan.g_step.perceptual_reminding"):
+        assert phases[name]["backward_ms"] > 0, f"{name}: its backward was not credited to it"
+    for name in ("tdgan.reminding_batch", "tdgan.d_update", "tdgan.g_update"):
+        assert phases[name]["backward_ms"] < 0.2 * phases["tdgan.generator_forward"]["backward_ms"]
+    # the digesting target's features run without autograd; the cached reminding targets need none at all
+    assert phases["tdgan.g_step.perceptual_digesting"]["no_grad_ms"] > 0
+    assert (
+        phases["tdgan.g_step.perceptual_reminding"]["no_grad_ms"]
+        < phases["tdgan.g_step.perceptual_digesting"]["no_grad_ms"]
+    )
+    table = markdown_table([record])
+    assert table.count("\n") == 1 + len(PHASES) + 2 and "**step**" in table

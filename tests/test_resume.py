@@ -329,6 +329,8 @@ FREE_SETTINGS = {
     "epochs": "derived from epochs_constant and epochs_decay",
     "teacher_cache": "the same targets, computed once",
     "channels_last": "memory layout only",
+    "retain_freed_memory": "where freed CPU memory goes, not what is computed",
+    "reminding_feature_cache_mb": "the same target features, computed once",
     "compile": "the same graph, compiled",
     "fused_optimizers": "the same Adam update in one kernel",
     "checkpoint_interval": "how often a checkpoint is written",

@@ -13,16 +13,18 @@
 from __future__ import annotations
 
 import copy
+import sys
 
 import pytest
 import torch
 from monai.data import DataLoader
 
 from scripts.data.centers import OnlineCenters
+from scripts.losses import PerceptualLoss
 from scripts.networks import TDGANGenerator, TemporaryDiscriminators, encode_condition
 from scripts.precision import amp_supported, resolve_amp_dtype
 from scripts.reminding import Reminder
-from scripts.trainer import TDGANTrainer
+from scripts.trainer import TDGANTrainer, retain_freed_memory_now
 
 K, SIZE, BATCH, EARLIER, PER_CENTER = 4, 32, 2, 3, 3
 
@@ -84,7 +86,7 @@ def test_cached_teacher_targets_equal_the_teachers_output_and_each_bank_map_is_t
     labels = [torch.zeros(BATCH, 1, SIZE, SIZE, dtype=torch.long)]
     bank = _bank()
     for _ in range(3):
-        r_label, r_center, target = reminder.batch(labels, BATCH)
+        r_label, r_center, target, _ = reminder.batch(labels, BATCH)
         with torch.no_grad():
             expected = reference(encode_condition(r_label, r_center, K, 4))
         torch.testing.assert_close(target, expected, rtol=1e-5, atol=1e-6)
@@ -153,3 +155,72 @@ def test_channels_last_gives_the_same_step():
     out_p, out_c = plain._iteration(plain, batch), cl._iteration(cl, batch)
     for key in ("reminding", "g_loss", "d_loss"):
         torch.testing.assert_close(out_p[key], out_c[key], rtol=1e-4, atol=1e-5)
+
+
+class _TinyFeatures(torch.nn.Module):
+    """A two-layer feature network (a list of feature maps, as VGG16Features gives) small enough for the tests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.a = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.b = torch.nn.Conv2d(4, 4, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f1 = torch.relu(self.a(x))
+        return [f1, torch.relu(self.b(f1))]
+
+
+ENTRY_FEATURE_BYTES = 4 * (4 * SIZE * SIZE + 4 * (SIZE // 2) ** 2)  # float32 features of one entry
+
+
+@pytest.mark.parametrize("cached_entries", [EARLIER * PER_CENTER, 2])
+def test_cached_target_features_give_the_same_step_and_each_entry_is_featured_once(cached_entries):
+    budget_mb = cached_entries * ENTRY_FEATURE_BYTES / 2**20
+    cached = _trainer(perceptual_loss=PerceptualLoss(_TinyFeatures()), reminding_feature_cache_mb=budget_mb)
+    plain = _trainer(perceptual_loss=PerceptualLoss(_TinyFeatures()), reminding_feature_cache_mb=0)
+    targets: list[int] = []  # rows of the feature network's no-grad calls (target features) in the cached trainer
+    cached.perceptual_loss.features.register_forward_hook(
+        lambda m, args, out: None if torch.is_grad_enabled() else targets.append(int(args[0].shape[0]))
+    )
+    for _ in range(3):
+        for batch_c, batch_p in zip(cached.data_loader, plain.data_loader):
+            out_c, out_p = cached._iteration(cached, batch_c), plain._iteration(plain, batch_p)
+            assert float(out_c["reminding"]) > 0
+            for key in ("reminding", "g_loss", "d_loss", "g_perceptual"):
+                torch.testing.assert_close(out_c[key], out_p[key], rtol=1e-5, atol=1e-6)
+    # the generators agree (their raw biases before instance norm need not: Adam turns their ~0 gradients into
+    # +-lr steps, see test_trainer's pix2pix reference)
+    probe = encode_condition(_bank()[:2].long(), torch.tensor([0, 1]), K, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(cached.g_network(probe), plain.g_network(probe), rtol=1e-4, atol=1e-4)
+    reminder = cached.reminder
+    assert reminder._feature_entries == cached_entries and plain.reminder._features is None
+    featured = int(reminder._featured.sum())
+    # no-grad feature calls: 1 (the size probe) + each cacheable entry once (aligned blocks) + the digesting targets
+    # (BATCH a step) + every reminding row beyond the cache
+    steps = 3 * len(cached.data_loader)
+    assert sum(targets) - 1 - BATCH * steps <= featured + (
+        0 if cached_entries == EARLIER * PER_CENTER else BATCH * steps
+    )
+    assert cached.reminder.cache_bytes > plain.reminder.cache_bytes
+
+
+def _faults_of_a_fresh_64mb_tensor() -> int:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.empty(16 * 2**20, dtype=torch.float32)  # 64 MB: above glibc's largest dynamic mmap threshold
+    x.fill_(1.0)
+    del x
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_retained_freed_memory_is_reused_without_page_faults():
+    # process-wide: a CPU trainer of an earlier test may have made the settings already
+    if not retain_freed_memory_now():
+        pytest.skip("not glibc")
+    _faults_of_a_fresh_64mb_tensor()  # the first one grows the heap
+    pages = 64 * 2**20 // 4096
+    assert _faults_of_a_fresh_64mb_tensor() < pages // 10  # the next one reuses it (without: about every page)

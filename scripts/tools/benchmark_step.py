@@ -23,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -242,52 +244,49 @@ RANDOM_VGG = "$scripts.losses.VGG16Features(random_weights_for_timing=True)"
 RANDOM_VGG_LABEL = "VGG16Features: RANDOM weights, timing only (not a perceptual loss)"
 
 
-def run_case(
+@dataclass
+class Case:
+    """One benchmark case, built and ready to step: the visit's trainer and data loader at its center."""
+
+    trainer: Any
+    loader: Any
+    parser: Any
+    device: torch.device
+    reminder: Any
+    dims: int
+    setup_s: float
+
+    def batches(self) -> Iterator[Any]:
+        """The data loader's batches, epoch after epoch."""
+        while True:
+            count = 0
+            for b in self.loader:
+                count += 1
+                yield b
+            if count == 0:
+                raise RuntimeError("the data loader yields no batch (fewer samples than batch_size, drop_last).")
+
+
+@contextmanager
+def prepared_case(
     size: int,
     center_index: int,
     batch_size: int,
-    steps: int,
-    warmup: int,
     device: str | None,
     extra: dict[str, Any],
     precision: str = "fp32",
     perceptual: str = "vgg16-random",
-    flops: bool = True,
     configs: Sequence[str] = (),
-) -> dict[str, Any]:
-    """Benchmark one case in this process: the visit at center ``center_index`` (1-based) at ``size`` per side.
+) -> Iterator[Case]:
+    """The visit at center ``center_index`` (1-based) at ``size`` per side, built in a temporary folder.
 
     Builds the real visit workflow (:py:func:`scripts.visit.visit_workflow`: ``configs/train.json`` plus ``configs``,
-    its ``CacheDataset`` and ``DataLoader``), fills the teacher-output cache (a once-per-visit cost, timed apart),
-    then runs ``warmup`` + ``steps`` iterations straight from the data loader, timing the wait for each batch and
-    ``trainer._iteration`` apart.
-
-    Args:
-        size: image side in pixels.
-        center_index: 1-based position of the visited center; ``k > 1`` arrives with a hand-off of ``k - 1`` centers.
-        batch_size: the config's ``batch_size``.
-        steps: timed steps.
-        warmup: untimed steps before them.
-        device: ``"cpu"``, ``"cuda"`` or None for the config's default.
-        extra: further config overrides (``--set``).
-        precision: ``fp32``, ``bf16`` or ``fp16`` (sets ``amp`` and ``amp_dtype``).
-        perceptual: ``vgg16-random`` (a VGG16-sized feature network with random weights, for timing only) or
-            ``none`` (the config's ``perceptual_network``, null by default).
-        flops: count the FLOPs of one more (untimed) step.
-        configs: more config files after ``configs/train.json`` (e.g. ``configs/train_3d.json``: volumes).
-
-    Returns:
-        the case's record, printed as one JSON line. Step seconds (``step_s_median``, ``step_s_min``, ``step_s``)
-        exclude the data wait; ``data_wait_share`` = data wait / (data wait + step) over the timed steps;
-        ``peak_mem_mb`` of kind ``peak_mem_kind`` (``cpu_rss_during_steps``: the process's peak resident memory while
-        stepping, whole process; ``cuda_max_allocated``: GPU tensors); ``step_gflop``, ``achieved_gflops`` and
-        ``peak_gflops`` with ``peak_basis``; ``images_per_s`` (training images per second, data wait excluded);
-        ``teacher_cache_fill_s``: the one-time teacher forwards over the label bank.
+    its ``CacheDataset`` and ``DataLoader``) on fresh demo centers; center ``k > 1`` arrives with a fabricated hand-off
+    of ``k - 1`` earlier centers (:py:func:`fabricate_handoff`). Arguments as :py:func:`run_case`.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}.")
     t_case = time.perf_counter()
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     config_files = [str(TRAIN_CONFIG), *(str(BUNDLE_ROOT / c) for c in configs)]
     dims = int(ConfigParser.load_config_files(config_files).get("spatial_dims", 2))
     spatial_size = [size] * dims
@@ -314,9 +313,59 @@ def run_case(
             )
         trainer = parser.get_parsed_content("train#trainer")
         loader = parser.get_parsed_content("train#dataloader")
-        dev = torch.device(trainer.state.device)
         reminder = trainer.reminder if trainer.reminding_on else None
-        setup_s = time.perf_counter() - t_case
+        yield Case(
+            trainer, loader, parser, torch.device(trainer.state.device), reminder, dims, time.perf_counter() - t_case
+        )
+
+
+def run_case(
+    size: int,
+    center_index: int,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    device: str | None,
+    extra: dict[str, Any],
+    precision: str = "fp32",
+    perceptual: str = "vgg16-random",
+    flops: bool = True,
+    configs: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Benchmark one case in this process: the visit at center ``center_index`` (1-based) at ``size`` per side.
+
+    Builds the real visit workflow (:py:func:`prepared_case`), fills the teacher-output cache (a once-per-visit cost,
+    timed apart), then runs ``warmup`` + ``steps`` iterations straight from the data loader, timing the wait for each
+    batch and ``trainer._iteration`` apart.
+
+    Args:
+        size: image side in pixels.
+        center_index: 1-based position of the visited center; ``k > 1`` arrives with a hand-off of ``k - 1`` centers.
+        batch_size: the config's ``batch_size``.
+        steps: timed steps.
+        warmup: untimed steps before them.
+        device: ``"cpu"``, ``"cuda"`` or None for the config's default.
+        extra: further config overrides (``--set``).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (sets ``amp`` and ``amp_dtype``).
+        perceptual: ``vgg16-random`` (a VGG16-sized feature network with random weights, for timing only) or
+            ``none`` (the config's ``perceptual_network``, null by default).
+        flops: count the FLOPs of one more (untimed) step.
+        configs: more config files after ``configs/train.json`` (e.g. ``configs/train_3d.json``: volumes).
+
+    Returns:
+        the case's record, printed as one JSON line. Step seconds (``step_s_median``, ``step_s_min``, ``step_s``)
+        exclude the data wait; ``data_wait_share`` = data wait / (data wait + step) over the timed steps;
+        ``peak_mem_mb`` of kind ``peak_mem_kind`` (``cpu_rss_during_steps``: the process's peak resident memory while
+        stepping, whole process; ``cuda_max_allocated``: GPU tensors); ``step_gflop``, ``achieved_gflops`` and
+        ``peak_gflops`` with ``peak_basis``; ``images_per_s`` (training images per second, data wait excluded);
+        ``teacher_cache_fill_s``: the one-time teacher forwards over the label bank (or the local pool's entries);
+        ``minor_page_faults_per_step``: pages the kernel mapped in for the process per timed step (memory the
+        allocator handed back and took again; see :py:func:`scripts.trainer.retain_freed_memory_now`).
+    """
+    t_case = time.perf_counter()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    with prepared_case(size, center_index, batch_size, device, extra, precision, perceptual, configs) as case:
+        trainer, parser, dev, reminder, dims = case.trainer, case.parser, case.device, case.reminder, case.dims
 
         _sync(dev)
         t0 = time.perf_counter()
@@ -325,16 +374,7 @@ def run_case(
         fill_s = time.perf_counter() - t0
         cache_mb = 0.0 if reminder is None else reminder.cache_bytes / 2**20
 
-        def batches():
-            while True:
-                count = 0
-                for b in loader:
-                    count += 1
-                    yield b
-                if count == 0:
-                    raise RuntimeError("the data loader yields no batch (fewer samples than batch_size, drop_last).")
-
-        source = batches()
+        source = case.batches()
         times, waits, cpu_times = [], [], []
         batch = None
         for i in range(warmup + steps):
@@ -342,6 +382,7 @@ def run_case(
                 if dev.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(dev)
                 rss_reset = _reset_peak_rss()
+                faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t_wait = time.perf_counter()
             batch = next(source)
             t0, c0 = time.perf_counter(), time.process_time()
@@ -354,6 +395,7 @@ def run_case(
                 cpu_times.append(time.process_time() - c0)
             _log(f"size {size} center {center_index} {precision}: step {i + 1}/{warmup + steps} {t1 - t0:.3f} s")
 
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
         if dev.type == "cuda":
             peak_mb, kind = torch.cuda.max_memory_allocated(dev) / 2**20, "cuda_max_allocated"
         else:
@@ -394,7 +436,9 @@ def run_case(
             "warmup": warmup,
             "peak_mem_mb": round(peak_mb, 1),
             "peak_mem_kind": kind,
+            "minor_page_faults_per_step": round(faults / steps),
             "device": str(dev),
+            "implementation": "bundle",
             "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
             "threads": torch.get_num_threads(),
             "torch": str(torch.__version__),
@@ -413,20 +457,55 @@ def run_case(
             "d_params": sum(p.numel() for p in trainer.d_network.parameters()),
             "configs": list(configs),
             "overrides": extra,
-            "setup_s": round(setup_s, 2),
+            "setup_s": round(case.setup_s, 2),
         }
     record["case_wall_s"] = round(time.perf_counter() - t_case, 2)
     return record
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One summary record per (size, precision): step-time and memory ratios across centers, against targets.
+    """One summary record per (implementation, size, precision): step-time and memory ratios across centers.
 
     Ratios are of ``step_s_median`` (and of ``step_s_min`` and of the process CPU seconds ``step_cpu_s_median``, less
     sensitive to other processes on the machine; with ``--threads 1`` CPU seconds measure the work done):
     ``step(t) / step(1)`` for every measured ``t``, ``step(t_max) / step(2)``, and the peak-memory spread.
-    A ``precision_speedup`` record compares each low precision with fp32 per (size, center).
+    A ``precision_speedup`` record compares each low precision with fp32 per (size, center); with reference records
+    (``implementation``: ``reference``, :py:mod:`scripts.tools.reference_step`), a ``vs_reference`` record gives
+    bundle step / reference step per (size, batch, center, precision).
     """
+    out: list[dict[str, Any]] = []
+    reference = [r for r in records if r.get("implementation") == "reference"]
+    records = [r for r in records if r.get("implementation", "bundle") != "reference"]
+    for impl, group in (("bundle", records), ("reference", reference)):
+        out += _center_summaries(group, impl)
+    for r in records:
+        same = [
+            b
+            for b in reference
+            if (b["size"], b["batch_size"], b["center_index"]) == (r["size"], r["batch_size"], r["center_index"])
+        ]
+        if same:
+            ref = same[0]
+            out.append(
+                {
+                    "summary": "vs_reference",
+                    "size": r["size"],
+                    "batch_size": r["batch_size"],
+                    "center_index": r["center_index"],
+                    "precision": r["precision"],
+                    "bundle_step_s_median": r["step_s_median"],
+                    "reference_step_s_median": ref["step_s_median"],
+                    "bundle_over_reference_median": round(r["step_s_median"] / ref["step_s_median"], 3),
+                    "bundle_over_reference_min": round(r["step_s_min"] / ref["step_s_min"], 3),
+                    "bundle_over_reference_cpu": round(r["step_cpu_s_median"] / ref["step_cpu_s_median"], 3),
+                }
+            )
+    out += _precision_summaries(records)
+    return out
+
+
+def _center_summaries(records: Sequence[dict[str, Any]], implementation: str) -> list[dict[str, Any]]:
+    """:py:func:`summarize`'s ``centers`` records of one implementation."""
     out: list[dict[str, Any]] = []
     keys = sorted({(r["size"], r["batch_size"], r["precision"]) for r in records})
     for size, batch, prec in keys:
@@ -434,6 +513,8 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             r["center_index"]: r for r in records if (r["size"], r["batch_size"], r["precision"]) == (size, batch, prec)
         }
         summary: dict[str, Any] = {"summary": "centers", "size": size, "batch_size": batch, "precision": prec}
+        if implementation != "bundle":
+            summary["implementation"] = implementation
         for stat in ("step_s_median", "step_s_min", "step_cpu_s_median"):
             if 1 in rows:
                 base = rows[1][stat]
@@ -444,8 +525,15 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         mems = [r["peak_mem_mb"] for r in rows.values()]
         summary["peak_mem_mb"] = {str(t): r["peak_mem_mb"] for t, r in sorted(rows.items())}
         summary["peak_mem_max_over_min"] = round(max(mems) / min(mems), 3)
-        summary["data_wait_share_max"] = max(r["data_wait_share"] for r in rows.values())
+        if implementation == "bundle":
+            summary["data_wait_share_max"] = max(r["data_wait_share"] for r in rows.values())
         out.append(summary)
+    return out
+
+
+def _precision_summaries(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:py:func:`summarize`'s ``precision_speedup`` records (the bundle's)."""
+    out: list[dict[str, Any]] = []
     for r in records:
         if r["precision"] == "fp32":
             continue
@@ -513,8 +601,37 @@ def _build_argparser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="config override of configs/train.json, value parsed as JSON if possible (repeatable), e.g. ngf=32",
     )
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="PATH",
+        help="also time the reference TDGAN's own step (scripts/tools/reference_step.py) from an extracted copy of "
+        "huiqu18/TDGAN-PyTorch at PATH (read-only), per size, batch and center, in float32 (it has no other precision)",
+    )
     p.add_argument("--one-case", dest="one_case", action="store_true", help=argparse.SUPPRESS)
     return p
+
+
+def _run_reference_cases(args: argparse.Namespace, records: list[dict[str, Any]]) -> int:
+    """Time the reference's step per (size, batch, center), each in a fresh subprocess; returns the failures."""
+    failed = 0
+    for size, batch, center in itertools.product(args.sizes, args.batch_size, args.centers):
+        _log(f"reference case size {size} batch {batch} center {center} ...")
+        cmd = [sys.executable, "-m", "scripts.tools.reference_step", "--reference", str(args.reference)]
+        cmd += ["--size", str(size), "--batch_size", str(batch), "--center", str(center)]
+        cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+        cmd += [] if args.threads is None else ["--threads", str(args.threads)]
+        cmd += [] if args.device is None else ["--device", args.device]
+        cmd += [] if args.flops else ["--no_flops"]
+        proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True, check=False)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            failed += 1
+            _log(f"reference case size {size} batch {batch} center {center} FAILED (exit {proc.returncode}).")
+            continue
+        print(lines[-1], flush=True)
+        records.append(json.loads(lines[-1]))
+    return failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -538,6 +655,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("center indices are 1-based (>= 1).")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error(f"--device cuda, but this torch ({torch.__version__}) sees no CUDA device.")
+    if args.reference is not None:
+        from scripts.tools.reference_step import check_reference
+
+        try:
+            check_reference(args.reference)
+        except FileNotFoundError as e:
+            p.error(str(e))
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
@@ -584,6 +708,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         print(lines[-1], flush=True)
         records.append(json.loads(lines[-1]))
+    if args.reference is not None:
+        failed += _run_reference_cases(args, records)
     for summary in summarize(records):
         print(json.dumps(summary), flush=True)
     return 1 if failed else 0
