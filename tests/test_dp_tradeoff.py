@@ -28,7 +28,7 @@ def test_the_tradeoff_command_runs_every_setting_through_the_protocol_and_tables
     out = tmp_path / "tradeoff"
     tiny = {
         # the demo config with tiny demo centers (2 centers of 8 training slices of 32x32) and tiny networks
-        "data_root": str(tmp_path / "demo"),
+        "demo_dir": str(tmp_path / "demo"),
         "demo_data": {"num_centers": 2, "num_train": 8, "num_test": 2, "size": 32, "seed": 0, "anatomy": "procedural"},
         "visit_overrides": {"bundle_root": str(REPO), **TINY},
         "segmentation_overrides": {"iterations": 2, "batch_size": 4, "val_fraction": 0},

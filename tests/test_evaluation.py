@@ -164,7 +164,7 @@ def test_synthetic_files_keep_the_label_maps_geometry_at_half_millimetre_spacing
                     np.testing.assert_allclose(np.abs(dst[:2] - src[:2]), (spacing - 0.5) / 2, atol=1e-6)
 
 
-def _evaluate(handoff: Path, dataset_dir: Path, out: Path) -> ConfigWorkflow:
+def _score_handoff(handoff: Path, dataset_dir: Path, out: Path) -> ConfigWorkflow:
     workflow = ConfigWorkflow(
         config_file=str(REPO / "configs" / "evaluate.json"),
         meta_file=META,
@@ -186,7 +186,7 @@ def test_evaluate_scores_a_given_handoff_on_the_test_pairs_of_given_centers_with
         (data / name).symlink_to(demo_root / name)
     (data / "centers.json").write_text(json.dumps({"order": ["center_b", "center_a"]}))
     before = two_center_handoff.read_bytes()
-    _evaluate(two_center_handoff, data, tmp_path / "eval").run()
+    _score_handoff(two_center_handoff, data, tmp_path / "eval").run()
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert report["data_list_key"] == "test" and report["spatial_size"] == TINY["spatial_size"]
     generator, handoff = generator_from_handoff(two_center_handoff)
@@ -197,7 +197,7 @@ def test_evaluate_scores_a_given_handoff_on_the_test_pairs_of_given_centers_with
     assert list(report["metrics"]) == ["center_b", "center_a"]
     assert two_center_handoff.read_bytes() == before  # scored, not trained
     with pytest.raises(Exception) as info:  # center_c was never visited: no code, no style
-        _evaluate(two_center_handoff, demo_root, tmp_path / "unknown").run()
+        _score_handoff(two_center_handoff, demo_root, tmp_path / "unknown").run()
     error = info.value
     while error is not None and not isinstance(error, InputError):
         error = error.__cause__
@@ -392,7 +392,7 @@ def test_segmentation_augmentation_moves_image_and_label_together(augment: bool)
 
 def _evaluate(demo_root: Path, out: Path, **override) -> dict:
     workflow = ConfigWorkflow(
-        config_file=EVALUATE,
+        config_file=COMPARE,
         meta_file=META,
         logging_file=False,
         workflow_type=None,

@@ -32,7 +32,7 @@ import torch
 from conftest import META, REPO, TINY, run_visit, visit_workflow
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from scripts.data.centers import center_datalist, center_name, read_center_order
+from scripts.data.centers import DATASET_SETTINGS, center_datalist, center_name, read_center_order
 from scripts.data.checks import InputError, center_problems, handoff_problems
 from scripts.evaluation.synthesis import GeneratorSource, load_generator, network_setting, synthesis_datalist
 from scripts.files import DiskFullError, PathError, check_center_name, check_inside
@@ -101,12 +101,19 @@ def _key_file(folder: Path, name: str, mode: int = 0o600, size: int = 32) -> Pat
 # --- 1. what a federated job may choose ----------------------------------------------------------------------------
 
 
+DATASET_DEFAULTS = {"num_classes": 4, "image_channels": 1}
+"""train.json's fallbacks where no center's dataset.json declares the setting."""
+
+
 def test_the_job_allow_list_holds_only_plain_settings_of_train_json_with_their_defaults_accepted():
     train = json.loads((REPO / "configs" / "train.json").read_text())
     for key, setting in JOB_SETTINGS.items():
         assert "#" not in key and key not in SITE_KEYS, key
         assert key in train, f"{key} is not a top-level setting of configs/train.json"
         default = train[key]
+        if key in DATASET_SETTINGS:  # read from the site's own dataset.json; a job's value must agree with it
+            assert default == f"$scripts.data.centers.dataset_setting(@center_dirs, '{key}', {DATASET_DEFAULTS[key]})"
+            default = DATASET_DEFAULTS[key]
         assert not (isinstance(default, str) and default[:1] in "$@%"), f"{key}'s default is an expression"
         assert not isinstance(default, dict), f"{key} is a component or a section"
         assert setting.accepts(default), f"{key}: train.json's default {default!r} is not {setting.expected()}"

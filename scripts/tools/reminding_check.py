@@ -62,7 +62,7 @@ def run_sequence(
         meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"),
         logging_file=False,
         workflow_type=None,
-        **{"bundle_root": str(BUNDLE_ROOT), "data_root": str(data_root), "output_dir": str(output_dir)},
+        **{"bundle_root": str(BUNDLE_ROOT), "demo_dir": str(data_root), "output_dir": str(output_dir)},
     )
     workflow.parser["demo_data"].update({**demo_overrides, "num_centers": int(num_centers)})
     workflow.parser["visit_overrides"].update(visit_overrides)
