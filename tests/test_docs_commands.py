@@ -83,8 +83,10 @@ NOT_RUN = {
     "(tests/test_prepare_*.py run both on synthetic cases)",
     r"python -m scripts\.data\.demo .*--(anatomy mni152|volumetric)": "MNI152 and 3D demo data "
     "(tests/test_demo_anatomy.py, tests/test_train_3d.py)",
-    r"python -m scripts\.tools\.(benchmark_step|measure_label_maps|dp_tradeoff|profile_step|reminding_check)": "minutes "
-    "of measurements (tests/test_benchmark_step.py, test_dp_tradeoff.py, test_reminding_check.py run them small)",
+    r"python -m scripts\.tools\.(benchmark_step|measure_label_maps|dp_tradeoff|profile_step|reminding_check)": (
+        "minutes of measurements (tests/test_benchmark_step.py, test_dp_tradeoff.py, test_reminding_check.py run them "
+        "small)"
+    ),
     r"python -m scripts\.tools\.export_generator ": "needs the demo's final hand-off (run_demo.sh)",
     r"python -m scripts\.fl\.job allow ": "edits an NVFlare POC workspace (tests/test_fl.py)",
     r"(python -m )?pip install ": "installs packages (network); the files it names are checked",
