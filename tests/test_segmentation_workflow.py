@@ -14,9 +14,11 @@ held-out part of the training list with per-case outputs."""
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import META, REPO, TINY
 from monai.bundle import ConfigWorkflow
 from monai.data import load_decathlon_datalist
@@ -81,3 +83,23 @@ def test_the_held_out_split_is_seeded_and_never_empty_nor_everything():
     assert held_out_split(items[:1], 0.5) == (items[:1], []) and held_out_split(items, 0) == (items, [])
     with pytest.raises(ValueError, match="val_fraction must be in"):
         held_out_split(items, 1.0)
+
+
+@pytest.mark.parametrize("amp, dtype", [(False, "torch.float32"), (True, "torch.bfloat16")])
+def test_amp_runs_the_segmentation_network_in_bfloat16_on_cpu_and_keeps_the_loss_in_float32(
+    demo_root: Path, tmp_path: Path, amp: bool, dtype: str
+):
+    from scripts.precision import amp_supported
+
+    if amp and not amp_supported("cpu", torch.bfloat16):
+        pytest.skip("this CPU has no native bfloat16")
+    workflow = _segmentation(demo_root / "center_a", tmp_path / "seg", val_fraction=0.25, iterations=2, amp=amp)
+    seen: list[str] = []
+    network = workflow.parser.get_parsed_content("segmentation_network")
+    network.register_forward_hook(lambda module, args, out: seen.append(str(out.dtype)))
+    workflow.run()
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    assert seen and set(seen) == {dtype}  # training and validation forwards
+    loss = trainer.state.output[0]["loss"]  # decollated: a Python float from the float32 loss
+    assert isinstance(loss, float) and math.isfinite(loss)
+    assert trainer.state.output[0]["pred"].dtype == torch.float32  # the inferer hands the loss float32 logits
