@@ -148,19 +148,26 @@ def test_cin_at_identity_modulation_is_exactly_the_input_conditioned_generator()
         torch.testing.assert_close(new(x), old(x), rtol=1e-5, atol=1e-5)
 
 
-def test_input_conditioning_builds_the_generator_of_the_released_weights():
-    """``conditioning="input"`` keeps the earlier parameter names, so earlier weights and hand-offs still load."""
+def test_the_released_weights_are_cin_and_input_conditioning_keeps_the_earlier_parameter_names():
+    """models/model.pt (0.3.0) is a ``cin`` generator; ``conditioning="input"`` keeps the parameter names of the
+    earlier releases (0.2.x weights and hand-offs), so those still load: checked here on a randomly initialised
+    ``input`` generator of the 0.2.x demo architecture, not on the old file."""
     state = torch.load(REPO / "models" / "model.pt", map_location="cpu", weights_only=True)
-    gen = TDGANGenerator(2, num_classes=4, max_centers=8, ngf=32, num_blocks=6, conditioning="input")
-    gen.load_state_dict(state)  # strict: every name and shape
+    TDGANGenerator(2, num_classes=4, max_centers=8, ngf=32, num_blocks=6).load_state_dict(state)  # strict
     with pytest.raises(RuntimeError, match="modulation"):
-        TDGANGenerator(2, num_classes=4, max_centers=8, ngf=32, num_blocks=6).load_state_dict(state)
+        TDGANGenerator(2, num_classes=4, max_centers=8, ngf=32, num_blocks=6, conditioning="input").load_state_dict(
+            state
+        )
 
+    earlier = TDGANGenerator(2, num_classes=4, max_centers=8, ngf=32, num_blocks=6, conditioning="input").state_dict()
+    assert not any("modulation" in name for name in earlier)
     recorded = {"spatial_dims": 2, "num_classes": 4, "max_centers": 8, "out_channels": 1, "ngf": 32, "num_blocks": 6}
     recorded["num_downsampling"] = 2  # the settings of a hand-off written before ``conditioning`` existed
     legacy = TDGANGenerator(**with_legacy_defaults(recorded))
-    legacy.load_state_dict(state)
+    legacy.load_state_dict(earlier)
     assert legacy.settings == {**recorded, "conditioning": "input"}
+    with pytest.raises(RuntimeError, match="modulation"):
+        TDGANGenerator(**recorded).load_state_dict(earlier)  # cin, the default, has parameters they lack
     assert with_legacy_defaults(TDGANGenerator(2, 4, 8).settings)["conditioning"] == "cin"  # a recorded value wins
 
 
