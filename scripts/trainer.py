@@ -90,7 +90,8 @@ def retain_freed_memory_now() -> bool:
     second center on at 128x128, batch 4, the generator's [batch; reminding batch] activations of 64 channels are
     33.5 MB and a step faulted in about 1.2 GB (docs/benchmark.md). With these settings the heap keeps them; the
     process's resident memory then stays at its peak instead of falling back between steps. PyTorch has no caching
-    allocator on CPU (the fix it documents is an LD_PRELOADed jemalloc or tcmalloc), hence the direct call.
+    allocator on CPU (the fix it documents is an LD_PRELOADed jemalloc or tcmalloc), hence the direct call. A
+    thread that glibc serves from a secondary arena still gets blocks above that arena's 64 MB heap by ``mmap``.
 
     Returns:
         whether freed memory is kept in this process (False off glibc); the settings are made at the first call.

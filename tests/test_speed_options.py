@@ -206,11 +206,14 @@ def test_cached_target_features_give_the_same_step_and_each_entry_is_featured_on
     assert cached.reminder.cache_bytes > plain.reminder.cache_bytes
 
 
-def _faults_of_a_fresh_64mb_tensor() -> int:
+def _faults_of_a_fresh_40mb_tensor() -> int:
     import resource
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    x = torch.empty(16 * 2**20, dtype=torch.float32)  # 64 MB: above glibc's largest dynamic mmap threshold
+    # 40 MB: above glibc's largest dynamic mmap threshold (32 MB), below the 64 MB heap of a secondary arena, which
+    # serves larger blocks by mmap whatever the threshold (the test's thread may have been moved to such an arena
+    # by allocator contention with the threads of earlier tests)
+    x = torch.empty(10 * 2**20, dtype=torch.float32)
     x.fill_(1.0)
     del x
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
@@ -221,6 +224,10 @@ def test_retained_freed_memory_is_reused_without_page_faults():
     # process-wide: a CPU trainer of an earlier test may have made the settings already
     if not retain_freed_memory_now():
         pytest.skip("not glibc")
-    _faults_of_a_fresh_64mb_tensor()  # the first one grows the heap
-    pages = 64 * 2**20 // 4096
-    assert _faults_of_a_fresh_64mb_tensor() < pages // 10  # the next one reuses it (without: about every page)
+    # like training steps: the same large block allocated and freed again and again. Measured here: the first 7-8
+    # cycles fault in every page (the heap settles), then none; without the settings every cycle faults every page
+    faults = [_faults_of_a_fresh_40mb_tensor() for _ in range(20)]
+    pages = 40 * 2**20 // 4096
+    assert all(f < pages // 10 for f in faults[-5:]), (
+        faults
+    )  # the steady state reuses the kept memory  # the next one reuses it (without: about every page)
