@@ -390,7 +390,7 @@ def test_segmentation_augmentation_moves_image_and_label_together(augment: bool)
     assert flipped == {True, False}
 
 
-def _evaluate(demo_root: Path, out: Path, **override) -> dict:
+def _compare(demo_root: Path, out: Path, **override) -> dict:
     workflow = ConfigWorkflow(
         config_file=COMPARE,
         meta_file=META,
@@ -418,7 +418,7 @@ def _evaluate(demo_root: Path, out: Path, **override) -> dict:
 def test_parallel_workers_train_every_generator_and_network_once_and_the_report_reuses_them(
     demo_root: Path, tmp_path: Path
 ):
-    report = _evaluate(demo_root, tmp_path / "runs", workers=2, resume=False)
+    report = _compare(demo_root, tmp_path / "runs", workers=2, resume=False)
     timings = report["timings"]
     assert "train generators (2 workers)" in timings and "seed 0: train segmentation networks (2 workers)" in timings
     for name in ("tdgan_bank", "finetune"):
@@ -431,14 +431,14 @@ def test_parallel_workers_train_every_generator_and_network_once_and_the_report_
 
 def test_a_segmentation_network_is_reused_only_for_the_same_training_data(demo_root: Path, tmp_path: Path):
     out = tmp_path / "runs"
-    _evaluate(demo_root, out)
+    _compare(demo_root, out)
     checkpoint = out / "segmentation" / "seed0" / "tdgan_bank" / "segmentation.pt"
     first = checkpoint.stat().st_mtime_ns
-    _evaluate(demo_root, out)  # nothing changed: reused
+    _compare(demo_root, out)  # nothing changed: reused
     assert checkpoint.stat().st_mtime_ns == first
     synthetic = out / "seed0" / "tdgan_bank" / "synthetic"
     image = synthetic / json.loads((synthetic / "dataset.json").read_text())["training"][0]["image"]
     nifti = nib.load(image)
     nib.save(nib.Nifti1Image(np.asarray(nifti.dataobj) * 0.5, nifti.affine), image)  # other training data there
-    _evaluate(demo_root, out)
+    _compare(demo_root, out)
     assert checkpoint.stat().st_mtime_ns != first

@@ -623,15 +623,20 @@ def _run_reference_cases(args: argparse.Namespace, records: list[dict[str, Any]]
         cmd += [] if args.threads is None else ["--threads", str(args.threads)]
         cmd += [] if args.device is None else ["--device", args.device]
         cmd += [] if args.flops else ["--no_flops"]
-        proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True, check=False)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            failed += 1
-            _log(f"reference case size {size} batch {batch} center {center} FAILED (exit {proc.returncode}).")
-            continue
-        print(lines[-1], flush=True)
-        records.append(json.loads(lines[-1]))
+        failed += _run_case_process(cmd, f"reference case size {size} batch {batch} center {center}", records)
     return failed
+
+
+def _run_case_process(cmd: list[str], what: str, records: list[dict[str, Any]]) -> int:
+    """Run one case's subprocess, print and keep its last JSON line; 1 when it failed (logged), else 0."""
+    proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        _log(f"{what} FAILED (exit {proc.returncode}).")
+        return 1
+    print(lines[-1], flush=True)
+    records.append(json.loads(lines[-1]))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -700,14 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log(f"case size {size} batch {batch} {precision} center {center} ...")
         cmd = [sys.executable, "-m", "scripts.tools.benchmark_step", "--one-case", "--sizes", str(size)]
         cmd += ["--batch_size", str(batch), "--precisions", precision, "--centers", str(center), *common]
-        proc = subprocess.run(cmd, cwd=BUNDLE_ROOT, stdout=subprocess.PIPE, text=True, check=False)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            failed += 1
-            _log(f"case size {size} batch {batch} {precision} center {center} FAILED (exit {proc.returncode}).")
-            continue
-        print(lines[-1], flush=True)
-        records.append(json.loads(lines[-1]))
+        failed += _run_case_process(cmd, f"case size {size} batch {batch} {precision} center {center}", records)
     if args.reference is not None:
         failed += _run_reference_cases(args, records)
     for summary in summarize(records):
