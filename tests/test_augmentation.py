@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 from monai.bundle import ConfigParser
-from monai.data import CacheDataset
+from monai.data import CacheDataset, MetaTensor, get_track_meta
 from monai.transforms import Compose
 
 from scripts.data.augmentation import paired_augmentation
-from scripts.data.centers import center_datalist
+from scripts.data.centers import OnlineCenters, Untracked, center_datalist
 
 REPO = Path(__file__).resolve().parents[1]
 SPATIAL_ONLY = {"affine_prob": 1.0, "elastic_prob": 1.0, "flip_prob": 1.0, "intensity_prob": 0.0}
@@ -111,6 +111,46 @@ def test_appended_to_the_visits_cached_preprocessing_it_augments_real_files(demo
     assert first["label"].dtype == torch.uint8 and first["label"].shape == (1, 32, 32)
     assert set(first["label"].unique().tolist()) <= {0, 1, 2, 3}
     assert not torch.equal(first["label"], again["label"])  # drawn anew at every read, after the cache
+
+
+def test_untracked_items_are_the_same_values_as_plain_tensors_and_the_switch_is_restored(demo_root):
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "configs" / "segmentation.json"))
+    parser["spatial_size"] = [32, 32]
+    parser["dataset_dir"] = str(demo_root / "center_a")
+    parser["val_fraction"] = 0
+    tracked = parser.get_parsed_content("train#dataset")  # flips and intensity after the cache
+    tracked.transform.set_random_state(3)
+    expected = [tracked[i] for i in range(4)]
+    assert isinstance(expected[0]["image"], MetaTensor)  # MONAI's random transforms wrap the cached tensors again
+    tracked.transform.set_random_state(3)
+    untracked = Untracked(tracked)
+    assert len(untracked) == len(tracked)
+    for i, want in enumerate(expected):
+        got = untracked[i]
+        assert get_track_meta()  # switched back after every item
+        for key in ("image", "label"):
+            assert type(got[key]) is torch.Tensor and torch.equal(got[key], want[key].as_tensor())
+    loader = parser.get_parsed_content("train#dataloader")
+    assert isinstance(loader.dataset, Untracked) and loader.dataset.dataset is parser.get_parsed_content("train#dataset")
+    batch = next(iter(loader))
+    assert type(batch["image"]) is torch.Tensor  # what the UNet sees
+
+
+def test_a_failing_item_still_switches_tracking_back():
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, index: int) -> None:
+            assert not get_track_meta()
+            raise KeyError("no such item")
+
+    with pytest.raises(KeyError, match="no such item"):
+        Untracked(Broken())[0]
+    assert get_track_meta()
+    assert all(isinstance(g, Untracked) for g in OnlineCenters([Broken(), Broken()]).groups)
+    assert all(isinstance(g, Untracked) for g in OnlineCenters([Broken(), Broken()], shared_discriminator=True).groups)
 
 
 def test_bad_settings_are_refused():

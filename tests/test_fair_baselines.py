@@ -19,7 +19,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from scripts.evaluation.protocol import Evaluation
+from scripts.evaluation.protocol import Evaluation, expected_images
 from scripts.handoff import load_handoff
 from tests.conftest import META, REPO, TINY, visit_workflow
 
@@ -107,6 +107,7 @@ def test_every_method_of_a_run_makes_the_reference_methods_generator_updates(dem
         spent = evaluation.spent(name, sequence, plans[name], 0)
         assert spent["generator_updates"] == updates[name]
         assert spent["images_seen"] == updates[name] * TINY["batch_size"] * (3 if name == "asyndgan" else 1)
+        assert expected_images(plans[name]) == spent["images_seen"]  # the estimate the workers' order uses
         assert spent["discriminator_center_code"] is (name == "joint")
     assert updates == {"tdgan_bank": 24, "asyndgan": 24, "joint": 24}
 

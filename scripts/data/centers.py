@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.data import load_decathlon_datalist
+from monai.data import get_track_meta, load_decathlon_datalist, set_track_meta
 from monai.data.utils import to_affine_nd
 from torch.utils.data import ConcatDataset, Dataset
 
@@ -35,6 +35,7 @@ __all__ = [
     "center_datalist",
     "outside_problems",
     "OnlineCenters",
+    "Untracked",
     "read_label_maps",
     "read_label_maps_with_affines",
     "seeded_subset",
@@ -178,6 +179,32 @@ def center_datalist(center_dir: str | os.PathLike, code: int, key: str = "traini
     return items
 
 
+class Untracked(Dataset):
+    """``dataset`` with MONAI's metadata tracking off while an item is made: its random transforms then work on, and
+    return, plain tensors (the same values, drawn from the same random streams), and a training batch reaches the
+    network as plain tensors instead of ``MetaTensor``, whose per-operation bookkeeping costs small networks much of
+    their step. MONAI has the global switch (``set_track_meta``) but no dataset that scopes it, hence this one. The
+    switch is per process: use it with ``DataLoader`` workers (processes) or none, not with threads.
+
+    Args:
+        dataset: a map-style dataset, e.g. a ``CacheDataset`` whose cached part already dropped the metadata.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        tracking = get_track_meta()
+        set_track_meta(False)
+        try:
+            return self.dataset[index]
+        finally:
+            set_track_meta(tracking)
+
+
 class OnlineCenters(Dataset):
     """The centers online in one visit, served together: item ``i`` is a tuple with one sample per group.
 
@@ -192,7 +219,8 @@ class OnlineCenters(Dataset):
     def __init__(self, datasets: Sequence[Dataset], shared_discriminator: bool = False) -> None:
         if not datasets:
             raise ValueError("OnlineCenters needs at least one center dataset.")
-        self.groups: list[Dataset] = [ConcatDataset(list(datasets))] if shared_discriminator else list(datasets)
+        groups = [ConcatDataset(list(datasets))] if shared_discriminator else list(datasets)
+        self.groups: list[Dataset] = [Untracked(g) for g in groups]
 
     @property
     def num_groups(self) -> int:

@@ -19,7 +19,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -610,6 +610,9 @@ class Evaluation:
         )
         t0 = time.perf_counter()
         jobs = [("generator", name, seed, (name, seed, plans[name])) for seed in self.seeds for name in self.methods]
+        # the most images per run first (e.g. AsynDGAN: every center's batch each update), so the longest run does
+        # not start last and leave one worker idle at the end
+        jobs.sort(key=lambda job: -expected_images(plans[job[1]]))
         if self._in_parallel("train_generator", jobs):
             self._timed(f"train generators ({self.workers} workers)", t0)
         runs = [self.run_seed(seed, plans, class_names) for seed in self.seeds]
@@ -779,6 +782,14 @@ class Evaluation:
             plot_distribution(self.report_dir / "distribution.png", distribution, self.centers, dist_labels)
             out["distribution"] = "distribution.png"
         return out
+
+
+def expected_images(plan: Mapping[str, Any]) -> int:
+    """Training images one method's run will process (generator updates x batch x discriminators per update) from
+    its :py:meth:`Evaluation.budgets` plan: its work, up to the reminding batches, for ordering runs."""
+    groups = [1 if plan["shared_discriminator"] else len(v) for v in plan["visits"]]
+    per_update = sum(groups) / len(groups)
+    return int(plan["generator_updates"] * plan["batch_size"] * per_update)
 
 
 def _worker_setup(threads: int) -> None:
