@@ -132,7 +132,9 @@ def test_untracked_items_are_the_same_values_as_plain_tensors_and_the_switch_is_
         for key in ("image", "label"):
             assert type(got[key]) is torch.Tensor and torch.equal(got[key], want[key].as_tensor())
     loader = parser.get_parsed_content("train#dataloader")
-    assert isinstance(loader.dataset, Untracked) and loader.dataset.dataset is parser.get_parsed_content("train#dataset")
+    assert isinstance(loader.dataset, Untracked) and loader.dataset.dataset is parser.get_parsed_content(
+        "train#dataset"
+    )
     batch = next(iter(loader))
     assert type(batch["image"]) is torch.Tensor  # what the UNet sees
 
