@@ -141,10 +141,11 @@ class Evaluation:
         resume: reuse finished visits and segmentation runs.
         command: the command that made the report (recorded in it).
         device: where generators and segmentation networks are evaluated.
-        workers: processes that train the generators (every method and seed), then the segmentation networks, at
-            the same time, each with ``cpu_count // workers`` torch threads; 1 (default) trains them one after another
-            in this process. Small networks use two threads poorly, so on a 2-core CPU 2 workers finish sooner
-            (docs/benchmark.md); on a GPU keep 1.
+        workers: processes that train the generators (every method and seed; the runs with the most images
+            first), then the segmentation networks, at the same time, each with ``cpu_count // workers`` torch
+            threads; 1 (default) trains them one after another in this process. Small networks use two threads
+            poorly, so on a 2-core CPU 2 workers finish sooner (the demo's UNets 1.5x, its generators less:
+            docs/benchmark.md); on a GPU keep 1.
     """
 
     def __init__(
