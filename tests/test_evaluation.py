@@ -425,6 +425,11 @@ def test_parallel_workers_train_every_generator_and_network_once_and_the_report_
         (handoff,) = report["methods"][name]["final_handoff"]
         assert load_handoff(handoff).visits[-1]["iterations"] > 0
         assert timings[f"seed 0: train generator: {name}"] < timings["train generators (2 workers)"]
+        # each job's own time, measured in its worker, is in the report too
+        assert 0 < timings[f"seed 0: generator in a worker: {name}"] <= timings["train generators (2 workers)"]
+    stage = timings["seed 0: train segmentation networks (2 workers)"]
+    for name in ("tdgan_bank", "finetune", "real_all", "real_last"):
+        assert 0 < timings[f"seed 0: segmentation in a worker: {name}"] <= stage
     checkpoints = sorted((tmp_path / "runs" / "segmentation" / "seed0").glob("*/segmentation.pt"))
     assert [p.parent.name for p in checkpoints] == ["finetune", "real_all", "real_last", "tdgan_bank"]
 

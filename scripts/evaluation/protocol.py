@@ -250,7 +250,12 @@ class Evaluation:
                 if future.exception() is not None:
                     pool.shutdown(cancel_futures=True)
                     raise future.exception()
-                self._prepared.add(futures[future])
+                what, name, seed = futures[future]
+                self._prepared.add((what, name, seed))
+                # the job's own time (the sequential pass that follows records only its reuse)
+                step = f"seed {seed}: {what} in a worker: {name}"
+                self.timings[step] = future.result()
+                logger.info(f"[evaluate] {step}: {self.timings[step]} s")
         return True
 
     def _timed(self, step: str, t0: float) -> None:
@@ -799,9 +804,12 @@ def _worker_setup(threads: int) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [worker {os.getpid()}] %(message)s")
 
 
-def _worker_job(evaluation: Evaluation, method: str, args: tuple) -> None:
-    """One job of :py:meth:`Evaluation._in_parallel` (its result is reused from disk by the sequential pass)."""
+def _worker_job(evaluation: Evaluation, method: str, args: tuple) -> float:
+    """One job of :py:meth:`Evaluation._in_parallel` (its result is reused from disk by the sequential pass); returns
+    its wall time in seconds."""
+    t0 = time.perf_counter()
     getattr(evaluation, method)(*args)
+    return round(time.perf_counter() - t0, 1)
 
 
 def file_digest(path: str | os.PathLike) -> str:
