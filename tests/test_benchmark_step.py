@@ -66,6 +66,9 @@ def test_benchmark_reports_flat_reminding_flops_data_wait_and_peak_per_center() 
         assert r["perceptual"] and "RANDOM weights, timing only" in r["perceptual_network"]
         assert r["achieved_gflops"] == pytest.approx(r["step_gflop"] / r["step_s_median"], rel=0.02)
         assert r["peak_gflops"] > 0 and "1 cores" in r["peak_basis"] and r["threads"] == 1
+        # a fraction above 1 is impossible: the record then says the clock of the estimate was too low
+        above = "the step ran above this estimate" in r["peak_basis"]
+        assert above is (r["fraction_of_peak"] > 1)
         assert (r["ngf"], r["num_blocks"], r["ndf"], r["device"]) == (8, 1, 8, "cpu")
     (summary,) = summaries
     assert summary["summary"] == "centers" and summary["precision"] == "fp32"
