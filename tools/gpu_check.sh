@@ -53,7 +53,7 @@ python -c "from scripts.handoff import load_handoff; h = load_handoff('$out/ddp/
 
 echo "== 5. speed options side by side: step at ${size}², bf16, center 4 (reminding), each case its own process"
 # fraction_of_peak in each JSON line is the number to compare (docs/benchmark.md: about 0.12-0.135 at batch 8 before)
-common=(--device "$device" --sizes "$size" --centers 4 --precisions bf16 --steps 8 --warmup 3 --no_flops)
+common=(--device "$device" --sizes "$size" --centers 4 --precisions bf16 --steps 8 --warmup 3)  # FLOPs counted: fraction_of_peak
 run_case() { name="$1"; shift; python -m scripts.tools.benchmark_step "${common[@]}" "$@" 2>> "$out/speed.err" \
     | python -c "import json,sys; [print('$name', json.dumps({k: r.get(k) for k in ('batch_size','step_s_median','images_per_s','fraction_of_peak','data_wait_share')})) for r in map(json.loads, sys.stdin) if 'summary' not in r]"; }
 run_case baseline --batch_size 8 | tee -a "$out/speed.txt"
