@@ -395,13 +395,25 @@ class Evaluation:
         workflow.finalize()
         return out / "sequence.json"
 
+    def synthetic_dir(self, name: str, label_source: str = "new", seed: int = 0) -> Path:
+        """Where :py:meth:`synthesise` writes one method's synthetic set (``label_source`` ``"new"`` or ``"given"``)."""
+        return (
+            self.output_dir
+            / f"seed{seed}"
+            / name
+            / ("synthetic" if label_source == "new" else "synthetic_training_maps")
+        )
+
+    def class_names(self) -> list[str]:
+        """The label classes, in label-value order, from the first center's ``dataset.json``."""
+        return list(json.loads((self.data_root / self.centers[0] / "dataset.json").read_text())["labels"].values())
+
     def synthesise(self, name: str, handoff: str, label_source: str = "new", seed: int = 0) -> Path:
         """Write the final generator's synthetic pairs in each center's own style: from new label maps made from every
         center's training maps (``label_source="new"``: shareable) or from the training maps themselves
         (``"given"``: not shareable). With ``resume``, a synthetic dataset made from the same hand-off with the same
         settings (recorded beside it, ``<out>.made.json``) is reused; anything else is made again."""
-        run = self.output_dir / f"seed{seed}" / name
-        out = run / ("synthetic" if label_source == "new" else "synthetic_training_maps")
+        out = self.synthetic_dir(name, label_source, seed)
         made = {
             "handoff_sha256": file_digest(handoff),
             "label_source": label_source,
@@ -611,9 +623,7 @@ class Evaluation:
         t_all = time.perf_counter()
         labels = {name: m.get("label", name) for name, m in self.methods.items()}
         plans = self.budgets()
-        class_names = list(
-            json.loads((self.data_root / self.centers[0] / "dataset.json").read_text())["labels"].values()
-        )
+        class_names = self.class_names()
         t0 = time.perf_counter()
         jobs = [("generator", name, seed, (name, seed, plans[name])) for seed in self.seeds for name in self.methods]
         # the most images per run first (e.g. AsynDGAN: every center's batch each update), so the longest run does

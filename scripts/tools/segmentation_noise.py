@@ -39,15 +39,12 @@ __all__ = ["training_sets", "retrain", "main"]
 COMMAND = "python -m scripts.tools.segmentation_noise"
 CONFIGS = [BUNDLE_ROOT / "configs" / "compare.json", BUNDLE_ROOT / "configs" / "demo.json"]
 
-logger = logging.getLogger(__name__)
-
 
 def training_sets(evaluation: Evaluation, seed: int) -> dict[str, Path]:
     """The training sets a protocol run of ``evaluation`` trains its UNets on under ``seed`` (name -> folder): each
     method's shareable synthetic set, its training-label-map set where made, and the real-image ones."""
-    runs = evaluation.output_dir / f"seed{seed}"
-    sets = {name: runs / name / "synthetic" for name in evaluation.methods}
-    sets |= {f"{name}_training_maps": runs / name / "synthetic_training_maps" for name in evaluation.training_map_sets}
+    sets = {name: evaluation.synthetic_dir(name, "new", seed) for name in evaluation.methods}
+    sets |= {f"{n}_training_maps": evaluation.synthetic_dir(n, "given", seed) for n in evaluation.training_map_sets}
     sets |= {"real_all": evaluation.data_root, "real_last": evaluation.data_root / evaluation.centers[-1]}
     return sets
 
@@ -62,8 +59,7 @@ def retrain(evaluation: Evaluation, name: str, dataset_dir: Path, seed: int, thr
     try:
         t0 = time.perf_counter()
         network, info = evaluation.train_segmentation(name, dataset_dir, seed)
-        labels = json.loads((evaluation.data_root / evaluation.centers[0] / "dataset.json").read_text())["labels"]
-        scores = evaluation.segmentation_scores(network, list(labels.values()), seed)
+        scores = evaluation.segmentation_scores(network, evaluation.class_names(), seed)
     finally:
         evaluation.segmentation_dir = root
         torch.set_num_threads(before)
