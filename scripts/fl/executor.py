@@ -27,8 +27,10 @@ class VisitExecutor(ClientAPIExecutor):
     """Runs ``scripts/fl/client.py`` of the site's own bundle copy in the site's client process (in-process Client
     API), with PyTorch tensors on the wire. The job chooses only the script's arguments (plain visit settings, which
     the script checks); it cannot name another script, and the job carries no code. A site allows exactly this class
-    (``scripts.fl.``) in its ``class_allow_list`` instead of NVFlare's general ``ClientAPIExecutor``, which would run
-    whatever script a job names.
+    (``scripts.fl.executor.VisitExecutor``, see :py:func:`scripts.fl.job.bundle_allow_list`) in its
+    ``class_allow_list`` as an exact path, never NVFlare's general ``ClientAPIExecutor`` (imported here, so a prefix
+    such as ``scripts.fl`` would admit it as ``scripts.fl.executor.ClientAPIExecutor``), which runs whatever script or
+    command a job names.
 
     Args:
         task_script_args: the client script's arguments (see :py:func:`scripts.fl.client.parse_args`).
