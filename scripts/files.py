@@ -27,6 +27,7 @@ __all__ = [
     "check_inside",
     "private_dirs",
     "make_private",
+    "make_private_tree",
     "disk_full",
 ]
 
@@ -123,6 +124,18 @@ def private_dirs(folder: str | os.PathLike) -> Path:
 def make_private(path: str | os.PathLike) -> None:
     """Make a file the bundle wrote owner-only (0o600) or a folder it made owner-only (0o700), whatever the umask."""
     os.chmod(path, PRIVATE_DIR if os.path.isdir(path) else PRIVATE_FILE)
+
+
+def make_private_tree(folder: str | os.PathLike) -> None:
+    """:py:func:`make_private` for a folder the bundle wrote and everything in it (links are skipped, never followed).
+
+    For the outputs of third-party writers (MONAI's checkpoint and metrics savers) that create files with the umask's
+    modes: they write into a folder made owner-only first (:py:func:`private_dirs`), so nothing was ever reachable by
+    others, and this then makes each file owner-only too, as the bundle's own writers do."""
+    folder = Path(folder)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            make_private(path)
 
 
 def disk_full(error: BaseException, path: str | os.PathLike) -> DiskFullError | None:

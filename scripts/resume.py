@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from scripts.files import private_dirs
+
 __all__ = [
     "RECEIPT",
     "OutputLock",
@@ -423,7 +425,7 @@ class OutputLock:
         if not self.folder.is_dir():
             if not create:
                 return False
-            self.folder.mkdir(parents=True, exist_ok=True)
+            private_dirs(self.folder)  # a visit's folder holds what it learnt from patients: owner-only
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -611,7 +613,7 @@ class VisitGuard:
             "handoff": str(handoff.resolve()),
             "handoff_sha256": file_sha256(handoff),
         }
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        private_dirs(self.output_dir)
         _write_private_json(self.receipt, receipt)
         if self.checkpoint_dir.is_dir():
             for pattern in (CHECKPOINT_GLOB, ".*.tmp", "tmp*"):
