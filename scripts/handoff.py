@@ -20,7 +20,8 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ __all__ = [
     "check_payload",
     "check_configuration",
     "verify_handoff",
+    "Limits",
+    "LIMITS",
+    "set_limits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,6 +94,44 @@ PREPROCESSING_KEYS = ("spatial_size", "intensity_range")
 MIN_KEY_BYTES = 32
 _SIGNATURE_TAG = b"tdgan-handoff-hmac-sha256\0"
 _MAX_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a reader accepts before it builds anything from a hand-off: checked on the file's size and archive
+    directory before ``torch.load``, and on the tensors' sizes before the checksum and the structure check.
+
+    A site lowers them in its settings (``limits`` in ``tdgan_site.json``, docs/federated.md).
+
+    Attributes:
+        max_file_bytes: largest hand-off file (and largest total tensor bytes of a message).
+        max_spatial_size: largest recorded spatial size, per dimension.
+        max_voxels: largest recorded spatial size, as the product of its dimensions.
+        max_bank_maps: most label maps a label bank may hold per center.
+        max_tensors: most generator tensors.
+    """
+
+    max_file_bytes: int = 2 * 1024**3
+    max_spatial_size: int = 4096
+    max_voxels: int = 2**27
+    max_bank_maps: int = 4096
+    max_tensors: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"hand-off limit {name}={value!r}; expected a positive integer.")
+
+
+LIMITS = Limits()
+"""The limits in force in this process (:py:func:`set_limits` changes them)."""
+
+
+def set_limits(limits: Limits) -> None:
+    """Make ``limits`` the ones every hand-off read in this process is checked against (a site's settings)."""
+    global LIMITS
+    LIMITS = limits
 
 
 class HandoffError(ValueError):
@@ -305,6 +347,11 @@ def _structure_problem(payload: Any) -> str | None:
         isinstance(size, list) and len(size) == dims and all(_is_int(v) and v >= step and v % step == 0 for v in size)
     ):
         return f"preprocessing spatial_size={size!r}; expected {dims} positive integers divisible by {step}"
+    if max(size) > LIMITS.max_spatial_size or math.prod(size) > LIMITS.max_voxels:
+        return (
+            f"preprocessing spatial_size={size!r} exceeds this reader's limits (at most {LIMITS.max_spatial_size} "
+            f"per dimension and {LIMITS.max_voxels} voxels)"
+        )
     lo_hi = pre["intensity_range"]
     if not (isinstance(lo_hi, list) and len(lo_hi) == 2 and all(map(_is_number, lo_hi)) and lo_hi[0] < lo_hi[1]):
         return f"preprocessing intensity_range={lo_hi!r}; expected [low, high] with low < high"
@@ -443,16 +490,55 @@ def check_payload(payload: Any, source: str) -> Handoff:
     )
 
 
-def verify_handoff(payload: Any, sha256: Any, signature: Any, source: str) -> Handoff:
-    """Check a received hand-off: format and version, the whole structure (:py:func:`check_payload`: pure checks,
-    nothing is built from it), the sha256 (corruption), and the federation signature when a key is configured
-    (authenticity).
+def _size_problem(payload: Mapping[str, Any]) -> str | None:
+    """The first way the payload's tensors exceed :data:`LIMITS` (count, bytes, label-bank maps), or None: sizes
+    only, so that nothing is hashed or built from a payload too large to be a hand-off."""
+    generator, bank = payload.get("generator"), payload.get("label_bank")
+    tensors = [*(generator.values() if isinstance(generator, Mapping) else [])]
+    not_tensors = [f"{k}: {type(v).__name__}" for k, v in (generator or {}).items() if type(v) is not torch.Tensor]
+    if not_tensors:
+        return f"generator parameters must be torch tensors, got {not_tensors[:5]}"
+    if len(tensors) > LIMITS.max_tensors:
+        return f"{len(tensors)} generator tensors, more than this reader's limit {LIMITS.max_tensors}"
+    if isinstance(bank, Mapping):
+        for name, maps in bank.items():
+            if isinstance(maps, torch.Tensor) and maps.ndim and maps.shape[0] > LIMITS.max_bank_maps:
+                return (
+                    f"label bank of {str(name)[:40]!r} holds {maps.shape[0]} maps, more than this reader's limit "
+                    f"{LIMITS.max_bank_maps} per center"
+                )
+        tensors += list(bank.values())
+    total = sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+    if total > LIMITS.max_file_bytes:
+        return f"{total} bytes of tensors, more than this reader's limit {LIMITS.max_file_bytes}"
+    return None
+
+
+def verify_handoff(
+    payload: Any,
+    sha256: Any,
+    signature: Any,
+    source: str,
+    authenticate: Callable[[str, int], str] | None = None,
+    file_key: bool = True,
+) -> Handoff:
+    """Check a received hand-off, cheapest and most trust-giving checks first: format and version, sizes against
+    :data:`LIMITS` (nothing is hashed or built from an oversized payload), the sha256 (corruption), the key's
+    signature when a key is configured (authenticity, before the structure is parsed), then the whole structure
+    (:py:func:`check_payload`: pure checks, nothing is built from it).
+
+    A hand-off that nothing authenticated (no key, and no ``authenticated`` proof from the caller) is read with one
+    warning line saying so.
 
     Args:
         payload: the payload.
         sha256: the digest its writer stored.
         signature: the HMAC its writer stored, or None.
         source: what it is, for messages.
+        authenticate: called with the verified sha256 and the number of visit records before the structure is
+            parsed (e.g. the federation's signature chain); returns what authenticated it, raises if nothing did.
+        file_key: check ``signature`` against the hand-off file key (:py:func:`federation_key`); False for federated
+            messages, which are authenticated by the sites' signatures instead.
 
     Raises:
         HandoffError: any check fails (one line).
@@ -468,27 +554,43 @@ def verify_handoff(payload: Any, sha256: Any, signature: Any, source: str) -> Ha
             "records the spatial size and intensity range and can be signed); re-make it by rerunning the visit that "
             "wrote it with this bundle."
         )
-    handoff = check_payload(payload, source)
-    digest = payload_digest(payload)
+    problem = _size_problem(payload)
+    if problem:
+        raise HandoffError(f"{source}: {problem}; refused before reading it (limits: docs/security.md).")
+    try:
+        digest = payload_digest(payload)
+    except HandoffError as e:
+        raise HandoffError(f"{source}: {e}; refused.") from e
     if not isinstance(sha256, str) or not hmac.compare_digest(digest, sha256):
         raise HandoffError(
             f"{source}: checksum mismatch (stored sha256 {str(sha256)[:12]}..., content {digest[:12]}...): "
             "modified or corrupted after its writer computed it (on disk or in transit)."
         )
-    key = federation_key()
+    authenticated = None
+    if authenticate is not None:
+        visits = payload.get("visits")
+        authenticated = authenticate(digest, len(visits) if isinstance(visits, list) else -1)
+    key = federation_key() if file_key else None
     if key is not None:
         if signature is None:
             raise HandoffError(
-                f"{source}: unsigned, but a federation key is configured (${KEY_ENV}); refused: only hand-offs "
-                "signed with the federation key are accepted (re-make it at a site that holds the key)."
+                f"{source}: unsigned, but a hand-off key is configured (${KEY_ENV}); refused: only hand-offs "
+                "signed with that key are accepted (re-make it where the key is)."
             )
         if not isinstance(signature, str) or not hmac.compare_digest(handoff_signature(digest, key), signature):
             raise HandoffError(
-                f"{source}: the signature does not match the federation key (${KEY_ENV}); refused: it was altered "
+                f"{source}: the signature does not match the hand-off key (${KEY_ENV}); refused: it was altered "
                 "or signed with another key."
             )
-    elif signature is not None:
-        logger.warning(f"{source}: signed, but no federation key is configured (${KEY_ENV}): signature NOT checked.")
+        authenticated = f"the hand-off key ${KEY_ENV}"
+    elif signature is not None and file_key:
+        logger.warning(f"{source}: signed, but no hand-off key is configured (${KEY_ENV}): signature NOT checked.")
+    handoff = check_payload(payload, source)
+    if authenticated is None:
+        logger.warning(
+            f"{source}: UNAUTHENTICATED (no key configured: ${KEY_ENV} for files, site keys for a federation): "
+            "checksum and structure hold, but anyone who could write it could have forged it."
+        )
     return handoff
 
 
@@ -522,7 +624,7 @@ def check_configuration(
         )
 
 
-def save_handoff(handoff: Handoff, path: str | os.PathLike) -> str:
+def save_handoff(handoff: Handoff, path: str | os.PathLike, chain: Sequence[Mapping[str, Any]] | None = None) -> str:
     """Write a hand-off atomically and owner-only (0o600 file; folders it creates 0o700), whatever the umask.
 
     The payload is checked first (:py:func:`check_payload`: nothing malformed is written), serialised in memory,
@@ -533,6 +635,8 @@ def save_handoff(handoff: Handoff, path: str | os.PathLike) -> str:
     Args:
         handoff: what to write.
         path: destination file.
+        chain: the federation's signature chain that came with it (:py:mod:`scripts.fl.site`), kept beside the
+            payload so the file can be audited later; None: none.
 
     Returns:
         the sha256 of the payload, also stored in the file.
@@ -549,6 +653,8 @@ def save_handoff(handoff: Handoff, path: str | os.PathLike) -> str:
     key = federation_key()
     if key is not None:
         record["hmac"] = handoff_signature(digest, key)
+    if chain is not None:
+        record["chain"] = _plain_json(list(chain))
     buffer = io.BytesIO()
     torch.save(record, buffer)
     tmp = None
@@ -587,6 +693,32 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _archive_problem(path: Path) -> str | None:
+    """The first way the file could make ``torch.load`` allocate more than :data:`LIMITS` allow, or None.
+
+    Read from the file's size and its zip directory only (nothing is unpickled): a hand-off is a ``torch.save`` zip
+    archive of stored (uncompressed) members, so its size bounds what loading it allocates; a compressed member (a
+    small file that expands), too many members or a file over ``max_file_bytes`` are refused.
+    """
+    size = path.stat().st_size
+    if size > LIMITS.max_file_bytes:
+        return f"{size} bytes, more than this reader's limit {LIMITS.max_file_bytes}"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as e:
+        return f"not a hand-off archive ({e})"
+    if len(members) > 4 * LIMITS.max_tensors + 16:
+        return f"{len(members)} archive members, more than a hand-off within this reader's limits holds"
+    packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        return f"compressed archive members {packed[:3]} (a hand-off stores its tensors uncompressed)"
+    unpacked = sum(m.file_size for m in members)
+    if unpacked > LIMITS.max_file_bytes:
+        return f"members of {unpacked} bytes, more than this reader's limit {LIMITS.max_file_bytes}"
+    return None
+
+
 def load_handoff(
     path: str | os.PathLike,
     expected_network: Mapping[str, int] | None = None,
@@ -612,6 +744,9 @@ def load_handoff(
     source = f"hand-off {path}"
     if not path.is_file():
         raise HandoffError(f"{source}: file not found.")
+    problem = _archive_problem(path)
+    if problem:
+        raise HandoffError(f"{source}: {problem}; refused before reading it (limits: docs/security.md).")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means the same thing to the user
@@ -621,7 +756,7 @@ def load_handoff(
             f"{source}: not a readable hand-off file (corrupted, truncated, or holding objects other than "
             f"tensors and plain values): {type(e).__name__}: {why}"
         ) from e
-    if not isinstance(raw, dict) or not {"payload", "sha256"} <= set(raw) <= {"payload", "sha256", "hmac"}:
+    if not isinstance(raw, dict) or not {"payload", "sha256"} <= set(raw) <= {"payload", "sha256", "hmac", "chain"}:
         keys = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
         raise HandoffError(
             f"{source}: not a TDGAN hand-off (expected keys 'payload', 'sha256' and 'hmac', got {keys})."

@@ -26,7 +26,7 @@ from conftest import META, REPO, TINY
 
 from scripts.fl.job import tdgan_job
 from scripts.fl.message import META_KEY, handoff_to_message, message_to_handoff
-from scripts.handoff import HandoffError, load_handoff
+from scripts.handoff import HandoffError, load_handoff, payload_digest
 from scripts.networks import TDGANGenerator
 
 ORDER = ["center_c", "center_a", "center_b"]  # not alphabetical: the relay must follow the configured order
@@ -114,13 +114,15 @@ def test_no_message_carries_an_image_only_generator_weights_and_label_maps(relay
             assert int(maps.max()) < network["num_classes"]
 
 
-def test_each_site_is_given_only_its_own_folder_and_the_job_ships_no_code(relay: dict):
+def test_each_site_reads_only_its_own_folder_from_its_own_settings_and_the_job_ships_no_code_or_path(relay: dict):
     for site in ORDER:
         app = relay["ws"] / site / "simulate_job" / f"app_{site}"
         config = (app / "config" / "config_fed_client.json").read_text()
-        assert str(relay["root"] / site) in config
-        assert [c for c in ORDER if c != site and str(relay["root"] / c) in config] == []
+        assert str(relay["root"]) not in config and "center_dir" not in config  # the job names no folder
         assert not (app / "custom").exists()
+        settings = json.loads((relay["out"] / "sites" / site / "tdgan_site.json").read_text())
+        assert settings == {"center_dir": str(relay["root"] / site)}
+        assert (relay["out"] / "sites" / site / "tdgan_site.json").stat().st_mode & 0o077 == 0
     assert not (relay["ws"] / "server" / "simulate_job" / "app_server" / "custom").exists()
 
 
@@ -129,18 +131,16 @@ def _failing_relay(demo_root: Path, tmp_path: Path, fault: str) -> tuple[Path, P
     from scripts.fl.job import simulate
 
     order = ["center_a", "center_b", "center_c"]
-    dirs = {c: demo_root / c for c in order}
-    if fault == "missing":
-        dirs["center_b"] = tmp_path / "no_such_center"
+    sites = {"center_b": {"center_dir": str(tmp_path / "no_such_center")}} if fault == "missing" else {}
     out = tmp_path / "out"
-    job = tdgan_job(order, out, SITE_TINY, center_dirs=dirs)
+    job = tdgan_job(order, out, SITE_TINY)
     if fault == "corrupt":
         from fl_faults import CorruptGenerator
         from nvflare.job_config.defs import FilterType
 
         job.to(CorruptGenerator(), "center_b", filter_type=FilterType.TASK_DATA, tasks=["train"])
     with pytest.raises(RuntimeError, match="did not complete") as failure:
-        simulate(demo_root, out, order=order, job=job)
+        simulate(demo_root, out, order=order, job=job, site_settings=sites)
     return out, out / "nvflare", failure.value
 
 
@@ -205,6 +205,8 @@ def test_message_that_is_not_the_sent_generator_is_refused(handoff, fault: str, 
         params[key].view(-1)[0] += 1e-3
     elif fault == "meta":
         body["extra"] = np.zeros(2)
+    if fault in ("extra", "image", "network"):  # the checksum recomputed: the structure check must catch it
+        body["sha256"] = payload_digest({**{k: v for k, v in body.items() if k != "sha256"}, "generator": params})
     with pytest.raises(HandoffError) as e:
         message_to_handoff(params, meta, "test message")
     assert message in str(e.value) and str(e.value).startswith("test message")
@@ -224,7 +226,7 @@ def test_a_job_that_injects_a_component_is_refused_by_the_first_site_before_anyt
     monkeypatch.setattr(fl_job, "job_overrides", lambda overrides: dict(overrides))  # the server skips its check
     order = ["center_a", "center_b"]
     out = tmp_path / "out"
-    job = fl_job.tdgan_job(order, out, hostile, center_dirs={c: demo_root / c for c in order})
+    job = fl_job.tdgan_job(order, out, hostile)
     with pytest.raises(RuntimeError, match="did not complete"):
         fl_job.simulate(demo_root, out, order=order, job=job)
     log = _site_log(out / "nvflare", "center_a")

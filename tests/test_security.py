@@ -115,7 +115,10 @@ def test_the_job_allow_list_holds_only_plain_settings_of_train_json_with_their_d
             assert default == f"$scripts.data.centers.dataset_setting(@center_dirs, '{key}', {DATASET_DEFAULTS[key]})"
             default = DATASET_DEFAULTS[key]
         assert not (isinstance(default, str) and default[:1] in "$@%"), f"{key}'s default is an expression"
-        assert not isinstance(default, dict), f"{key} is a component or a section"
+        if setting.kind == "object":  # keyword settings of one bundle function: plain values, no component
+            assert "_target_" not in json.dumps(default), f"{key}'s default is a component"
+        else:
+            assert not isinstance(default, dict), f"{key} is a component or a section"
         assert setting.accepts(default), f"{key}: train.json's default {default!r} is not {setting.expected()}"
     assert (
         "device" not in JOB_SETTINGS and "perceptual_network" not in JOB_SETTINGS and "check_data" not in JOB_SETTINGS
@@ -167,9 +170,13 @@ def test_the_site_refuses_a_hostile_job_before_nvflare_or_any_config_starts(
 
     monkeypatch.setattr(client.flare, "init", never)
     monkeypatch.setattr(client, "run_visit", never)
-    argv = ["--center_dir", str(demo_root / "center_a"), "--overrides", json.dumps(HOSTILE, separators=(",", ":"))]
+    argv = ["--overrides", json.dumps(HOSTILE, separators=(",", ":"))]
     with pytest.raises(OverrideError, match="job override 'train#inferer#_target_': not a setting a job may choose"):
         client.main(argv)
+    for folder in (["--center_dir", str(demo_root / "center_b")], ["--work_dir", "/tmp/elsewhere"], ["--center"]):
+        with pytest.raises(OverrideError, match="job arguments refused .* a job may pass only --overrides") as info:
+            client.main([*folder, "--overrides", "{}"])
+        assert "\n" not in str(info.value)
 
 
 def test_the_server_refuses_to_build_a_job_with_a_setting_it_may_not_send(tmp_path: Path):
@@ -497,25 +504,23 @@ def test_with_a_federation_key_only_handoffs_signed_with_it_load(
         p["generator"] = {k: -v for k, v in p["generator"].items()}
 
     negated = _rewrite(signed, tmp_path / "negated.pt", negate)  # sha256 recomputed, hmac dropped
-    with pytest.raises(HandoffError, match="unsigned, but a federation key is configured"):
+    with pytest.raises(HandoffError, match="unsigned, but a hand-off key is configured"):
         load_handoff(negated)
     kept = tmp_path / "negated_kept_hmac.pt"  # the old signature kept on new weights
     raw = torch.load(negated, weights_only=True)
     raw["hmac"] = torch.load(signed, weights_only=True)["hmac"]
     torch.save(raw, kept)
-    with pytest.raises(HandoffError, match="signature does not match the federation key"):
+    with pytest.raises(HandoffError, match="signature does not match the hand-off key"):
         load_handoff(kept)
-    with pytest.raises(HandoffError, match="unsigned, but a federation key is configured"):
+    with pytest.raises(HandoffError, match="unsigned, but a hand-off key is configured"):
         load_handoff(unsigned)
     theirs = _rewrite(signed, tmp_path / "theirs.pt", lambda p: None, key=keys["theirs"].read_bytes().strip())
-    with pytest.raises(HandoffError, match="signature does not match the federation key"):
+    with pytest.raises(HandoffError, match="signature does not match the hand-off key"):
         load_handoff(theirs)
-    # the message path checks the same signature
+    # a federated message never carries the file key's HMAC: the sites' signature chain authenticates it
+    # (scripts.fl.site), so a server needs no key and the key never leaves the site
     params, meta = handoff_to_message(load_handoff(signed))
-    assert "hmac" in meta[META_KEY] and message_to_handoff(params, meta, "task data").registry
-    meta[META_KEY].pop("hmac")
-    with pytest.raises(HandoffError, match="unsigned, but a federation key is configured"):
-        message_to_handoff(params, meta, "task data")
+    assert "hmac" not in meta[META_KEY] and message_to_handoff(params, meta, "task data").registry
 
     monkeypatch.delenv(KEY_ENV)  # without a key: unsigned hand-offs load (only the checksum and structure hold)
     assert load_handoff(unsigned).registry and load_handoff(negated).registry
@@ -537,7 +542,7 @@ def test_a_visit_refuses_an_unsigned_handoff_when_a_key_is_configured(
     out = tmp_path / "visit"
     with pytest.raises(Exception) as info:
         visit_workflow([demo_root / "center_c"], out, handoff_in=handoffs["b"]).run()
-    assert "unsigned, but a federation key is configured" in _messages(info.value) and not out.exists()
+    assert "unsigned, but a hand-off key is configured" in _messages(info.value) and not out.exists()
 
 
 @pytest.mark.parametrize("problem", ["readable_by_others", "too_short", "missing"])

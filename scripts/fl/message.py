@@ -12,30 +12,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-from scripts.handoff import (
-    PAYLOAD_KEYS,
-    Handoff,
-    HandoffError,
-    check_payload,
-    federation_key,
-    handoff_signature,
-    payload_digest,
-    verify_handoff,
-)
+from scripts.handoff import PAYLOAD_KEYS, Handoff, HandoffError, check_payload, payload_digest, verify_handoff
 
-__all__ = ["META_KEY", "handoff_to_message", "message_to_handoff", "is_first_message", "describe_message"]
+__all__ = [
+    "META_KEY",
+    "CHAIN_KEY",
+    "handoff_to_message",
+    "message_to_handoff",
+    "is_first_message",
+    "describe_message",
+]
 
 META_KEY = "tdgan_handoff"
-"""The one metadata key of a hand-off message; NVFlare adds its own keys (job id, site name) beside it."""
+"""The metadata key of a hand-off message; NVFlare adds its own keys (job id, site name) beside it."""
+
+CHAIN_KEY = "tdgan_chain"
+"""The metadata key of the sites' signature chain (:py:mod:`scripts.fl.site`), when the federation signs."""
 
 _BODY_KEYS = tuple(k for k in PAYLOAD_KEYS if k != "generator") + ("sha256",)
-"""The hand-off fields in the metadata: the payload but the generator (which travels as the parameters), its sha256,
-and, when a federation key is configured, ``hmac``."""
+"""The hand-off fields in the metadata: the payload but the generator (which travels as the parameters), and its
+sha256."""
 
 
 def handoff_to_message(handoff: Handoff) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -44,8 +45,9 @@ def handoff_to_message(handoff: Handoff) -> tuple[dict[str, torch.Tensor], dict[
     The parameters are the generator's state dict (plain CPU torch tensors, nothing else: the PyTorch exchange path
     drops what is not a tensor). The metadata holds the rest under :py:data:`META_KEY`: network settings,
     preprocessing, registry, label bank (uint8 label-map tensors, never images), visit history, versions, the sha256
-    of the whole payload, so that the receiver can tell a corrupted generator from the one that was sent, and its
-    HMAC when a federation key is configured, so that it can tell a forged one.
+    of the whole payload, so that the receiver can tell a corrupted generator from the one that was sent. What
+    authenticates it is the sites' signature chain, added beside it under :py:data:`CHAIN_KEY` by the site
+    (:py:func:`scripts.fl.site.sign_link`).
 
     Returns:
         ``(params, meta)``.
@@ -57,11 +59,7 @@ def handoff_to_message(handoff: Handoff) -> tuple[dict[str, torch.Tensor], dict[
     check_payload(payload, "hand-off to send")
     digest = payload_digest(payload)
     params = payload.pop("generator")
-    body = {**payload, "sha256": digest}
-    key = federation_key()
-    if key is not None:
-        body["hmac"] = handoff_signature(digest, key)
-    return params, {META_KEY: body}
+    return params, {META_KEY: {**payload, "sha256": digest}}
 
 
 def is_first_message(params: Mapping[str, Any] | None, meta: Mapping[str, Any] | None) -> bool:
@@ -69,18 +67,26 @@ def is_first_message(params: Mapping[str, Any] | None, meta: Mapping[str, Any] |
     return not params and not (meta or {}).get(META_KEY)
 
 
-def message_to_handoff(params: Mapping[str, Any] | None, meta: Mapping[str, Any] | None, source: str) -> Handoff:
+def message_to_handoff(
+    params: Mapping[str, Any] | None,
+    meta: Mapping[str, Any] | None,
+    source: str,
+    authenticate: Callable[[str, int], str] | None = None,
+) -> Handoff:
     """Rebuild and check the hand-off that a message carries, through the same contract as a hand-off file.
 
-    The metadata must hold exactly the hand-off fields (plus ``hmac``); the payload rebuilt from them and the
-    parameters then goes through :py:func:`scripts.handoff.verify_handoff`: format version, the sha256 its writer
-    computed, the federation signature when a key is configured, and the whole structure (generator tensors of
-    exactly the declared network, uint8 label maps of registered centers, JSON-only visit records, ...).
+    The metadata must hold exactly the hand-off fields; the payload rebuilt from them and the parameters then goes
+    through :py:func:`scripts.handoff.verify_handoff`: format version, sizes within the reader's limits, the sha256
+    its writer computed, ``authenticate`` (the signature chain, when this participant checks one) before the
+    structure is parsed, and the whole structure (generator tensors of exactly the declared network, uint8 label
+    maps of registered centers, JSON-only visit records, ...). Without ``authenticate`` it is read with one line
+    saying it is unauthenticated.
 
     Args:
         params: the message's parameters.
         meta: the message's metadata.
         source: who sent it, for error messages (e.g. ``"task data received by site center_b"``).
+        authenticate: see :py:func:`scripts.handoff.verify_handoff`.
 
     Raises:
         HandoffError: anything above does not hold (the message is refused, the site or the relay fails).
@@ -90,14 +96,13 @@ def message_to_handoff(params: Mapping[str, Any] | None, meta: Mapping[str, Any]
         raise HandoffError(
             f"{source}: no hand-off in the message metadata (expected key {META_KEY!r}, got keys {sorted(meta or {})})."
         )
-    if not set(_BODY_KEYS) <= set(body) <= {*_BODY_KEYS, "hmac"}:
+    if set(body) != set(_BODY_KEYS):
         raise HandoffError(
-            f"{source}: hand-off metadata must hold exactly {list(_BODY_KEYS)} (and 'hmac' when signed), got "
-            f"{sorted(map(str, body))}."
+            f"{source}: hand-off metadata must hold exactly {list(_BODY_KEYS)}, got {sorted(map(str, body))}."
         )
     payload = {k: body[k] for k in PAYLOAD_KEYS if k != "generator"}
     payload["generator"] = dict(params or {})
-    return verify_handoff(payload, body["sha256"], body.get("hmac"), source)
+    return verify_handoff(payload, body["sha256"], None, source, authenticate=authenticate, file_key=False)
 
 
 def describe_message(params: Mapping[str, Any] | None, meta: Mapping[str, Any] | None) -> dict[str, Any]:

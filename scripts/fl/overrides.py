@@ -18,12 +18,15 @@ before any config is parsed. The site's own configs decide everything else (data
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from scripts.data.augmentation import paired_augmentation
+from scripts.data.label_maps import new_label_maps
 from scripts.reminding import REMINDING_SOURCES
 from scripts.trainer import GAN_MODES
 
@@ -49,6 +52,8 @@ class Setting:
         low_open: ``low`` itself is excluded (e.g. a learning rate > 0).
         choices: the allowed values of an ``enum``.
         length: allowed list lengths of an ``int_list``.
+        keys: the allowed keys of an ``object`` (a JSON object of keyword settings of one bundle function; each
+            value a finite number, a boolean or a short list of them; the function checks the values itself).
     """
 
     kind: str
@@ -57,6 +62,7 @@ class Setting:
     low_open: bool = False
     choices: tuple[Any, ...] = ()
     length: tuple[int, ...] = ()
+    keys: tuple[str, ...] = ()
 
     def expected(self) -> str:
         """The rule in words, for messages."""
@@ -64,6 +70,8 @@ class Setting:
             return "true or false"
         if self.kind == "enum":
             return "one of " + ", ".join(json.dumps(c) for c in self.choices)
+        if self.kind == "object":
+            return f"an object with keys among {', '.join(self.keys)}, each a number, a boolean or a list of numbers"
         low = f"{'>' if self.low_open else '>='} {self.low:g}"
         if self.kind == "int_list":
             return f"a list of {' or '.join(map(str, self.length))} integers, each {low} and <= {self.high:g}"
@@ -83,6 +91,12 @@ class Setting:
             return isinstance(value, bool)
         if self.kind == "enum":
             return any(value is c or (type(value) is type(c) and value == c) for c in self.choices)
+        if self.kind == "object":
+            return (
+                isinstance(value, dict)
+                and len(value) <= len(self.keys)
+                and all(k in self.keys and _plain_value(v) for k, v in value.items())
+            )
         if self.kind == "int_list":
             return (
                 isinstance(value, list)
@@ -93,7 +107,23 @@ class Setting:
 
     def normalise(self, value: Any) -> Any:
         """The value as the visit config expects it (an integral number for a float setting becomes a float)."""
+        if self.kind == "object":
+            return {k: list(v) if isinstance(v, list) else v for k, v in value.items()}
         return float(value) if self.kind == "float" else list(value) if self.kind == "int_list" else value
+
+
+def _plain_value(value: Any) -> bool:
+    """A finite number, a boolean, or a list of at most 16 of them."""
+
+    def scalar(v: Any) -> bool:
+        return isinstance(v, bool) or (isinstance(v, (int, float)) and math.isfinite(v))
+
+    return scalar(value) or (isinstance(value, list) and len(value) <= 16 and all(map(scalar, value)))
+
+
+def _keywords(function: Any, skip: tuple[str, ...]) -> tuple[str, ...]:
+    """The keyword settings of a bundle function (the keys its settings object may hold)."""
+    return tuple(p for p in inspect.signature(function).parameters if p not in skip)
 
 
 def _int(low: int, high: int) -> Setting:
@@ -136,6 +166,10 @@ JOB_SETTINGS: dict[str, Setting] = {
     "compile": _BOOL,
     "checkpoint_interval": _int(0, 100_000),
     "num_workers": _int(0, 64),
+    "label_map_settings": Setting("object", keys=_keywords(new_label_maps, ("sources", "count", "seed", "subjects"))),
+    "augmentation_settings": Setting(
+        "object", keys=_keywords(paired_augmentation, ("spatial_dims", "spatial_size", "image_key", "label_key"))
+    ),
 }
 """The ONE allow-list of visit settings a federated job may choose (top-level plain keys of ``configs/train.json``;
 ``tests/test_security.py`` checks each against that file's defaults)."""

@@ -26,8 +26,9 @@ from nvflare.app_common.abstract.shareable_generator import ShareableGenerator
 from nvflare.fuel.utils import fobs
 
 from scripts.files import check_inside, private_dirs
-from scripts.fl.message import META_KEY, describe_message, handoff_to_message, message_to_handoff
-from scripts.handoff import HandoffError, load_handoff, save_handoff
+from scripts.fl.message import CHAIN_KEY, META_KEY, describe_message, handoff_to_message, message_to_handoff
+from scripts.fl.site import SiteSettings, chain_check, load_site_settings
+from scripts.handoff import HandoffError, load_handoff, save_handoff, set_limits
 from scripts.sequence import handoff_name, write_summary
 
 __all__ = ["HandoffPersistor", "HandoffRelay"]
@@ -75,7 +76,8 @@ class HandoffRelay(ShareableGenerator):
 
     For every result: it must come from the next site in ``order``, and the message must pass the hand-off contract
     (:py:func:`scripts.fl.message.message_to_handoff`: exact structure, generator tensors of the declared network,
-    uint8 label maps, valid center names, matching sha256, the federation signature when a key is configured), hold
+    uint8 label maps, valid center names, matching sha256, and the sites' signature chain when the server has the
+    federation file (:py:mod:`scripts.fl.site`; public keys only: the server can check but not forge)), hold
     exactly one visit more than the one sent and leave the registry and history it was sent unchanged; it is then
     written to ``<output_dir>/handoffs/visitNN_<center>.pt`` (a path checked to stay in ``handoffs/``, owner-only)
     and described (tensor names, dtypes,
@@ -103,6 +105,15 @@ class HandoffRelay(ShareableGenerator):
         self._sent_visits = 0
         self._sent_registry: list[dict] = []
         self._sent_history: list[dict] = []
+        self._settings: SiteSettings | None = None
+
+    def _server_settings(self) -> SiteSettings:
+        """The server's own settings (``tdgan_site.json`` of its workspace, or ``$TDGAN_SITE_CONFIG``): the
+        federation file (public keys only) and limits; the server never holds a signing key or a data folder."""
+        if self._settings is None:
+            self._settings = load_site_settings(None)
+            set_limits(self._settings.limits)
+        return self._settings
 
     def _log_message(self, entry: dict) -> None:
         path = Path(self.output_dir) / "fl_messages.jsonl"
@@ -113,7 +124,7 @@ class HandoffRelay(ShareableGenerator):
     def learnable_to_shareable(self, learnable: ModelLearnable, fl_ctx: FLContext) -> Shareable:
         """The task data for the next site: the last hand-off's generator and metadata, nothing else."""
         params = learnable[ModelLearnableKey.WEIGHTS] or {}
-        meta = {k: v for k, v in (learnable[ModelLearnableKey.META] or {}).items() if k == META_KEY}
+        meta = {k: v for k, v in (learnable[ModelLearnableKey.META] or {}).items() if k in (META_KEY, CHAIN_KEY)}
         self._sent_visits = len(meta[META_KEY]["visits"]) if meta else 0
         self._sent_registry = list(meta[META_KEY]["registry"]) if meta else []
         self._sent_history = list(meta[META_KEY]["visits"]) if meta else []
@@ -129,7 +140,11 @@ class HandoffRelay(ShareableGenerator):
         site = shareable.get_peer_prop(ReservedKey.IDENTITY_NAME, None) or "unknown site"
         dxo = from_shareable(shareable)
         self._log_message({"direction": "result", "site": site, **describe_message(dxo.data, dxo.meta)})
-        handoff = message_to_handoff(dxo.data, dxo.meta, f"result of site {site}")
+        source = f"result of site {site}"
+        chain = (dxo.meta or {}).get(CHAIN_KEY)
+        handoff = message_to_handoff(
+            dxo.data, dxo.meta, source, chain_check(chain, self._server_settings(), fl_ctx.get_job_id(), source)
+        )
         expected = self.order[len(self._records) % len(self.order)]
         if site != expected:
             raise HandoffError(
@@ -153,13 +168,13 @@ class HandoffRelay(ShareableGenerator):
         index = len(self._records)
         folder = Path(self.output_dir) / "handoffs"
         path = check_inside(folder / f"{handoff_name(index, centers)}.pt", folder, f"result of site {site}: hand-off")
-        digest = save_handoff(handoff, path)
+        digest = save_handoff(handoff, path, chain=chain)
         self._records.append({"centers": centers, "handoff": str(path), "site": site, "sha256": digest})
         self.log_info(fl_ctx, f"visit {index + 1}: hand-off of site {site} ({centers}) -> {path}")
         if len(self._records) == len(self.order) * self.num_rounds:
             self._write_summary()
-        params, meta = handoff_to_message(handoff)
-        return make_model_learnable(params, meta)
+        meta = {META_KEY: dxo.meta[META_KEY], **({CHAIN_KEY: chain} if chain is not None else {})}
+        return make_model_learnable(dict(dxo.data), meta)  # forwarded as the site sent it: the server signs nothing
 
     def _write_summary(self) -> None:
         visits = [{"centers": r["centers"], "handoff": r["handoff"], "site": r["site"]} for r in self._records]
