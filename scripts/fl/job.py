@@ -24,9 +24,11 @@ from nvflare.app_common.workflows.cyclic_ctl import CyclicController
 from nvflare.job_config.api import FedJob
 
 from scripts.data.centers import read_center_order
+from scripts.files import make_private, private_dirs
 from scripts.fl.executor import VisitExecutor
 from scripts.fl.overrides import SITE_KEYS, job_overrides
 from scripts.fl.relay import HandoffPersistor, HandoffRelay
+from scripts.fl.site import SITE_CONFIG_ENV, SITE_FILE
 
 __all__ = [
     "tdgan_job",
@@ -50,29 +52,31 @@ ROLES = ("server", "site", "simulator")
 serves the server and every site)."""
 
 
-def _script_args(center_dir: str | None, visit_overrides: Mapping[str, Any]) -> str:
-    """The client script's arguments. The FLARE in-process runner splits them on white space: compact JSON.
+def _script_args(visit_overrides: Mapping[str, Any]) -> str:
+    """The client script's arguments: ``--overrides`` and nothing else (a site refuses any other argument, a
+    folder above all: its data and work folders are its own settings). The FLARE in-process runner splits them on
+    white space: compact JSON.
 
-    The site keys of the server's own sequence config (``bundle_root``) are dropped; the rest must be settings a job
-    may choose (:data:`scripts.fl.overrides.JOB_SETTINGS`), so a wrong one fails here, on the server, and not only at
-    the first site (which checks again: it trusts no job).
+    The site keys of the server's own sequence config (``bundle_root``) and unset values (``num_classes`` and
+    ``image_channels`` when the server has no data: each site reads them from its own ``dataset.json``, and the
+    hand-off's network settings make the sites agree) are dropped; the rest must be settings a job may choose
+    (:data:`scripts.fl.overrides.JOB_SETTINGS`), so a wrong one fails here, on the server, and not only at the first
+    site (which checks again against its own policy: it trusts no job).
 
     Raises:
         OverrideError: a setting a job may not choose, or one out of range.
     """
-    overrides = job_overrides({k: v for k, v in visit_overrides.items() if k not in SITE_KEYS})
+    overrides = job_overrides({k: v for k, v in visit_overrides.items() if k not in SITE_KEYS and v is not None})
     text = json.dumps(overrides, separators=(",", ":"))
-    if any(c.isspace() for c in text) or (center_dir and any(c.isspace() for c in str(center_dir))):
-        raise ValueError(f"visit overrides and data folders may not contain white space, got {text} / {center_dir}.")
-    args = f"--overrides {text}"
-    return f"--center_dir {center_dir} {args}" if center_dir else args
+    if any(c.isspace() for c in text):
+        raise ValueError(f"visit overrides may not contain white space, got {text}.")
+    return f"--overrides {text}"
 
 
 def tdgan_job(
     order: Sequence[str],
     output_dir: str | os.PathLike,
     visit_overrides: Mapping[str, Any] | None = None,
-    center_dirs: Mapping[str, str | os.PathLike] | None = None,
     num_rounds: int = 1,
     task_request_interval: float = 0.2,
     task_assignment_timeout: int = 0,
@@ -95,8 +99,6 @@ def tdgan_job(
         output_dir: server-side folder of the hand-offs, ``fl_messages.jsonl`` and ``sequence.json``.
         visit_overrides: settings of every visit a job may choose (network sizes, epochs, ...: see
             :data:`scripts.fl.overrides.JOB_SETTINGS`); site keys such as ``bundle_root`` are dropped.
-        center_dirs: site -> data folder, passed as the site's ``--center_dir`` (simulator, POC on one machine);
-            None: each site sets ``TDGAN_CENTER_DIR`` itself (real deployment).
         num_rounds: times the generator goes round all sites (TDGAN: 1).
         task_request_interval: seconds a site waits before asking the server again for a task.
         task_assignment_timeout: seconds the controller waits for the named site to pick up its task before it
@@ -131,8 +133,7 @@ def tdgan_job(
     job.to_server(controller)
     job.to_server({"server": {"task_request_interval": task_request_interval}})
     for site in order:
-        center_dir = str(Path(center_dirs[site]).resolve()) if center_dirs else None
-        job.to(VisitExecutor(_script_args(center_dir, visit_overrides or {})), site, tasks=["train"])
+        job.to(VisitExecutor(_script_args(visit_overrides or {})), site, tasks=["train"])
     return job
 
 
@@ -221,6 +222,7 @@ def simulate(
     workspace: str | os.PathLike | None = None,
     threads: int | None = None,
     job: FedJob | None = None,
+    site_settings: Mapping[str, Mapping[str, Any]] | None = None,
     **job_args: Any,
 ) -> list[str]:
     """Run the job in NVFlare's simulator, one simulated site per center folder of ``data_root`` (each site is given
@@ -235,6 +237,8 @@ def simulate(
         threads: simulated sites running at once; default: all (each its own process, started once, so a hop
             costs no process start).
         job: a job built by :py:func:`tdgan_job` to run instead (tests use it to add a fault on the wire).
+        site_settings: participant name (a site, or ``server``) -> more of its settings (policy, keys, limits:
+            :py:mod:`scripts.fl.site`); each site's ``center_dir`` is its center folder of ``data_root``.
         job_args: more arguments of :py:func:`tdgan_job` (``num_rounds``, ``task_request_interval``, ...).
 
     Returns:
@@ -246,8 +250,8 @@ def simulate(
     data_root, output_dir = Path(data_root).resolve(), Path(output_dir).resolve()
     order = list(order) if order is not None else read_center_order(data_root)
     if job is None:
-        center_dirs = {c: data_root / c for c in order}
-        job = tdgan_job(order, output_dir, visit_overrides, center_dirs, data_root=str(data_root), **job_args)
+        job = tdgan_job(order, output_dir, visit_overrides, data_root=str(data_root), **job_args)
+    settings_pattern = write_site_settings(output_dir / "sites", {c: data_root / c for c in order}, site_settings)
     summary_path = output_dir / "sequence.json"
     if summary_path.exists():
         summary_path.unlink()  # only this run may claim a final hand-off
@@ -255,7 +259,15 @@ def simulate(
     allow_bundle_components(workspace, "simulator")
     _bundle_on_pythonpath()
     t0 = time.perf_counter()
-    rc = job.simulator_run(str(workspace), clients=list(order), threads=threads or len(order))
+    before = os.environ.get(SITE_CONFIG_ENV)
+    os.environ[SITE_CONFIG_ENV] = settings_pattern  # each simulated participant reads its own file
+    try:
+        rc = job.simulator_run(str(workspace), clients=list(order), threads=threads or len(order))
+    finally:
+        if before is None:
+            os.environ.pop(SITE_CONFIG_ENV, None)
+        else:
+            os.environ[SITE_CONFIG_ENV] = before
     seconds = time.perf_counter() - t0
     if not summary_path.is_file():
         raise RuntimeError(
@@ -265,6 +277,29 @@ def simulate(
     summary = json.loads(summary_path.read_text())
     logger.info(f"federated relay complete in {seconds:.1f} s: final hand-off {summary['final_handoff']}")
     return [v["handoff"] for v in summary["visits"]]
+
+
+def write_site_settings(
+    folder: str | os.PathLike,
+    center_dirs: Mapping[str, str | os.PathLike],
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+) -> str:
+    """Write one settings file per participant of a federation on one machine (simulator, POC):
+    ``<folder>/<site>/tdgan_site.json`` with the site's ``center_dir`` (and ``<folder>/server/``), owner-only.
+
+    Returns:
+        the ``$TDGAN_SITE_CONFIG`` value that lets each participant read its own (``<folder>/{site}/tdgan_site.json``).
+    """
+    folder = Path(folder).resolve()
+    extra = dict(extra or {})
+    for name in [*center_dirs, "server"]:
+        settings = dict(extra.get(name, {}))
+        if name in center_dirs:
+            settings.setdefault("center_dir", str(Path(center_dirs[name]).resolve()))
+        path = private_dirs(folder / name) / SITE_FILE
+        path.write_text(json.dumps(settings, indent=4))
+        make_private(path)
+    return str(folder / "{site}" / SITE_FILE)
 
 
 def export(
@@ -282,7 +317,7 @@ def export(
     Returns:
         the job folder.
     """
-    job = tdgan_job(order, output_dir, visit_overrides, center_dirs=None, **job_args)
+    job = tdgan_job(order, output_dir, visit_overrides, **job_args)
     job.export_job(str(job_root))
     return str(Path(job_root) / job.name)
 
