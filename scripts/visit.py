@@ -28,7 +28,7 @@ import torch
 from monai.bundle import ConfigWorkflow
 from torch.utils.data import Dataset
 
-from scripts.data.centers import read_label_maps, seeded_subset
+from scripts.data.centers import center_subjects, read_label_maps, seeded_subset
 from scripts.data.label_maps import LabelMapTooCloseError, new_label_bank
 from scripts.files import check_center_name
 from scripts.handoff import Handoff, HandoffError, load_handoff, save_handoff
@@ -40,6 +40,7 @@ __all__ = [
     "CenterVisit",
     "EpochSamples",
     "HandoffSaver",
+    "center_label_bank",
     "LossHistory",
     "epoch_means_writer",
     "iteration_losses",
@@ -404,6 +405,42 @@ class EpochSamples:
         return self._strip((fake.float().clamp(-1, 1) + 1) / 2)
 
 
+def center_label_bank(
+    folder: str | os.PathLike,
+    spatial_dims: int,
+    spatial_size: Sequence[int] | None,
+    count: int,
+    seed: int,
+    bank_maps: str = "new",
+    label_map_settings: dict[str, Any] | None = None,
+) -> tuple[torch.Tensor, dict[str, Any] | None]:
+    """The label maps one center adds to a ``bank`` hand-off: with ``bank_maps="new"``, ``count`` new maps made from
+    its training maps (:py:func:`scripts.data.label_maps.new_label_bank`, checked against the ceiling calibrated from
+    them and their subjects unless ``label_map_settings`` sets one), else a seeded choice of the patients' own maps.
+    The protocol calls it before anything trains, the visit when it starts: the same maps, the same refusal.
+
+    Returns:
+        the maps (uint8 (N, 1, *spatial)) and the record of the ceiling they were checked against (None for
+        patients' maps).
+
+    Raises:
+        LabelMapTooCloseError: the new maps cannot be made within the ceiling (one line, with what to do).
+    """
+    maps = read_label_maps(folder, spatial_dims, spatial_size)[0]
+    if bank_maps != "new":
+        return seeded_subset(maps, count, seed), None
+    name = Path(os.path.normpath(folder)).name
+    try:
+        made = new_label_bank(maps, count, seed, center_subjects(folder), **dict(label_map_settings or {}))
+    except LabelMapTooCloseError as e:
+        raise LabelMapTooCloseError(
+            f"center {name}: the label bank cannot be made of new label maps: {e} Or remind without a bank "
+            "(reminding_source local), or, knowing that the next sites can then rebuild these patients' images, bank "
+            "the patients' own maps (bank_maps patients)."
+        ) from e
+    return made.maps, None if made.ceiling is None else made.ceiling.record()
+
+
 class HandoffSaver:
     """Ignite handler: when the visit completes, writes the outgoing hand-off with the visit's loss history.
 
@@ -425,7 +462,8 @@ class HandoffSaver:
             (:py:func:`scripts.data.label_maps.new_label_bank`), belonging to no patient; ``"patients"``: a seeded
             choice of the center's real training label maps, which the generator turns back into near copies of
             those patients' images (see docs/privacy.md).
-        label_map_settings: keyword arguments of ``new_label_bank`` (``relocatable``, ``hosts``, ``flip_axes``, ...).
+        label_map_settings: keyword arguments of ``new_label_bank`` (``relocatable``, ``hosts``, ``flip_axes``,
+            ``ceiling`` (null: calibrated from the center's maps), ...).
         privacy: the visit's :py:class:`~scripts.privacy.PrivateVisit`; with DP on, the visit record holds its epsilon
             and no loss values (un-noised averages over private data stay in the center's logs).
     """
@@ -468,6 +506,7 @@ class HandoffSaver:
         self._t0 = 0.0
         self._first_epoch = 0
         self._bank: dict[str, torch.Tensor] = {}
+        self._ceilings: dict[str, Any] = {}
 
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
@@ -484,24 +523,24 @@ class HandoffSaver:
         self._bank = self.label_bank()
 
     def label_bank(self) -> dict[str, torch.Tensor]:
-        """The label maps this visit's centers add to the bank (``bank`` reminding), read from their folders."""
+        """The label maps this visit's centers add to the bank (``bank`` reminding), read from their folders; the
+        ceiling each center's new maps were checked against is kept for the visit record."""
         if self.visit.reminding_source != "bank":
             return {}
         dims = self.visit.settings["spatial_dims"]
-        bank = {}
+        bank, self._ceilings = {}, {}
         for i, (name, folder) in enumerate(zip(self.visit.center_names, self.center_dirs)):
-            maps = read_label_maps(folder, dims, self.spatial_size)[0]
-            if self.bank_maps == "new":
-                try:
-                    bank[name] = new_label_bank(maps, self.label_bank_size, self.seed + i, **self.label_map_settings)
-                except LabelMapTooCloseError as e:
-                    raise LabelMapTooCloseError(
-                        f"center {name}: the label bank cannot be made of new label maps: {e} Or remind without a "
-                        "bank (reminding_source local), or, knowing that the next sites can then rebuild these "
-                        "patients' images, bank the patients' own maps (bank_maps patients)."
-                    ) from e
-            else:
-                bank[name] = seeded_subset(maps, self.label_bank_size, self.seed + i)
+            bank[name], ceiling = center_label_bank(
+                folder,
+                dims,
+                self.spatial_size,
+                self.label_bank_size,
+                self.seed + i,
+                self.bank_maps,
+                self.label_map_settings,
+            )
+            if ceiling is not None:
+                self._ceilings[name] = ceiling
         return bank
 
     def _completed(self, engine: Any) -> None:
@@ -521,7 +560,12 @@ class HandoffSaver:
             "reminding_weight": float(self.visit.reminding_weight),
             "reminded_codes": [] if self.visit.reminder is None else self.visit.reminder.codes.tolist(),
             "label_bank": (
-                {"maps": self.bank_maps, "per_center": self.label_bank_size, "settings": self.label_map_settings}
+                {
+                    "maps": self.bank_maps,
+                    "per_center": self.label_bank_size,
+                    "settings": self.label_map_settings,
+                    "ceilings": self._ceilings,
+                }
                 if bank
                 else None
             ),

@@ -77,6 +77,7 @@ def test_make_demo_centers_returns_path_and_writes_decathlon_layout(demo_dir: Pa
         assert dataset["training"][0] == {
             "image": f"imagesTr/{center}_000.nii.gz",
             "label": f"labelsTr/{center}_000.nii.gz",
+            "subject": f"{center}_training_000",
         }
         assert all(e["image"].startswith("imagesTs/") and e["label"].startswith("labelsTs/") for e in dataset["test"])
 

@@ -27,7 +27,7 @@ from monai.transforms import Randomizable
 
 from scripts.data.centers import read_center_order, read_label_maps
 from scripts.data.checks import InputError
-from scripts.data.label_maps import DEFAULT_CEILING, label_map_similarity
+from scripts.data.label_maps import calibrate_ceiling, label_map_similarity
 from scripts.evaluation.image_quality import DECIMALS, generator_from_handoff, generator_quality, load_pairs
 from scripts.evaluation.synthesis import GeneratorSource, choose_styles
 from scripts.handoff import load_handoff
@@ -113,12 +113,15 @@ def test_default_synthesis_uses_new_label_maps_far_from_every_patients(
     workflow.finalize()
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["label_source"] == "new" and meta["shareable"] is True
-    assert meta["label_maps"]["ceiling"] == DEFAULT_CEILING
     sources = read_label_maps(demo_root / "center_a", 2, TINY["spatial_size"])[0]
+    ceiling = calibrate_ceiling(sources)  # calibrated from the center's own maps (each slice its own subject here)
+    recorded = meta["label_maps"]["ceilings"]["center_a"]
+    assert recorded["quantile"] == 0.5 and recorded["mean_foreground_dice"] == pytest.approx(ceiling.mean, abs=1e-4)
+    assert "center_a_" not in json.dumps(meta["label_maps"])  # the provenance names no patient or file
     new = read_label_maps(out, 2, TINY["spatial_size"])[0]
     assert len(new) == len(sources)
     similarity = label_map_similarity(new, sources)
-    assert float(similarity.max()) <= DEFAULT_CEILING  # no written map is as close to a patient's as the ceiling
+    assert float(similarity.max()) <= ceiling.mean  # no written map is closer to a patient's than the ceiling
     recorded = [it["nearest_source_similarity"] for it in meta["training"]]
     assert recorded == pytest.approx(similarity.max(1).values.tolist(), abs=1e-4)
     assert all(it["label_source"] == "new:center_a" for it in meta["training"])

@@ -21,8 +21,8 @@ from scipy import ndimage
 
 from scripts.data.demo import procedural_anatomy
 from scripts.data.label_maps import (
-    DEFAULT_CEILING,
     LabelMapTooCloseError,
+    calibrate_ceiling,
     check_far_from_sources,
     label_map_similarity,
     new_label_bank,
@@ -54,22 +54,24 @@ def test_similarity_is_the_mean_foreground_dice_computed_by_hand():
     assert float(label_map_similarity(empty, empty)[0, 0]) == 1.0  # two all-background maps are identical
 
 
-def test_a_source_map_passed_as_new_is_refused(sources):
-    with pytest.raises(LabelMapTooCloseError, match=r"ceiling 0\.5 .*map 0 at 1\.000"):
+def test_a_source_map_passed_as_new_is_refused_under_an_explicit_constant(sources):
+    with pytest.raises(LabelMapTooCloseError, match=r"constant .*map 0: mean foreground Dice 1\.000 > 0\.500"):
         check_far_from_sources(sources[3:4], sources, ceiling=0.5)
 
 
 def test_a_slightly_shifted_source_map_is_refused(sources):
     shifted = torch.roll(sources[5:6], shifts=1, dims=-1)
     with pytest.raises(LabelMapTooCloseError, match="closer to a real source map"):
-        check_far_from_sources(shifted, sources, ceiling=DEFAULT_CEILING)
+        check_far_from_sources(shifted, sources)
 
 
-def test_every_new_map_is_below_the_ceiling_against_every_source(sources):
-    made = new_label_maps(sources, 12, seed=0, ceiling=DEFAULT_CEILING, **DEMO)
+def test_every_new_map_is_within_the_calibrated_ceiling_against_every_source(sources):
+    made = new_label_maps(sources, 12, seed=0, **DEMO)
+    ceiling = calibrate_ceiling(sources)
+    assert made.ceiling == ceiling
     similarity = label_map_similarity(made.maps, sources)
     assert similarity.shape == (12, 16)
-    assert float(similarity.max()) <= DEFAULT_CEILING
+    assert float(similarity.max()) <= ceiling.mean
     assert torch.allclose(made.nearest_similarity, similarity.max(dim=1).values)
     assert torch.allclose(check_far_from_sources(made.maps, sources), made.nearest_similarity)
 
@@ -97,7 +99,7 @@ def test_same_seed_gives_the_same_maps_and_leaves_the_global_rngs_alone(sources)
 
 
 def test_refuses_when_no_draw_gets_below_the_ceiling(sources):
-    with pytest.raises(LabelMapTooCloseError, match=r"3 draws .*ceiling 0\.05 .*best reached 0\.\d{3}"):
+    with pytest.raises(LabelMapTooCloseError, match=r"3 draws .*constant .*best draw: mean foreground Dice 0\.\d{3}"):
         new_label_maps(sources, 2, seed=0, ceiling=0.05, max_draws=3, **DEMO)
 
 
@@ -140,10 +142,10 @@ def test_provenance_names_the_transform_chain_and_no_source(sources):
 
 
 def test_new_label_bank_holds_count_maps_all_far_from_the_sources(sources):
-    bank = new_label_bank(sources, 4, seed=2, **DEMO)
+    bank = new_label_bank(sources, 4, seed=2, **DEMO).maps
     assert bank.shape == (4, 1, 32, 32) and bank.dtype == torch.uint8
     assert torch.equal(bank, new_label_maps(sources, 4, seed=2, **DEMO).maps)
-    assert float(label_map_similarity(bank, sources).max()) <= DEFAULT_CEILING
+    assert float(label_map_similarity(bank, sources).max()) <= calibrate_ceiling(sources).mean
 
 
 def test_three_dimensional_maps_are_made_and_checked():
@@ -177,7 +179,12 @@ def test_the_ceiling_measurement_reads_the_centers_files_and_keeps_new_maps_belo
     got = measure(demo_root, count=3, seed=0, ceilings=[0.9], **DEMO)
     assert set(got["centers"]) == {"center_a", "center_b", "center_c"}
     center = got["centers"]["center_a"]
-    assert center["training_maps"] == 8
-    assert 0.0 < center["real_to_nearest_real"]["median"] < 1.0
-    assert center["with_ceiling"]["0.9"]["new_to_nearest_source"]["max"] <= 0.9
-    assert set(center["per_class_best_dice"]) <= {"1", "2", "3"}
+    assert center["training_maps"] == 8 and center["subjects"] == 8
+    assert 0.0 < center["real_to_nearest_other_subject"]["median"] < 1.0
+    calibrated = center["ceilings"]["quantile 0.5"]
+    assert calibrated["ceiling"]["mean_foreground_dice"] == pytest.approx(
+        center["real_to_nearest_other_subject"]["median"], abs=1e-3
+    )
+    assert calibrated["new_to_nearest_source"]["max"] <= calibrated["ceiling"]["mean_foreground_dice"]
+    assert center["ceilings"]["constant 0.9"]["new_to_nearest_source"]["max"] <= 0.9
+    assert set(center["real_to_nearest_other_subject_per_class"]) <= {"1", "2", "3"}

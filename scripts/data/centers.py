@@ -33,6 +33,7 @@ __all__ = [
     "dataset_setting",
     "center_name",
     "center_datalist",
+    "center_subjects",
     "outside_problems",
     "OnlineCenters",
     "Untracked",
@@ -175,8 +176,34 @@ def center_datalist(center_dir: str | os.PathLike, code: int, key: str = "traini
         for k in ("image", "label"):
             if not os.path.isfile(item[k]):
                 raise FileNotFoundError(f"{meta}: {k} file {item[k]} listed under '{key}' does not exist.")
+        item.pop("subject", None)  # whose slice it is stays with the center's audits (center_subjects), not in batches
         item["center"] = int(code)
     return items
+
+
+def center_subjects(center_dir: str | os.PathLike, key: str = "training") -> list[str]:
+    """Each entry's subject (the patient a slice or patch comes from), in the order of the ``key`` list of the
+    center's ``dataset.json``: its ``"subject"`` (a plain name, :data:`scripts.files.CENTER_NAME`'s pattern, checked
+    with the center's inputs), or, for an entry without one, a name of its own (it counts as its own subject).
+
+    The subjects only group a center's own maps and images for its nearest-neighbour statistics (a slice's neighbour
+    of the same patient is not another patient); they are never written into anything that leaves the center.
+
+    Raises:
+        FileNotFoundError: no ``dataset.json``.
+        InputError: a ``subject`` that is not a plain name (one line per entry).
+    """
+    from scripts.data.checks import raise_if_problems, subject_problems
+
+    meta = Path(center_dir) / "dataset.json"
+    if not meta.is_file():
+        raise FileNotFoundError(f"{meta}: not found; a center folder needs an MSD-style dataset.json.")
+    items = json.loads(meta.read_text()).get(key) or []
+    raise_if_problems(subject_problems(items, meta, key), f"the '{key}' list of {meta}")
+    # "#" is in no plain name, so an entry without a subject is never another entry's subject
+    return [
+        item["subject"] if isinstance(item, dict) and "subject" in item else f"#{i}" for i, item in enumerate(items)
+    ]
 
 
 class Untracked(Dataset):

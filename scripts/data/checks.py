@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from scripts.data.centers import outside_problems
-from scripts.files import center_name_problem
+from scripts.files import CENTER_NAME, center_name_problem
 
 __all__ = [
     "InputError",
@@ -35,6 +35,7 @@ __all__ = [
     "check_dataset_settings",
     "check_known_centers",
     "raise_if_problems",
+    "subject_problems",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,22 @@ def raise_if_problems(problems: Sequence[str], what: str) -> None:
         f"{len(problems)} problem(s) with {what}; nothing was trained or written:\n"
         + "\n".join(f"  {ln}" for ln in lines)
     )
+
+
+def subject_problems(items: Any, meta_path: str | os.PathLike, key: str = "training") -> list[str]:
+    """One line per entry of a ``dataset.json`` list whose optional ``"subject"`` (the patient the slice or patch
+    comes from) is not a plain name: a string of the center-name pattern (:data:`scripts.files.CENTER_NAME`:
+    letters, digits, ``_ . -``, at most 64 characters, not starting with a punctuation mark)."""
+    if not isinstance(items, list):
+        return []
+    return [
+        f"{meta_path}: '{key}' entry {i} has subject {item['subject']!r:.80}; expected a plain name (letters, digits, "
+        "'_', '.', '-'; at most 64 characters), e.g. the case id."
+        for i, item in enumerate(items)
+        if isinstance(item, Mapping)
+        and "subject" in item
+        and not (isinstance(item["subject"], str) and CENTER_NAME.fullmatch(item["subject"]))
+    ]
 
 
 def _read_json(path: Path, problems: list[str]) -> Any:
@@ -238,8 +255,8 @@ def center_problems(
     """Every problem with one center folder for a configuration.
 
     Checks ``dataset.json`` (readable, declared ``labels`` giving ``num_classes`` classes, a ``modality`` (when
-    declared) with ``image_channels`` entries, a non-empty ``key`` list of
-    ``{"image", "label"}`` entries) and, with ``read_files``, every listed file as training reads it: present and
+    declared) with ``image_channels`` entries, a non-empty ``key`` list of ``{"image", "label"}`` entries, each with
+    an optional plain-name ``subject``) and, with ``read_files``, every listed file as training reads it: present and
     readable; ``spatial_dims`` spatial dimensions and ``image_channels`` channels; a one-channel label of the image's
     spatial shape; finite intensities; integer label values among the declared ``labels``.
 
@@ -275,6 +292,7 @@ def center_problems(
             '{"image": ..., "label": ...} entry.'
         )
         return problems
+    problems += subject_problems(items, meta_path, key)
     read, constant = 0, 0
     for i, item in enumerate(items):
         if not isinstance(item, Mapping) or not all(isinstance(item.get(k), str) for k in ("image", "label")):

@@ -41,6 +41,7 @@ __all__ = [
     "head_volume",
     "make_demo_centers",
     "mni152_anatomy",
+    "mni152_slices",
     "mni152_template_dir",
     "procedural_anatomy",
     "render_appearance",
@@ -228,12 +229,20 @@ def _lesion_mask(
     Returns:
         A boolean mask (not yet restricted to the brain).
     """
+    return _lesion_field(rng, size, u, v, parenchyma)[0] < 1.0
+
+
+def _lesion_field(
+    rng: np.random.Generator, size: int, u: np.ndarray, v: np.ndarray, parenchyma: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """The field whose sublevel set ``< 1`` is :func:`_lesion_mask`'s lesion (the smallest normalised distance to a
+    blob), and the main blob's radius (normalised coordinates); a lower level gives the same lesion, shrunk."""
     px = 2.0 / size
     deep = (_gaussian_filter(parenchyma.astype(np.float64), 0.04 * size) > 0.8) & parenchyma
     candidates = np.flatnonzero(deep if deep.any() else parenchyma)
     radius = math.exp(rng.uniform(math.log(0.05), math.log(0.22)))
     count = 1 if rng.uniform() < 0.7 else int(rng.integers(2, 5))
-    lesion = np.zeros(u.shape, dtype=bool)
+    field = np.full(u.shape, np.inf)
     for index in range(count):
         r = radius if index == 0 else radius * rng.uniform(0.25, 0.5)
         r = max(r, 1.2 * px)
@@ -244,8 +253,8 @@ def _lesion_mask(
             + 0.3 * _smooth_field(rng, size, max(r / 3.0, 0.02))
             + 0.12 * _smooth_field(rng, size, max(r / 8.0, 0.01))
         )
-        lesion |= blob < 1.0
-    return lesion
+        field = np.minimum(field, blob)
+    return field, max(radius, 1.2 * px)
 
 
 def procedural_anatomy(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
@@ -428,6 +437,27 @@ def mni152_anatomy(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]
     Returns:
         A dict as :func:`procedural_anatomy` returns (``label``, ``texture``, ``scalp``, ``skull``).
     """
+    return mni152_slices(rng, size, 1)[0]
+
+
+def mni152_slices(rng: np.random.Generator, size: int, count: int) -> list[dict[str, np.ndarray]]:
+    """``count`` neighbouring axial slices of one subject's volume: the MNI152 template under ONE random deformation
+    (as :func:`mni152_anatomy` draws it; in-plane, so the volume stays registered to the atlas, as BraTS's volumes
+    are), sampled at axial levels one in-plane pixel apart (isotropic voxels), around a level drawn through the
+    lateral ventricles. The lesion is one ellipsoid-like blob of the volume: drawn on the middle slice as
+    :func:`procedural_anatomy` draws it, it shrinks with the distance from that slice (its extent along the axis
+    equals its in-plane radius) and vanishes beyond. ``count=1`` gives exactly :func:`mni152_anatomy`'s slice.
+
+    Args:
+        rng: the random generator (one subject).
+        size: the side of the square slices in pixels.
+        count: slices, >= 1.
+
+    Returns:
+        one dict per slice, bottom to top, as :func:`procedural_anatomy` returns.
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}.")
     mask, gm, wm = _mni152_maps()
     coords = (np.arange(size) + 0.5) / size * 2.0 - 1.0
     y, x = np.meshgrid(coords, coords, indexing="ij")
@@ -442,23 +472,38 @@ def mni152_anatomy(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]
     x_mm = (u + du) * half_fov / sx
     y_mm = -(v + dv) * half_fov / sy - 18.0  # anterior up; the brain's centre is at about y = -18 mm
     # MNI mm -> voxel indices of the 1 mm template (origin at voxel (98, 134, 72))
-    i, j, k = x_mm + 98.0, y_mm + 134.0, rng.uniform(70.0, 110.0)
-    inside = _bilinear(mask, i, j, k) > 0.5
-    tissue = _bilinear(gm, i, j, k), _bilinear(wm, i, j, k)
-    parenchyma = inside & (tissue[0] + tissue[1] > 0.5)
+    i, j = x_mm + 98.0, y_mm + 134.0
+    spacing = 2.0 * half_fov / size  # mm between slices: the in-plane pixel
+    offsets = (np.arange(count) - (count - 1) / 2.0) * spacing
+    k = rng.uniform(70.0 - offsets[0], 110.0 - offsets[-1])
 
-    label = np.zeros((size, size), dtype=np.int64)
-    label[inside] = 2
-    label[parenchyma] = 1
-    texture = np.where(parenchyma, np.clip((tissue[1] - tissue[0]) / (tissue[0] + tissue[1] + 1e-6), -1, 1), 0.0)
+    def tissue_at(level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        inside = _bilinear(mask, i, j, level) > 0.5
+        grey, white = _bilinear(gm, i, j, level), _bilinear(wm, i, j, level)
+        return inside, inside & (grey + white > 0.5), np.clip((white - grey) / (grey + white + 1e-6), -1, 1)
+
+    middle = tissue_at(k + offsets[count // 2])
+    lesion_field, radius = (None, 1.0)
     if rng.uniform() < 0.85:
-        lesion = _lesion_mask(rng, size, u, v, parenchyma) & inside
-        label[lesion] = 3
-        texture[lesion] = 0.0
-    outline = _gaussian_filter(inside.astype(np.float64), 0.02 * size)
-    skull = (outline > 0.04) & ~inside
-    scalp = (_gaussian_filter(inside.astype(np.float64), 0.045 * size) > 0.02) & ~inside & ~skull
-    return {"label": label, "texture": texture.astype(np.float32), "scalp": scalp, "skull": skull}
+        lesion_field, radius = _lesion_field(rng, size, u, v, middle[1])
+    out = []
+    for offset in offsets:
+        inside, parenchyma, contrast = tissue_at(k + offset) if count > 1 else middle
+        label = np.zeros((size, size), dtype=np.int64)
+        label[inside] = 2
+        label[parenchyma] = 1
+        texture = np.where(parenchyma, contrast, 0.0)
+        if lesion_field is not None:
+            # the lesion's section at this level: its extent along the axis is its in-plane radius (in mm)
+            level = 1.0 - (float(offset - offsets[count // 2]) / (radius * half_fov)) ** 2
+            lesion = (lesion_field < math.sqrt(max(level, 0.0))) & inside
+            label[lesion] = 3
+            texture[lesion] = 0.0
+        outline = _gaussian_filter(inside.astype(np.float64), 0.02 * size)
+        skull = (outline > 0.04) & ~inside
+        scalp = (_gaussian_filter(inside.astype(np.float64), 0.045 * size) > 0.02) & ~inside & ~skull
+        out.append({"label": label, "texture": texture.astype(np.float32), "scalp": scalp, "skull": skull})
+    return out
 
 
 ANATOMY_SOURCES: dict[str, Callable[[np.random.Generator, int], dict[str, np.ndarray]]] = {
@@ -466,6 +511,11 @@ ANATOMY_SOURCES: dict[str, Callable[[np.random.Generator, int], dict[str, np.nda
     "mni152": mni152_anatomy,
 }
 """The anatomy sources by name: ``procedural`` (fast, no extra package) and ``mni152`` (real anatomy, nilearn)."""
+
+VOLUME_SOURCES: dict[str, Callable[[np.random.Generator, int, int], list[dict[str, np.ndarray]]]] = {
+    "mni152": mni152_slices,
+}
+"""The anatomy sources that can give several neighbouring slices of one subject's volume (``slices_per_subject``)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -600,6 +650,7 @@ def make_demo_centers(
     seed: int = 0,
     anatomy: str | Callable[[np.random.Generator, int], dict[str, np.ndarray]] = procedural_anatomy,
     volumetric: bool = False,
+    slices_per_subject: int = 1,
 ) -> Path:
     """Write a small multi-center dataset of 2D brain-MRI-like slices with label maps, one Decathlon-style folder each.
 
@@ -607,7 +658,12 @@ def make_demo_centers(
     with ``training`` and ``test`` lists of ``{"image", "label"}`` pairs (paths relative to the center folder) in
     ``imagesTr``/``labelsTr``/``imagesTs``/``labelsTs``. Images are float32 (size, size) NIfTI, non-negative and
     roughly in [0, 1]; labels are uint8 with the values of :data:`CLASS_NAMES`. Every subject (center, split, index)
-    has its own anatomy; the same arguments always give identical arrays.
+    has its own anatomy; the same arguments always give identical arrays. Every entry names its ``subject``.
+
+    With ``slices_per_subject`` > 1 (a volumetric anatomy source: ``mni152``), each subject is one deformed volume
+    registered to the atlas, and gives that many neighbouring axial slices (:func:`mni152_slices`), as prepared real
+    data does (``prepare_brats`` keeps neighbouring slices of each case): most maps then have a very similar
+    neighbour, of the same subject. Train and test are split by subject.
 
     Args:
         output_dir: the folder to write into (created if needed).
@@ -620,12 +676,15 @@ def make_demo_centers(
             ``anatomy(rng, size) -> dict`` as :func:`procedural_anatomy`.
         volumetric: write (size, size, size) volumes instead of slices, each made from its subject's slice by
             :func:`head_volume` (for 3D tests and benchmarks; not anatomically realistic).
+        slices_per_subject: neighbouring slices per subject (the last subject of a split may have fewer);
+            ``num_train`` and ``num_test`` still count slices. Above 1 needs an anatomy of :data:`VOLUME_SOURCES`.
 
     Returns:
         ``output_dir`` as a ``Path``.
 
     Raises:
-        ValueError: if ``num_centers < 1``, ``num_train < 1``, ``num_test < 0`` or ``size < 32``.
+        ValueError: if ``num_centers < 1``, ``num_train < 1``, ``num_test < 0``, ``size < 32``, or
+            ``slices_per_subject`` is below 1, or above 1 with a slice-only anatomy or ``volumetric``.
     """
     if num_centers < 1:
         raise ValueError(f"num_centers must be >= 1, got {num_centers}.")
@@ -635,6 +694,16 @@ def make_demo_centers(
         raise ValueError(f"num_test must be >= 0, got {num_test}.")
     if size < 32:
         raise ValueError(f"size must be >= 32 pixels, got {size}.")
+    if int(slices_per_subject) < 1:
+        raise ValueError(f"slices_per_subject must be >= 1, got {slices_per_subject}.")
+    stack = None
+    if slices_per_subject > 1:
+        stack = VOLUME_SOURCES.get(anatomy) if isinstance(anatomy, str) else None
+        if stack is None or volumetric:
+            raise ValueError(
+                f"slices_per_subject={slices_per_subject} needs a volumetric anatomy source {sorted(VOLUME_SOURCES)} "
+                f"and 2D slices, got anatomy {anatomy!r}{' with volumetric' if volumetric else ''}."
+            )
     if isinstance(anatomy, str):
         if anatomy not in ANATOMY_SOURCES:
             raise ValueError(f"anatomy must be one of {sorted(ANATOMY_SOURCES)} or a function, got {anatomy!r}.")
@@ -657,24 +726,32 @@ def make_demo_centers(
         "seed": seed,
         "anatomy": source,
         "volumetric": volumetric,
+        "slices_per_subject": int(slices_per_subject),
     }
     with CentersWriter(output_dir, CLASS_NAMES, {"0": "MRI"}, description) as writer:
         for center_index, name in enumerate(names):
             style = center_style(center_index)
             for split_index, (key, count) in enumerate(splits):
                 offset = 0 if key == "training" else num_train
-                for item in range(count):
+                for first in range(0, count, slices_per_subject):
                     # One independent stream per subject; anatomy and appearance draw from separate children.
+                    item = first // slices_per_subject
                     seq = np.random.SeedSequence([seed, center_index, split_index, item])
                     anatomy_seq, appearance_seq = seq.spawn(2)
-                    subject = anatomy(np.random.default_rng(anatomy_seq), size)
-                    label = np.asarray(subject["label"]).astype(np.uint8)
-                    if label.shape != (size, size) or label.max(initial=0) > 3:
-                        raise ValueError(f"anatomy must return a ({size}, {size}) label map with values 0..3.")
-                    image = render_appearance(subject, style, np.random.default_rng(appearance_seq))
-                    if volumetric:
-                        label, image = head_volume(label), head_volume(image)
-                    writer.add(name, key, f"{name}_{offset + item:03d}", image, label)
+                    n = min(slices_per_subject, count - first)
+                    rng = np.random.default_rng(anatomy_seq)
+                    slices = [anatomy(rng, size)] if stack is None else stack(rng, size, n)
+                    appearance = np.random.default_rng(appearance_seq)
+                    subject_name = f"{name}_{key}_{item:03d}"
+                    for index, subject in enumerate(slices):
+                        label = np.asarray(subject["label"]).astype(np.uint8)
+                        if label.shape != (size, size) or label.max(initial=0) > 3:
+                            raise ValueError(f"anatomy must return a ({size}, {size}) label map with values 0..3.")
+                        image = render_appearance(subject, style, appearance)
+                        if volumetric:
+                            label, image = head_volume(label), head_volume(image)
+                        stem = f"{name}_{offset + first + index:03d}"
+                        writer.add(name, key, stem, image, label, subject=subject_name)
         descriptions = {name: f"{description} {center_style(i)['description']}" for i, name in enumerate(names)}
         return writer.commit(names, record, descriptions)
 
@@ -829,6 +906,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--anatomy", default="procedural", choices=sorted(ANATOMY_SOURCES), help="anatomy source")
     parser.add_argument("--volumetric", action="store_true", help="write (size, size, size) volumes (3D demo)")
+    parser.add_argument(
+        "--slices_per_subject", type=int, default=1, help="neighbouring slices per subject volume (mni152 only)"
+    )
     parser.add_argument("--preview", default=None, help="optional PNG path for a preview grid (2D only)")
     args = parser.parse_args(argv)
     settings = {
@@ -841,6 +921,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     if args.volumetric:
         settings["volumetric"] = True
+    if args.slices_per_subject != 1:
+        settings["slices_per_subject"] = args.slices_per_subject
     try:
         # stamped as configs/demo.json stamps it: with the demo's defaults, the demo reuses these centers
         output_dir = ensure_demo_centers(args.output_dir, **settings)

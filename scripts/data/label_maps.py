@@ -13,8 +13,10 @@
 A new map takes the anatomy of one source map, deformed (MONAI's random flips and elastic + affine deformation,
 nearest-neighbour), and the lesions (connected components of the "relocatable" classes) of ANOTHER source map, each
 turned at random and moved to a random place where it lies wholly inside the "host" classes of the new anatomy.
-It is kept only if its similarity to every source map (:func:`label_map_similarity`: the mean over foreground
-classes of the Dice coefficient) is at most a ceiling; see ``docs/privacy.md`` for how the default was measured.
+It is kept only if it is no closer to any source map than the center's patients are to each other: its similarity to
+every source map (:func:`label_map_similarity`: the mean over foreground classes of the Dice coefficient), and its Dice
+of each foreground class alone, must be at most a ceiling that :func:`calibrate_ceiling` derives from the center's own
+maps (a quantile of each map's similarity to its nearest map of ANOTHER subject); see ``docs/privacy.md``.
 """
 
 from __future__ import annotations
@@ -31,24 +33,94 @@ from monai.transforms import Rand2DElastic, Rand3DElastic, RandFlip
 from scipy import ndimage
 
 __all__ = [
-    "DEFAULT_CEILING",
+    "DEFAULT_QUANTILE",
+    "DEFAULT_CLASS_QUANTILE",
+    "Ceiling",
     "LabelMapTooCloseError",
     "NewLabelMaps",
+    "class_dice",
     "label_map_similarity",
     "nearest_source_similarity",
+    "nearest_other_subject",
+    "calibrate_ceiling",
+    "resolve_ceiling",
     "check_far_from_sources",
     "new_label_maps",
     "new_label_bank",
 ]
 
-DEFAULT_CEILING = 0.5
-"""Highest mean foreground Dice a new label map may have with any source map. Measured on the demo data (64x64,
-48 training maps per center): a real training map's mean foreground Dice to its nearest other training map of the
-same center has median 0.53 (5th-95th percentile 0.44-0.65); see ``docs/privacy.md``."""
+DEFAULT_QUANTILE = 0.5
+"""Quantile of the center's real-to-real nearest-other-subject similarity that is the default ceiling: the median.
+A new map at the ceiling is as close to its nearest patient as the typical patient is to the nearest other patient,
+so half of the center's own patients are closer to someone else than any new map is to anyone. A lower quantile asks
+new maps to be less like the center's population than most of its patients are, which registered anatomy does not
+allow without implausible deformation (measured in ``docs/privacy.md``)."""
+
+DEFAULT_CLASS_QUANTILE = 0.95
+"""Quantile of each class's real-to-real nearest-other-subject Dice that is that class's default ceiling. The per-class
+bound is there to catch ONE copied class that the mean hides, not to set the typical distance (the mean does): a class
+is refused when it is closer to a patient's than it is between 95 % of the center's patients and their nearest other
+patient, the convention of the near-copy audit (``scripts.evaluation.memorisation``, quantile 0.05 of real-to-real
+distances). With every class at the median instead, only 10-19 % of a center's own patients would pass the joint check
+on both demo datasets (50 % pass the mean alone), and new maps on the multi-slice MNI152 demo could not be made. A
+class's ceiling is never below the mean's: with few patients whose lesions never overlap, the quantile is 0, and a
+class no more alike than the whole map may be is no copied class."""
 
 
 class LabelMapTooCloseError(ValueError):
-    """A new label map is too similar to one of the real label maps it was made from (or could not be made far)."""
+    """A new label map is too similar to one of the real label maps it was made from (or could not be made far, or
+    the ceiling cannot be derived from the given maps)."""
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The highest similarity a new label map may have with any source map.
+
+    Attributes:
+        mean: highest :func:`label_map_similarity` (mean foreground Dice) with any source map.
+        per_class: class -> highest Dice of that class alone with any source map (a mean over classes could hide one
+            copied class); classes not listed are bound by ``mean`` only.
+        quantile: the quantile of the center's real-to-real nearest-other-subject distribution ``mean`` is
+            (:func:`calibrate_ceiling`), or None for an explicit constant.
+        class_quantile: the quantile of each class's distribution ``per_class`` holds, or None.
+    """
+
+    mean: float
+    per_class: dict[int, float] = field(default_factory=dict)
+    quantile: float | None = None
+    class_quantile: float | None = None
+
+    def record(self) -> dict[str, Any]:
+        """What a provenance records of the ceiling: the rule, the quantile and the derived values; no patient."""
+        rule = (
+            f"calibrated: quantile {self.quantile} of the center's real label maps' mean foreground Dice to their "
+            f"nearest map of another subject, and quantile {self.class_quantile} of each class's Dice to it (not "
+            "below the former)"
+            if self.quantile is not None
+            else "constant (label_map_settings.ceiling)"
+        )
+        return {
+            "rule": rule,
+            "quantile": self.quantile,
+            "class_quantile": self.class_quantile,
+            "mean_foreground_dice": round(self.mean, 4),
+            "per_class_dice": {str(c): round(v, 4) for c, v in sorted(self.per_class.items())},
+        }
+
+    def excess(self, maps: torch.Tensor, sources: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        """Each of ``maps``' similarity to its nearest source, and for each map what exceeds the ceiling ("" when
+        nothing does)."""
+        dice = class_dice(maps, sources)
+        similarity = _mean_dice(dice, maps.shape[0], sources.shape[0])
+        nearest = similarity.max(dim=1).values
+        reasons = [f"mean foreground Dice {float(v):.3f} > {self.mean:.3f}" if v > self.mean else "" for v in nearest]
+        for c, limit in sorted(self.per_class.items()):
+            if c not in dice:
+                continue
+            best = torch.nan_to_num(dice[c], nan=0.0).max(dim=1).values
+            for i in (best > limit).nonzero().flatten().tolist():
+                reasons[i] += ("; " if reasons[i] else "") + f"class {c} Dice {float(best[i]):.3f} > {limit:.3f}"
+        return nearest, reasons
 
 
 @dataclass
@@ -59,13 +131,15 @@ class NewLabelMaps:
         maps: uint8 label maps (N, 1, *spatial).
         nearest_similarity: (N,) each map's similarity (:func:`label_map_similarity`) to its nearest source map.
         provenance: one dict per map for a dataset's provenance: the transform chain with its settings, the
-            similarity to the nearest source, the ceiling, how many draws it took. Never which source map it was
-            made from, nor the drawn parameters (see :func:`new_label_maps`).
+            similarity to the nearest source, the ceiling (its rule, quantile and values), how many draws it took.
+            Never which source map it was made from, nor the drawn parameters (see :func:`new_label_maps`).
+        ceiling: the ceiling the maps were checked against.
     """
 
     maps: torch.Tensor
     nearest_similarity: torch.Tensor
     provenance: list[dict[str, Any]] = field(default_factory=list)
+    ceiling: Ceiling | None = None
 
 
 def _check_maps(maps: torch.Tensor, what: str) -> None:
@@ -77,14 +151,58 @@ def _check_maps(maps: torch.Tensor, what: str) -> None:
         raise ValueError(f"{what}: expected integer label maps (uint8), got dtype {maps.dtype}.")
 
 
+def class_dice(a: torch.Tensor, b: torch.Tensor, chunk: int = 32) -> dict[int, torch.Tensor]:
+    """The Dice coefficient ``2 |A_c & B_c| / (|A_c| + |B_c|)`` of every foreground class ``c`` present in ``a`` or
+    ``b``, for every map of ``a`` against every map of ``b``: class -> an (N, M) float64 matrix, NaN where the class is
+    absent from both maps of a pair. One matrix product per class (``monai.metrics.DiceMetric`` compares aligned pairs
+    only, so an (N, M) matrix would need N * M copies).
+
+    Args:
+        a: label maps (N, 1, *spatial), integer.
+        b: label maps (M, 1, *spatial), integer, with the same spatial shape.
+        chunk: maps of ``a`` handled per matrix product (bounds memory for 3D volumes).
+
+    Raises:
+        ValueError: not integer label maps, or different spatial shapes.
+    """
+    _check_maps(a, "label map comparison a")
+    _check_maps(b, "label map comparison b")
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"label maps to compare must share their shape, got {tuple(a.shape)} and {tuple(b.shape)}.")
+    a2, b2 = a.flatten(1).cpu(), b.flatten(1).cpu()
+    classes = [int(c) for c in torch.cat([a2.unique(), b2.unique()]).unique() if int(c) != 0]
+    out = {}
+    for c in classes:
+        bc = (b2 == c).double()
+        size_b = bc.sum(1)
+        dice = torch.empty(a2.shape[0], b2.shape[0], dtype=torch.float64)
+        for start in range(0, a2.shape[0], chunk):
+            ac = (a2[start : start + chunk] == c).double()
+            denominator = ac.sum(1)[:, None] + size_b[None, :]
+            d = 2 * (ac @ bc.T) / denominator.clamp(min=1)
+            dice[start : start + chunk] = torch.where(denominator > 0, d, math.nan)
+        out[c] = dice
+    return out
+
+
+def _mean_dice(dice: dict[int, torch.Tensor], n: int, m: int) -> torch.Tensor:
+    """The mean over classes of :func:`class_dice`'s matrices, classes absent from both maps left out; 1 where no
+    class is present in either map. (N, M) float32."""
+    if not dice:
+        return torch.ones(n, m)
+    stacked = torch.stack(list(dice.values()))
+    counted = (~stacked.isnan()).sum(0)
+    total = torch.nan_to_num(stacked, nan=0.0).sum(0)
+    return torch.where(counted > 0, total / counted.clamp(min=1), 1.0).float()
+
+
 def label_map_similarity(a: torch.Tensor, b: torch.Tensor, chunk: int = 32) -> torch.Tensor:
     """Similarity of every label map of ``a`` to every label map of ``b``: the mean, over the foreground classes
     present in at least one map of the pair, of the Dice coefficient ``2 |A_c & B_c| / (|A_c| + |B_c|)``.
 
     A class absent from both maps of a pair is left out of that pair's mean (it says nothing about the pair); a class
     present in only one of them counts with Dice 0. Two maps with no foreground at all have similarity 1. Class 0 is
-    the background. Computed for all pairs at once by one matrix product per class (``monai.metrics.DiceMetric``
-    compares aligned pairs only, so an (N, M) matrix would need N * M copies).
+    the background. Computed from :func:`class_dice`.
 
     Args:
         a: label maps (N, 1, *spatial), integer.
@@ -97,26 +215,7 @@ def label_map_similarity(a: torch.Tensor, b: torch.Tensor, chunk: int = 32) -> t
     Raises:
         ValueError: not integer label maps, or different spatial shapes.
     """
-    _check_maps(a, "label_map_similarity a")
-    _check_maps(b, "label_map_similarity b")
-    if a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"label maps to compare must share their shape, got {tuple(a.shape)} and {tuple(b.shape)}.")
-    a2, b2 = a.flatten(1).cpu(), b.flatten(1).cpu()
-    classes = [int(c) for c in torch.cat([a2.unique(), b2.unique()]).unique() if int(c) != 0]
-    total = torch.zeros(a2.shape[0], b2.shape[0], dtype=torch.float64)
-    counted = torch.zeros_like(total)
-    for c in classes:
-        bc = (b2 == c).double()
-        size_b = bc.sum(1)
-        for start in range(0, a2.shape[0], chunk):
-            ac = (a2[start : start + chunk] == c).double()
-            size_a = ac.sum(1)
-            denominator = size_a[:, None] + size_b[None, :]
-            present = denominator > 0
-            dice = 2 * (ac @ bc.T) / denominator.clamp(min=1)
-            total[start : start + chunk] += torch.where(present, dice, 0.0)
-            counted[start : start + chunk] += present.double()
-    return torch.where(counted > 0, total / counted.clamp(min=1), 1.0).float()
+    return _mean_dice(class_dice(a, b, chunk), a.shape[0], b.shape[0])
 
 
 def nearest_source_similarity(maps: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
@@ -124,33 +223,155 @@ def nearest_source_similarity(maps: torch.Tensor, sources: torch.Tensor) -> torc
     return label_map_similarity(maps, sources).max(dim=1).values
 
 
+def _subject_groups(subjects: Sequence[str] | None, n: int) -> torch.Tensor:
+    """(N,) one integer per subject; without ``subjects`` every map is its own subject."""
+    if subjects is None:
+        return torch.arange(n)
+    subjects = list(subjects)
+    if len(subjects) != n:
+        raise ValueError(f"need one subject per label map, got {len(subjects)} subjects for {n} maps.")
+    index = {s: i for i, s in enumerate(dict.fromkeys(subjects))}
+    return torch.tensor([index[s] for s in subjects])
+
+
+def nearest_other_subject(
+    maps: torch.Tensor, subjects: Sequence[str] | None = None
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """How close a center's real label maps come to each other, subject to subject.
+
+    Args:
+        maps: the center's label maps (N, 1, *spatial), integer.
+        subjects: each map's subject (several slices of one patient share one); None: every map is its own subject.
+            Maps of the same subject are never each other's neighbour: a slice's neighbouring slice says nothing
+            about how alike patients are.
+
+    Returns:
+        ``(nearest, per_class)``: (N,) each map's :func:`label_map_similarity` to its most similar map of another
+        subject; and class -> the Dice of that class alone with the most similar map of another subject, for each map
+        holding the class (maps without it left out).
+
+    Raises:
+        LabelMapTooCloseError: the maps belong to fewer than 2 subjects (there is no other subject to compare with).
+    """
+    _check_maps(maps, "nearest_other_subject maps")
+    groups = _subject_groups(subjects, maps.shape[0])
+    same = groups[:, None] == groups[None, :]
+    if bool(same.all()):
+        raise LabelMapTooCloseError(
+            f"the ceiling cannot be derived from {maps.shape[0]} label map(s) of one subject: it needs maps of at "
+            "least 2 subjects; give more subjects, or set an explicit label_map_settings.ceiling."
+        )
+    dice = class_dice(maps, maps)
+    similarity = _mean_dice(dice, maps.shape[0], maps.shape[0]).masked_fill(same, -1.0)
+    per_class = {}
+    for c, d in dice.items():
+        holds = (maps == c).flatten(1).any(1)
+        best = torch.nan_to_num(d, nan=0.0).masked_fill(same, -1.0).max(dim=1).values
+        per_class[c] = best[holds].float()
+    return similarity.max(dim=1).values, per_class
+
+
+def calibrate_ceiling(
+    maps: torch.Tensor,
+    subjects: Sequence[str] | None = None,
+    quantile: float = DEFAULT_QUANTILE,
+    class_quantile: float = DEFAULT_CLASS_QUANTILE,
+) -> Ceiling:
+    """The ceiling a center derives from its own label maps (:func:`nearest_other_subject`): the ``quantile`` of its
+    maps' mean foreground Dice to their nearest map of another subject, and the ``class_quantile`` of each class's
+    Dice to it (but not below the mean's ceiling), for each class held by maps of at least 2 subjects (a class only
+    one subject holds has no such distribution; it stays bound by the mean).
+
+    Args:
+        maps: the center's label maps (N, 1, *spatial), integer.
+        subjects: each map's subject, or None (every map its own).
+        quantile: in (0, 1]; default :data:`DEFAULT_QUANTILE` (the median).
+        class_quantile: in (0, 1]; default :data:`DEFAULT_CLASS_QUANTILE`.
+
+    Raises:
+        ValueError: a quantile outside (0, 1].
+        LabelMapTooCloseError: maps of fewer than 2 subjects.
+    """
+    for name, value in (("ceiling_quantile", quantile), ("ceiling_class_quantile", class_quantile)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+            raise ValueError(f"{name} must be a number in (0, 1], got {value!r}.")
+    nearest, per_class = nearest_other_subject(maps, subjects)
+    groups = _subject_groups(subjects, maps.shape[0])
+    mean = _quantile(nearest, quantile)
+    classes = {}
+    for c, values in per_class.items():
+        holders = groups[(maps == c).flatten(1).any(1)]
+        if holders.unique().numel() >= 2:
+            # never below the mean's ceiling: a class no more alike than the whole map may be is no copied class
+            classes[c] = max(_quantile(values, class_quantile), mean)
+    return Ceiling(mean, classes, float(quantile), float(class_quantile))
+
+
+def _quantile(values: torch.Tensor, q: float) -> float:
+    """The ``q`` quantile of ``values`` (linear interpolation, as ``torch.quantile``)."""
+    return float(torch.quantile(values.double(), torch.tensor(float(q), dtype=torch.float64)))
+
+
+def resolve_ceiling(
+    sources: torch.Tensor,
+    ceiling: float | Ceiling | None = None,
+    ceiling_quantile: float = DEFAULT_QUANTILE,
+    subjects: Sequence[str] | None = None,
+    ceiling_class_quantile: float = DEFAULT_CLASS_QUANTILE,
+) -> Ceiling:
+    """The :class:`Ceiling` a setting means: None (the default) calibrates it from ``sources``
+    (:func:`calibrate_ceiling` at ``ceiling_quantile`` and ``ceiling_class_quantile``); a number is an explicit
+    constant on the mean foreground Dice (no per-class bound); a :class:`Ceiling` is used as it is.
+
+    Raises:
+        ValueError: a number outside (0, 1] or a quantile outside (0, 1].
+        LabelMapTooCloseError: calibration from maps of fewer than 2 subjects.
+    """
+    if isinstance(ceiling, Ceiling):
+        return ceiling
+    if ceiling is None:
+        return calibrate_ceiling(sources, subjects, ceiling_quantile, ceiling_class_quantile)
+    if isinstance(ceiling, bool) or not isinstance(ceiling, (int, float)) or not 0.0 < float(ceiling) <= 1.0:
+        raise ValueError(f"ceiling must be null (calibrated) or a number in (0, 1], got {ceiling!r}.")
+    return Ceiling(float(ceiling))
+
+
 def check_far_from_sources(
-    new_maps: torch.Tensor, sources: torch.Tensor, ceiling: float = DEFAULT_CEILING
+    new_maps: torch.Tensor,
+    sources: torch.Tensor,
+    ceiling: float | Ceiling | None = None,
+    subjects: Sequence[str] | None = None,
+    ceiling_quantile: float = DEFAULT_QUANTILE,
+    ceiling_class_quantile: float = DEFAULT_CLASS_QUANTILE,
 ) -> torch.Tensor:
     """Refuse label maps that are too close to a real one: the check a synthesis run makes before writing anything.
 
     Args:
         new_maps: the label maps to be shared or synthesised from (N, 1, *spatial), integer.
         sources: the real label maps they must stay far from (M, 1, *spatial), e.g. all of a center's training maps.
-        ceiling: highest allowed :func:`label_map_similarity` to any source.
+        ceiling: the :class:`Ceiling`, an explicit constant on the mean foreground Dice, or None: calibrated from
+            ``sources`` and ``subjects`` (:func:`resolve_ceiling`).
+        subjects: the sources' subjects (for the calibration).
+        ceiling_quantile: the calibration's quantile.
+        ceiling_class_quantile: the calibration's per-class quantile.
 
     Returns:
-        (N,) each new map's similarity to its nearest source, all at most ``ceiling``.
+        (N,) each new map's similarity to its nearest source, all within the ceiling.
 
     Raises:
-        LabelMapTooCloseError: some map's similarity to a source exceeds ``ceiling``, naming the first such map.
+        LabelMapTooCloseError: some map exceeds the ceiling, naming the first such map and what exceeds.
     """
     if isinstance(new_maps, torch.Tensor) and new_maps.ndim in (4, 5) and new_maps.shape[0] == 0:
         return torch.zeros(0)
-    nearest = nearest_source_similarity(new_maps, sources)
-    close = (nearest > ceiling).nonzero().flatten().tolist()
+    _check_maps(new_maps, "check_far_from_sources new_maps")
+    limit = resolve_ceiling(sources, ceiling, ceiling_quantile, subjects, ceiling_class_quantile)
+    nearest, reasons = limit.excess(new_maps, sources)
+    close = [i for i, r in enumerate(reasons) if r]
     if close:
-        worst = int(nearest.argmax())
         raise LabelMapTooCloseError(
-            f"{len(close)} of {len(nearest)} label maps are closer to a real source map than the ceiling {ceiling} "
-            f"(mean foreground Dice), first: map {close[0]} at {float(nearest[close[0]]):.3f}, worst: map {worst} at "
-            f"{float(nearest[worst]):.3f}; use label maps made by scripts.data.label_maps.new_label_maps, not "
-            "patients' own maps."
+            f"{len(close)} of {len(nearest)} label maps are closer to a real source map than the ceiling allows "
+            f"({limit.record()['rule']}), first: map {close[0]}: {reasons[close[0]]}; use label maps made by "
+            "scripts.data.label_maps.new_label_maps, not patients' own maps."
         )
     return nearest
 
@@ -301,23 +522,30 @@ def new_label_maps(
     translate: float = 0.05,
     elastic_spacing: float = 0.25,
     elastic_magnitude: float = 0.03,
-    ceiling: float = DEFAULT_CEILING,
+    ceiling: float | Ceiling | None = None,
     max_draws: int = 20,
+    ceiling_quantile: float = DEFAULT_QUANTILE,
+    subjects: Sequence[str] | None = None,
+    ceiling_class_quantile: float = DEFAULT_CLASS_QUANTILE,
 ) -> NewLabelMaps:
-    """``count`` new label maps made from a center's own maps, each farther than ``ceiling`` from every source map.
+    """``count`` new label maps made from a center's own maps, each within the ceiling of every source map.
 
     Each candidate: the anatomy of a randomly drawn source map with its relocatable classes removed, a random flip of
     each of ``flip_axes`` (MONAI ``RandFlip``), one elastic + affine deformation (``Rand2DElastic`` /
     ``Rand3DElastic``, nearest-neighbour, background outside); then the connected components of the relocatable
     classes of another source map, each flipped/turned at random and moved to a random offset where it lies wholly
-    inside the ``hosts`` classes of the new anatomy (a component with no such place is dropped). A candidate whose
-    :func:`label_map_similarity` to any source exceeds ``ceiling`` is redrawn, at most ``max_draws`` times per map.
+    inside the ``hosts`` classes of the new anatomy (a component with no such place is dropped). A candidate closer to
+    any source than the ceiling allows (:meth:`Ceiling.excess`: in the mean foreground Dice or in one class's Dice) is
+    redrawn, at most ``max_draws`` times per map. By default the ceiling is calibrated from the sources themselves
+    (:func:`calibrate_ceiling`: the median of each real map's similarity to its nearest map of another subject, and
+    the 95th percentile of each class's Dice to it).
 
     Random numbers come from a numpy generator seeded with ``seed`` (MONAI's transforms get their own states drawn
     from it); the global RNGs are not touched, so the same inputs and seed always give the same maps.
 
-    What the provenance records, and why not more: the transform chain with its settings (not its drawn values) and
-    the similarity to the nearest source. Neither the source maps' indices nor the seed: an index names a patient of
+    What the provenance records, and why not more: the transform chain with its settings (not its drawn values), the
+    similarity to the nearest source and the ceiling's rule, quantile and values (statistics of the whole center).
+    Neither the source maps' indices, nor their subjects, nor the seed: an index names a patient of
     the center's list, and the seed with the sources replays every draw, so either would let whoever holds the
     center's list tie a shared map (and the image synthesised from it, by a generator that memorises its training
     pairs) to one patient, and undo the deformation back to that patient's own map.
@@ -336,22 +564,26 @@ def new_label_maps(
         translate: shift range as a fraction of each side (+-).
         elastic_spacing: spacing of the elastic deformation's control points, as a fraction of the shortest side.
         elastic_magnitude: std of the elastic displacement, as a fraction of the shortest side.
-        ceiling: highest :func:`label_map_similarity` a new map may have with any source map.
+        ceiling: None (default): calibrated from ``sources`` at ``ceiling_quantile``; a number: an explicit
+            constant on the mean foreground Dice (no per-class bound; 1.0 checks nothing); or a :class:`Ceiling`.
         max_draws: candidates drawn per map before giving up.
+        ceiling_quantile: the calibration's quantile (default :data:`DEFAULT_QUANTILE`, the median).
+        subjects: each source map's subject, for the calibration (None: every map is its own subject).
+        ceiling_class_quantile: the calibration's per-class quantile (default :data:`DEFAULT_CLASS_QUANTILE`).
 
     Returns:
         the maps (uint8 (count, 1, *spatial)), their similarity to their nearest source, and their provenance.
 
     Raises:
         ValueError: malformed sources or settings.
-        LabelMapTooCloseError: ``max_draws`` candidates in a row were all closer to a source than ``ceiling``, naming
-            the ceiling and the best similarity reached.
+        LabelMapTooCloseError: ``max_draws`` candidates in a row were all closer to a source than the ceiling allows,
+            naming the ceiling and the best similarity reached; or a calibration from maps of fewer than 2 subjects.
     """
     _check_maps(sources, "new_label_maps sources")
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}.")
-    if not 0.0 < ceiling <= 1.0 or max_draws < 1:
-        raise ValueError(f"need 0 < ceiling <= 1 and max_draws >= 1, got ceiling {ceiling} and max_draws {max_draws}.")
+    if max_draws < 1:
+        raise ValueError(f"max_draws must be >= 1, got {max_draws}.")
     relocatable, hosts = [int(c) for c in relocatable], [int(c) for c in hosts]
     if relocatable and not hosts:
         raise ValueError(f"relocatable classes {relocatable} need host classes to move them into (e.g. hosts=[1]).")
@@ -366,23 +598,26 @@ def new_label_maps(
     )
     for t in transforms:
         t.set_random_state(state=np.random.RandomState(int(rng.integers(2**31 - 1))))
+    limit = resolve_ceiling(sources, ceiling, ceiling_quantile, subjects, ceiling_class_quantile) if count else None
+    record = limit.record() if limit is not None else None
     source_np = sources.cpu().numpy().astype(np.uint8)
     maps, nearest, provenance = [], [], []
     for i in range(count):
-        draws, best, similarity = 0, math.inf, math.inf
-        while similarity > ceiling:
+        draws, best, reason = 0, (math.inf, ""), "not drawn"
+        while reason:
             if draws == max_draws:
                 raise LabelMapTooCloseError(
                     f"new label map {i + 1} of {count}: {max_draws} draws all came closer to a source map than the "
-                    f"ceiling {ceiling} (mean foreground Dice; best reached {best:.3f}); give more source maps, "
-                    "stronger deformation (elastic_magnitude, rotate, translate), relocatable lesion classes, or more "
-                    "max_draws."
+                    f"ceiling ({record['rule']}; best draw: {best[1]}); give more source maps, stronger deformation "
+                    "(elastic_magnitude, rotate, translate), relocatable lesion classes, more max_draws, or a higher "
+                    "ceiling_quantile."
                 )
             draws += 1
             candidate, chain = _draw(source_np, rng, transforms, described, relocatable, hosts)
             candidate_t = torch.from_numpy(candidate)[None]
-            similarity = float(nearest_source_similarity(candidate_t, sources))
-            best = min(best, similarity)
+            close, reasons = limit.excess(candidate_t, sources)
+            similarity, reason = float(close[0]), reasons[0]
+            best = min(best, (similarity, reason or f"mean foreground Dice {similarity:.3f}"))
         maps.append(candidate_t[0])
         nearest.append(similarity)
         provenance.append(
@@ -391,7 +626,7 @@ def new_label_maps(
                 "chain": chain,
                 "similarity": "mean foreground Dice",
                 "similarity_to_nearest_source": round(similarity, 3),
-                "ceiling": ceiling,
+                "ceiling": record,
                 "draws": draws,
             }
         )
@@ -400,13 +635,20 @@ def new_label_maps(
         maps=torch.stack(maps) if maps else empty,
         nearest_similarity=torch.tensor(nearest, dtype=torch.float32),
         provenance=provenance,
+        ceiling=limit,
     )
 
 
-def new_label_bank(sources: torch.Tensor, count: int, seed: int = 0, **settings: Any) -> torch.Tensor:
+def new_label_bank(
+    sources: torch.Tensor, count: int, seed: int = 0, subjects: Sequence[str] | None = None, **settings: Any
+) -> NewLabelMaps:
     """The label bank a ``bank`` hand-off carries for one center instead of its patients' maps: ``count`` new maps
-    (uint8 (count, 1, *spatial)) made by :func:`new_label_maps` from the center's ``sources``, all farther than the
-    ceiling from every source (checked again here). ``settings`` are passed on to :func:`new_label_maps`."""
-    made = new_label_maps(sources, count, seed, **settings)
-    check_far_from_sources(made.maps, sources, settings.get("ceiling", DEFAULT_CEILING))
-    return made.maps
+    made by :func:`new_label_maps` from the center's ``sources`` (with their ``subjects``), all within the ceiling of
+    every source (checked again here). ``settings`` are passed on to :func:`new_label_maps`.
+
+    Returns:
+        the :class:`NewLabelMaps` (``maps``: uint8 (count, 1, *spatial); ``ceiling``: what they were checked against).
+    """
+    made = new_label_maps(sources, count, seed, subjects=subjects, **settings)
+    check_far_from_sources(made.maps, sources, made.ceiling)
+    return made

@@ -327,7 +327,7 @@ def _write_case(
         logger.warning(f"{seg_path}: no slice with at least {min_tumour_pixels} tumour pixels; the case adds none.")
     for z in kept:
         label = label_slice(image[..., z], seg[..., z], tumour)
-        writer.add(center, split, f"{case}_z{z:03d}", normalise_slice(image[..., z]), label)
+        writer.add(center, split, f"{case}_z{z:03d}", normalise_slice(image[..., z]), label, subject=case)
     return len(kept)
 
 

@@ -280,7 +280,8 @@ def _write_image(
     for r in rows:
         for c in cols:
             crop = (slice(r, r + patch_size), slice(c, c + patch_size))
-            writer.add(organ, split, f"{path.stem}_y{r:04d}_x{c:04d}", image[crop], label[crop], fmt="png")
+            stem = f"{path.stem}_y{r:04d}_x{c:04d}"
+            writer.add(organ, split, stem, image[crop], label[crop], fmt="png", subject=path.stem)
     return len(rows) * len(cols)
 
 

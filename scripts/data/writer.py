@@ -26,7 +26,7 @@ import numpy as np
 from monai.data import partition_dataset
 from PIL import Image
 
-from scripts.files import check_center_name
+from scripts.files import CENTER_NAME, check_center_name
 
 __all__ = ["CentersWriter", "seeded_split"]
 
@@ -96,7 +96,16 @@ class CentersWriter:
         if self.stage is not None and self.stage.exists():
             shutil.rmtree(self.stage)
 
-    def add(self, center: str, split: str, stem: str, image: np.ndarray, label: np.ndarray, fmt: str = "nifti") -> None:
+    def add(
+        self,
+        center: str,
+        split: str,
+        stem: str,
+        image: np.ndarray,
+        label: np.ndarray,
+        fmt: str = "nifti",
+        subject: str | None = None,
+    ) -> None:
         """Write one image/label pair of a center.
 
         Args:
@@ -106,6 +115,8 @@ class CentersWriter:
             image: ``nifti``: float array (H, W) or (D, H, W); ``png``: uint8 (H, W, 3) or (H, W).
             label: integer class map with the image's spatial shape.
             fmt: ``"nifti"`` (``.nii.gz``, identity affine) or ``"png"``.
+            subject: the patient (case, slide) the pair comes from, recorded as the entry's ``"subject"`` when given,
+                so that nearest-neighbour statistics compare patients, not neighbouring slices of one (a plain name).
         """
         if self.stage is None:
             raise RuntimeError("CentersWriter.add must be called inside its 'with' block.")
@@ -113,6 +124,10 @@ class CentersWriter:
         suffix = SPLITS[split]
         ext = ".nii.gz" if fmt == "nifti" else ".png"
         entry = {"image": f"images{suffix}/{stem}{ext}", "label": f"labels{suffix}/{stem}{ext}"}
+        if subject is not None:
+            if not isinstance(subject, str) or CENTER_NAME.fullmatch(subject) is None:
+                raise ValueError(f"subject {subject!r:.80} of {stem}: expected a plain name (letters, digits, _ . -).")
+            entry["subject"] = subject
         folder = self.stage / center
         for key, array in (("image", image), ("label", label)):
             path = folder / entry[key]

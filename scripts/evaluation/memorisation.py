@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from scripts.data.centers import center_datalist
+from scripts.data.centers import center_datalist, center_subjects
 from scripts.evaluation.image_quality import DECIMALS, image_metrics, load_pairs
 from scripts.evaluation.synthesis import generate_images
 
@@ -44,11 +44,26 @@ def rms_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (torch.cdist(a2, b2) / math.sqrt(a2.shape[1])).float()
 
 
-def nearest_neighbours(d: torch.Tensor, exclude_self: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distance to, and index of, each row's nearest column (the diagonal left out when ``exclude_self``)."""
-    if exclude_self:
+def nearest_neighbours(
+    d: torch.Tensor, exclude_self: bool = False, subjects: Sequence[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distance to, and index of, each row's nearest column (the diagonal left out when ``exclude_self``; with
+    ``subjects``, one per row and column of a square ``d``, every column of the row's own subject left out too: the
+    neighbouring slice of the same patient is not another patient)."""
+    if exclude_self or subjects is not None:
         d = d.clone()
         d.fill_diagonal_(float("inf"))
+    if subjects is not None:
+        if len(subjects) != d.shape[0] or d.shape[0] != d.shape[1]:
+            raise ValueError(
+                f"need one subject per image of a square distance matrix, got {len(subjects)} for {d.shape}."
+            )
+        index = {s: i for i, s in enumerate(dict.fromkeys(subjects))}
+        groups = torch.tensor([index[s] for s in subjects])
+        same = groups[:, None] == groups[None, :]
+        if bool(same.all()):
+            raise ValueError(f"the audit needs real images of at least 2 subjects, got {len(subjects)} of one.")
+        d = d.masked_fill(same, float("inf"))
     return d.min(dim=1)
 
 
@@ -59,13 +74,15 @@ def audit_center(
     real_names: Sequence[str] | None = None,
     synthetic_names: Sequence[str] | None = None,
     paired: Sequence[int | None] | None = None,
+    real_subjects: Sequence[str] | None = None,
 ) -> dict[str, object]:
     """Compare each synthetic image with its nearest real training image of the same center.
 
     The reference is how close real images come to each other: the distance from every real training image to its
-    nearest other real training image. A synthetic image is flagged as a near copy when its nearest real image is
-    closer than the ``quantile`` of those real-to-real distances (closer than 95 % of real images are to any other
-    real image, by default).
+    nearest real training image of another subject (with ``real_subjects``; otherwise every image is its own subject
+    and the nearest other image counts). A synthetic image is flagged as a near copy when its nearest real image is
+    closer than the ``quantile`` of those real-to-real distances (closer than 95 % of real images are to another
+    subject's, by default).
 
     Args:
         synthetic: synthetic images (N, C, *spatial), on the same intensity scale as ``real``.
@@ -76,13 +93,14 @@ def audit_center(
         paired: for each synthetic image, the index of the real image whose label map it was made from (None when
             it came from another label map); the result then says how many flagged images are nearest to their own
             paired real image (a generator reproducing the image of a training label map) rather than to another.
+        real_subjects: the subject of each real image (several slices of one patient share one), or None.
 
     Returns:
         summary distances, the threshold, the flagged fraction and the flagged samples with their nearest real image.
     """
     if real.shape[0] < 2:
         raise ValueError(f"the audit needs at least 2 real training images, got {real.shape[0]}.")
-    d_real, _ = nearest_neighbours(rms_distances(real, real), exclude_self=True)
+    d_real, _ = nearest_neighbours(rms_distances(real, real), exclude_self=True, subjects=real_subjects)
     d_syn, idx = nearest_neighbours(rms_distances(synthetic, real))
     threshold = float(torch.quantile(d_real, quantile))
     flagged = (d_syn < threshold).nonzero().flatten().tolist()
@@ -119,7 +137,8 @@ def audit_dataset(
     quantile: float = 0.05,
 ) -> dict[str, dict[str, object]]:
     """:func:`audit_center` for every center style in a synthetic dataset (written by ``configs/inference.json``),
-    against that center's real training images under ``data_root``. Images are compared scaled to [0, 1]."""
+    against that center's real training images under ``data_root`` (real-to-real distances between subjects, from
+    the center's ``dataset.json``). Images are compared scaled to [0, 1]."""
     synthetic_dir = Path(synthetic_dir)
     meta = json.loads((synthetic_dir / "dataset.json").read_text())
     images, _, names = load_pairs(synthetic_dir, spatial_dims, spatial_size, key="training", minv=0.0)
@@ -139,6 +158,7 @@ def audit_dataset(
             [os.path.basename(n) for n in real_names],
             [os.path.basename(names[i]) for i in rows],
             paired,
+            center_subjects(center_dir),
         )
     return out
 
@@ -197,6 +217,7 @@ def handoff_reconstruction(
     real_labels: Mapping[str, torch.Tensor] | None = None,
     quantile: float = 0.05,
     batch_size: int = 16,
+    real_subjects: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """What a hand-off lets its holder rebuild: its generator run on every label map of its bank, under the map's own
     center's code, audited against that center's real training images with :func:`audit_center`.
@@ -212,6 +233,7 @@ def handoff_reconstruction(
             of the very patient whose map was carried.
         quantile: the near-copy threshold of :func:`audit_center`.
         batch_size: generator batch size.
+        real_subjects: optional center name -> the subject of each of its real images (:func:`audit_center`).
 
     Returns:
         ``{"carries_label_maps": bool, "label_maps": int, "near_copies": int | None, "near_copy_rate": float | None,
@@ -251,7 +273,10 @@ def handoff_reconstruction(
             known = real_labels[name].flatten(1)
             paired = [_row_index(known, m.flatten()) for m in maps]
         # on [0, 1], the scale audit_dataset compares synthetic datasets on
-        centers[name] = audit_center((fake.clamp(-1, 1) + 1) / 2, (real.clamp(-1, 1) + 1) / 2, quantile, paired=paired)
+        subjects = None if real_subjects is None else real_subjects.get(name)
+        centers[name] = audit_center(
+            (fake.clamp(-1, 1) + 1) / 2, (real.clamp(-1, 1) + 1) / 2, quantile, paired=paired, real_subjects=subjects
+        )
     total = sum(int(a["synthetic"]) for a in centers.values())
     flagged = sum(int(a["flagged"]) for a in centers.values())
     return {

@@ -29,7 +29,16 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 from torch.utils.data import DataLoader
 
-from scripts.data.centers import OnlineCenters, center_datalist, dataset_setting, read_center_order
+from scripts.data.centers import (
+    OnlineCenters,
+    center_datalist,
+    center_subjects,
+    dataset_setting,
+    read_center_order,
+    read_label_maps,
+)
+from scripts.data.checks import InputError, center_problems, raise_if_problems
+from scripts.data.label_maps import LabelMapTooCloseError, check_far_from_sources, new_label_maps
 from scripts.evaluation.distribution_metrics import (
     FEATURES,
     distribution_scores,
@@ -55,11 +64,13 @@ from scripts.evaluation.report import (
 )
 from scripts.evaluation.segmentation_scores import center_scores
 from scripts.evaluation.synthesis import generate_images
+from scripts.excepthook import one_line_reason
 from scripts.flags import flag
 from scripts.handoff import load_handoff
 from scripts.sequence import plan_visits
+from scripts.visit import center_label_bank
 
-__all__ = ["Evaluation", "BUDGET_RULE", "FID_BIAS"]
+__all__ = ["Evaluation", "BUDGET_RULE", "FID_BIAS", "WorkerRefusal"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +96,11 @@ FID_BIAS = (
 
 BOOTSTRAP_RESAMPLES = 1000
 """Resamples of the per-image bootstrap intervals."""
+
+
+class WorkerRefusal(InputError):
+    """A refusal raised in a protocol worker process, carried back as its one-line reason (an exception crosses a
+    process boundary without the errors it was raised from, so the bundle's own refusal would be lost)."""
 
 
 class Evaluation:
@@ -249,7 +265,7 @@ class Evaluation:
             for future in as_completed(futures):
                 if future.exception() is not None:
                     pool.shutdown(cancel_futures=True)
-                    raise future.exception()
+                    raise future.exception()  # a refusal arrives as a WorkerRefusal (_worker_job)
                 what, name, seed = futures[future]
                 self._prepared.add((what, name, seed))
                 # the job's own time (the sequential pass that follows records only its reuse)
@@ -295,6 +311,14 @@ class Evaluation:
             "visits": visits,
             "epochs": epochs,
             "batch_size": batch,
+            "bank": {
+                "made": visit.get_parsed_content("reminding_source") == "bank",
+                "bank_maps": visit.get_parsed_content("bank_maps"),
+                "count": int(visit.get_parsed_content("label_bank_size")),
+                "spatial_dims": int(visit.get_parsed_content("spatial_dims")),
+                "spatial_size": [int(v) for v in visit.get_parsed_content("spatial_size")],
+                "label_map_settings": dict(visit.get_parsed_content("label_map_settings") or {}),
+            },
             "shared_discriminator": shared,
             "discriminator_center_code": bool(visit.get_parsed_content("discriminator_center_code")),
             "training_pairs": sum(sizes.values()),
@@ -333,6 +357,71 @@ class Evaluation:
                 f"{p['natural_epoch_length'][0]}) to make {target} generator updates like {self.budget_reference}."
             )
         return plans
+
+    def preflight(self, plans: dict[str, dict[str, Any]]) -> None:
+        """Check every method's preconditions before anything trains, so that a run cannot fail late: every center's
+        folder and files (as each visit will check them), each method's label bank for every seed (made exactly as
+        its visits will make it: :py:func:`scripts.visit.center_label_bank`) and the new label maps of the shareable
+        sets for every seed (as :py:meth:`synthesise` will make them). Each distinct bank and set is made once.
+
+        Raises:
+            InputError: one line per failed precondition, naming the method, seed and center, and what to do.
+        """
+        t0 = time.perf_counter()
+        dims = len(self.spatial_size)
+        problems: list[str] = []
+        for c in self.centers:
+            problems += center_problems(
+                self.data_root / c,
+                dims,
+                self.visit_overrides["image_channels"],
+                self.visit_overrides["num_classes"],
+            )
+        raise_if_problems(problems, f"the centers of {self.data_root}")
+        checked: dict[str, str | None] = {}
+
+        def check(key: tuple, what: str, make: Any) -> None:
+            digest = json.dumps(key, sort_keys=True, default=str)
+            if digest not in checked:
+                try:
+                    make()
+                    checked[digest] = None
+                except (LabelMapTooCloseError, InputError, ValueError) as e:
+                    checked[digest] = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if checked[digest] is not None:
+                problems.append(f"{what}: {checked[digest]}")
+
+        for seed in self.seeds:
+            for name, plan in plans.items():
+                bank = plan["bank"]
+                if not bank["made"]:
+                    continue
+                for visit in plan["visits"]:
+                    for i, c in enumerate(visit):
+                        args = (
+                            self.data_root / c,
+                            bank["spatial_dims"],
+                            bank["spatial_size"],
+                            bank["count"],
+                            seed + i,
+                            bank["bank_maps"],
+                            bank["label_map_settings"],
+                        )
+                        check(("bank", *args), f"method {name}, seed {seed}, label bank", lambda a=args: _bank(*a))
+            for index, c in enumerate(self.centers):
+                args = (self.data_root / c, dims, self.spatial_size, self.new_maps_per_center, seed + index)
+                what = f"seed {seed}, shareable synthetic set of {c} (label_map_settings)"
+                check(("new", *args), what, lambda a=args: self._new_maps(*a))
+        raise_if_problems(problems, "the preconditions of the evaluation's methods")
+        self._timed("preconditions checked (centers, label banks, new label maps)", t0)
+
+    def _new_maps(self, folder: Path, dims: int, size: list[int], count: int | None, seed: int) -> None:
+        """The new label maps :py:meth:`synthesise` will make of one center (refused as it would refuse them)."""
+        maps = read_label_maps(folder, dims, size)[0]
+        made = new_label_maps(
+            maps, count or len(maps), seed, subjects=center_subjects(folder), **self.label_map_settings
+        )
+        check_far_from_sources(made.maps, maps, made.ceiling)
 
     def spent(self, name: str, sequence: dict[str, Any], plan: dict[str, Any], seed: int) -> dict[str, Any]:
         """What one method's run actually spent, from the visit records of its final hand-off (``iterations`` =
@@ -623,6 +712,7 @@ class Evaluation:
         t_all = time.perf_counter()
         labels = {name: m.get("label", name) for name, m in self.methods.items()}
         plans = self.budgets()
+        self.preflight(plans)
         class_names = self.class_names()
         t0 = time.perf_counter()
         jobs = [("generator", name, seed, (name, seed, plans[name])) for seed in self.seeds for name in self.methods]
@@ -742,6 +832,7 @@ class Evaluation:
                 {c: pairs[c]["training"][0] for c in banked},
                 {c: pairs[c]["training"][1] for c in banked},
                 quantile=self.quantile,
+                real_subjects={c: center_subjects(self.data_root / c) for c in banked},
             )
         return {
             "quantile": self.quantile,
@@ -816,10 +907,26 @@ def _worker_setup(threads: int) -> None:
 
 def _worker_job(evaluation: Evaluation, method: str, args: tuple) -> float:
     """One job of :py:meth:`Evaluation._in_parallel` (its result is reused from disk by the sequential pass); returns
-    its wall time in seconds."""
+    its wall time in seconds.
+
+    Raises:
+        WorkerRefusal: the job was refused (a bundle error anywhere in its chain: the one-line reason, which would
+            otherwise be lost on the way back to the parent process).
+    """
     t0 = time.perf_counter()
-    getattr(evaluation, method)(*args)
+    try:
+        getattr(evaluation, method)(*args)
+    except Exception as e:
+        reason = one_line_reason(e)
+        if reason is None:
+            raise
+        raise WorkerRefusal(f"{method} {args[0]}: {reason}") from None
     return round(time.perf_counter() - t0, 1)
+
+
+def _bank(*args: Any) -> None:
+    """:py:func:`scripts.visit.center_label_bank`, its maps dropped (a precondition check)."""
+    center_label_bank(*args)
 
 
 def file_digest(path: str | os.PathLike) -> str:

@@ -27,8 +27,8 @@ import torch
 from monai.data import NibabelWriter
 from monai.transforms import MapTransform
 
-from scripts.data.centers import read_center_order, read_label_maps_with_affines
-from scripts.data.label_maps import DEFAULT_CEILING, check_far_from_sources, new_label_maps
+from scripts.data.centers import center_subjects, read_center_order, read_label_maps_with_affines
+from scripts.data.label_maps import check_far_from_sources, new_label_maps
 from scripts.files import check_center_name, check_inside, make_private, private_dirs
 from scripts.handoff import HandoffError, load_handoff
 from scripts.networks import TDGANGenerator, encode_condition
@@ -40,6 +40,7 @@ __all__ = [
     "choose_styles",
     "label_folders",
     "LABEL_SOURCES",
+    "SynthesisItems",
     "synthesis_datalist",
     "network_setting",
     "label_names_of",
@@ -170,6 +171,16 @@ LABEL_SOURCES = ("new", "given")
 maps of the folders as they are (for training label maps: NOT shareable, the generator reproduces their images)."""
 
 
+class SynthesisItems(list):
+    """:py:func:`synthesis_datalist`'s items (a list), with ``ceilings``: center folder name -> the record of the
+    ceiling its new maps were checked against (rule, quantiles, derived values; no patient), for the dataset's
+    provenance."""
+
+    def __init__(self, items: Sequence[dict[str, Any]] = (), ceilings: dict[str, Any] | None = None) -> None:
+        super().__init__(items)
+        self.ceilings = dict(ceilings or {})
+
+
 def synthesis_datalist(
     source: GeneratorSource,
     label_dirs: Sequence[str | os.PathLike],
@@ -186,8 +197,9 @@ def synthesis_datalist(
 
     With ``label_source="new"`` (the default, and the only shareable choice for training folders), each center's
     label maps are only the SOURCE of new maps (:py:func:`scripts.data.label_maps.new_label_maps`: deformed,
-    lesions relocated and recombined), each checked farther than the similarity ceiling from every source map before
-    anything is written; ``"given"`` synthesises the folders' own label maps.
+    lesions relocated and recombined), each checked within the ceiling of every source map before anything is written
+    (by default calibrated from the center's own maps and their subjects:
+    :py:func:`scripts.data.label_maps.calibrate_ceiling`); ``"given"`` synthesises the folders' own label maps.
 
     Args:
         source: the trained generator and its registry.
@@ -202,11 +214,12 @@ def synthesis_datalist(
         label_source: ``"new"`` or ``"given"`` (:data:`LABEL_SOURCES`).
         new_maps_per_center: new maps per center (default: as many as the center has source maps).
         label_map_settings: keyword arguments of ``new_label_maps`` (``relocatable``, ``hosts``, ``flip_axes``,
-            ``ceiling``, ...).
+            ``ceiling`` (null: calibrated), ``ceiling_quantile``, ...).
 
     Returns:
-        items ``{"label": uint8 tensor (1, *spatial), "affine": float64 tensor (4, 4), "center": name, "code": int,
-        "label_source": str, "nearest_source_similarity": float}``; ``label_source`` is ``"<folder>/<relative path>"``
+        a :py:class:`SynthesisItems` list of items ``{"label": uint8 tensor (1, *spatial), "affine": float64 tensor
+        (4, 4), "center": name, "code": int, "label_source": str, "nearest_source_similarity": float}`` (and the
+        ceiling of each center's new maps as its ``ceilings``); ``label_source`` is ``"<folder>/<relative path>"``
         for a given map and ``"new:<folder>"`` for a new one (which source map it came from is not recorded: that
         would name a patient). ``affine`` is where the map lies, at ``spatial_size`` (the file's affine as MONAI's
         ``Resized`` updates it): a given map's own; a new map, a deformed recombination of the center's maps that
@@ -218,7 +231,7 @@ def synthesis_datalist(
     """
     if label_source not in LABEL_SOURCES:
         raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}.")
-    items, folders = [], []
+    items, folders, ceilings = SynthesisItems(), [], {}
     for index, d in enumerate(map(Path, label_dirs)):
         stacked, names, affines = read_label_maps_with_affines(d, spatial_dims, spatial_size, data_list_key)
         maps = list(stacked)
@@ -229,10 +242,14 @@ def synthesis_datalist(
             ]
             folders += [d.name] * len(maps)
             continue
-        sources = stacked
+        sources, subjects = stacked, center_subjects(d, data_list_key)
         settings = dict(label_map_settings or {})
-        made = new_label_maps(sources, new_maps_per_center or len(maps), seed=seed + index, **settings)
-        near = check_far_from_sources(made.maps, sources, settings.get("ceiling", DEFAULT_CEILING))
+        made = new_label_maps(
+            sources, new_maps_per_center or len(maps), seed=seed + index, subjects=subjects, **settings
+        )
+        near = check_far_from_sources(made.maps, sources, made.ceiling)
+        if made.ceiling is not None:
+            ceilings[d.name] = made.ceiling.record()
         items += [
             {
                 "label": m,
@@ -249,6 +266,7 @@ def synthesis_datalist(
     for item, name in zip(items, styles):
         item["center"] = name
         item["code"] = source.codes[name]
+    items.ceilings = ceilings
     return items
 
 
@@ -355,6 +373,8 @@ class SyntheticDatasetWriter:
         label_source: where the label maps came from (``"new"``: made from the centers' maps, belonging to no
             patient; ``"given"``: the folders' own maps), recorded in dataset.json with whether the set is shareable.
         label_map_settings: how new label maps were made (recorded in dataset.json).
+        ceilings: center -> the ceiling each center's new maps were checked against (``SynthesisItems.ceilings``:
+            rule, quantiles and derived values), recorded in dataset.json.
         shareable: whether the set may leave the center (recorded; default: ``label_source == "new"``).
         modality: dataset.json ``modality`` (one entry per image channel); default ``{"0": "synthetic"}``.
     """
@@ -369,8 +389,10 @@ class SyntheticDatasetWriter:
         label_map_settings: dict[str, Any] | None = None,
         shareable: bool | None = None,
         modality: dict[str, str] | None = None,
+        ceilings: dict[str, Any] | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.ceilings = dict(ceilings or {})
         self.modality = dict(modality or {"0": "synthetic"})
         self.label_names = dict(label_names)
         self.description = description
@@ -433,8 +455,8 @@ class SyntheticDatasetWriter:
             "label_maps": (
                 {
                     "made_by": "scripts.data.label_maps.new_label_maps",
-                    "ceiling": DEFAULT_CEILING,
                     **self.label_map_settings,
+                    "ceilings": self.ceilings,
                 }
                 if self.label_source == "new"
                 else {"made_by": "the label folders' own maps (patients' label maps: not shareable)"}
