@@ -19,6 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from conftest import run_visit
 
 from scripts.data import demo as demo_data
@@ -69,3 +70,24 @@ def test_mni152_without_nilearn_says_how_to_install_it_and_writes_nothing(tmp_pa
     assert not (tmp_path / "demo").exists()
     with pytest.raises(ValueError, match="anatomy must be one of"):
         make_demo_centers(tmp_path / "demo", anatomy="atlas")
+
+
+@needs_nilearn
+def test_slices_per_subject_gives_neighbouring_slices_of_one_volume_split_by_subject(tmp_path: Path):
+    from scripts.data.centers import read_label_maps
+    from scripts.data.label_maps import label_map_similarity
+
+    root = make_demo_centers(
+        tmp_path / "d", 1, num_train=10, num_test=4, size=32, anatomy="mni152", slices_per_subject=4
+    )
+    meta = json.loads((root / "center_a" / "dataset.json").read_text())
+    subjects = [e["subject"] for e in meta["training"]]
+    assert subjects == [f"center_a_training_00{i}" for i in (0, 0, 0, 0, 1, 1, 1, 1, 2, 2)]  # the last one shorter
+    assert {e["subject"] for e in meta["test"]} == {"center_a_test_000"}  # split by subject, never by slice
+    assert json.loads((root / "prepare.json").read_text())["slices_per_subject"] == 4
+    s = label_map_similarity(*(read_label_maps(root / "center_a", 2)[0],) * 2)
+    same = torch.tensor([[a == b for b in subjects] for a in subjects]) & ~torch.eye(10, dtype=torch.bool)
+    # a slice's neighbour of the same volume is far closer than any slice of another subject
+    assert float(s[same].min()) > float(s[~same & ~torch.eye(10, dtype=torch.bool)].median())
+    with pytest.raises(ValueError, match="needs a volumetric anatomy source"):
+        make_demo_centers(tmp_path / "p", 1, num_train=4, num_test=0, size=32, slices_per_subject=2)
