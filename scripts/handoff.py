@@ -51,6 +51,7 @@ __all__ = [
     "Limits",
     "LIMITS",
     "set_limits",
+    "set_chain_check",
 ]
 
 logger = logging.getLogger(__name__)
@@ -122,6 +123,16 @@ class Limits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"hand-off limit {name}={value!r}; expected a positive integer.")
+
+
+_CHAIN_CHECK: Callable[[Any, str, int, str], str] | None = None
+
+
+def set_chain_check(check: Callable[[Any, str, int, str], str] | None) -> None:
+    """Authenticate hand-off files that carry a signature chain with ``check(chain, sha256, visits, source)`` (a
+    federated site sets it: the hand-off it received and verified is read again by its visit)."""
+    global _CHAIN_CHECK
+    _CHAIN_CHECK = check
 
 
 LIMITS = Limits()
@@ -724,6 +735,7 @@ def load_handoff(
     expected_network: Mapping[str, int] | None = None,
     spatial_size: Sequence[int] | None = None,
     intensity_range: Sequence[float] | None = None,
+    written_here: bool = False,
 ) -> Handoff:
     """Read and check a hand-off file: the whole contract (:py:func:`verify_handoff`) and, for each setting given,
     the configuration that will use it (:py:func:`check_configuration`).
@@ -735,6 +747,10 @@ def load_handoff(
         expected_network: the settings of the generator this configuration builds; each must match.
         spatial_size: this configuration's spatial size; must match the recorded one.
         intensity_range: this configuration's image intensity range; must match the recorded one.
+        written_here: the file was written by this process moments ago (a visit's own output, read to be sent).
+
+    A file that holds the federation's signature chain is authenticated by it where this process checks one
+    (:py:func:`set_chain_check`: a federated site, for the hand-off it received).
 
     Raises:
         HandoffError: unreadable file, wrong format or version, checksum mismatch (tampered or corrupted), missing or
@@ -761,6 +777,18 @@ def load_handoff(
         raise HandoffError(
             f"{source}: not a TDGAN hand-off (expected keys 'payload', 'sha256' and 'hmac', got {keys})."
         )
-    handoff = verify_handoff(raw["payload"], raw["sha256"], raw.get("hmac"), source)
+    authenticate = None
+    if written_here:
+
+        def authenticate(digest: str, visits: int) -> str:
+            return "its writer, this process"
+
+    elif "chain" in raw and _CHAIN_CHECK is not None:
+        chain_check = _CHAIN_CHECK
+
+        def authenticate(digest: str, visits: int) -> str:
+            return chain_check(raw["chain"], digest, visits, source)
+
+    handoff = verify_handoff(raw["payload"], raw["sha256"], raw.get("hmac"), source, authenticate)
     check_configuration(handoff, source, expected_network, spatial_size, intensity_range)
     return handoff

@@ -40,3 +40,30 @@ class CorruptGenerator(Filter):
         dxo.data[key] = weight
         self.log_warning(fl_ctx, f"test fault: corrupted {key} of the generator in transit")
         return dxo.update_shareable(shareable)
+
+
+class ForgeGenerator(Filter):
+    """Task-data filter of a site that stands for a forging server: scales the generator it receives by ``factor``
+    and recomputes the hand-off's sha256, as anyone on the path can; only a signature can tell.
+
+    Args:
+        factor: multiplies every floating-point weight.
+    """
+
+    def __init__(self, factor: float = 1e30) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def process(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
+        """Forge a non-empty generator and its checksum."""
+        from scripts.fl.message import META_KEY
+        from scripts.handoff import payload_digest
+
+        dxo = from_shareable(shareable)
+        if not dxo.data:
+            return shareable
+        dxo.data = {k: v * self.factor if v.is_floating_point() else v for k, v in dxo.data.items()}
+        body = dxo.meta[META_KEY]
+        body["sha256"] = payload_digest({**{k: v for k, v in body.items() if k != "sha256"}, "generator": dxo.data})
+        self.log_warning(fl_ctx, "test fault: forged the generator and its checksum in transit")
+        return dxo.update_shareable(shareable)

@@ -25,7 +25,8 @@ import torch
 from conftest import META, REPO, TINY
 
 from scripts.fl.job import tdgan_job
-from scripts.fl.message import META_KEY, handoff_to_message, message_to_handoff
+from scripts.fl.message import CHAIN_KEY, META_KEY, handoff_to_message, message_to_handoff
+from scripts.fl.site import generate_key
 from scripts.handoff import HandoffError, load_handoff, payload_digest
 from scripts.networks import TDGANGenerator
 
@@ -42,6 +43,23 @@ def _site_log(ws: Path, site: str) -> str:
     return (ws / site / "log.txt").read_text(errors="replace")
 
 
+def _signing_federation(folder: Path, order: list[str]) -> dict[str, dict]:
+    """Each site's own Ed25519 key and the federation file (order and public keys); the server gets the federation
+    file only (it can check the chain, not sign): the ``site_settings`` of :py:func:`scripts.fl.job.simulate`."""
+    public = {s: generate_key(folder / s / "signing.key") for s in order}
+    federation = folder / "federation.json"
+    federation.write_text(json.dumps({"federation": "test_federation", "order": order, "sites": public}))
+    sites = {
+        s: {
+            "signing_key": str(folder / s / "signing.key"),
+            "federation": str(federation),
+            "require_authentication": True,
+        }
+        for s in order
+    }
+    return {**sites, "server": {"federation": str(federation), "require_authentication": True}}
+
+
 @pytest.fixture(scope="module")
 def relay(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The bundle's federated config (configs/federated.json over train_sequential.json), run once through
@@ -52,7 +70,10 @@ def relay(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     (root / "centers.json").write_text(json.dumps({"order": ORDER}))
     override = tmp / "tiny.json"
     tiny = {f"visit_overrides#{k}": v for k, v in SITE_TINY.items()}
-    override.write_text(json.dumps({"data_root": str(root), "output_dir": str(tmp / "out"), **tiny}))
+    sites = _signing_federation(tmp / "keys", ORDER)
+    override.write_text(
+        json.dumps({"data_root": str(root), "output_dir": str(tmp / "out"), "site_settings": sites, **tiny})
+    )
     configs = [str(REPO / "configs" / f) for f in ("train_sequential.json", "federated.json")] + [str(override)]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs), "--meta_file", META]
     cmd += ["--logging_file", str(REPO / "configs" / "logging.conf"), "--bundle_root", str(REPO)]
@@ -99,7 +120,7 @@ def test_no_message_carries_an_image_only_generator_weights_and_label_maps(relay
     # the controller also prepares task data after the last result, for a next site that does not come
     assert [m["direction"] for m in messages] == ["task", "result"] * len(ORDER) + ["task"]
     for m in messages[1:]:  # all but the opening message, which is empty
-        assert m["meta_keys"] == [META_KEY] or set(m["meta_keys"]) - {"job_id", "site_name"} == {META_KEY}
+        assert set(m["meta_keys"]) - {"job_id", "site_name"} == {META_KEY, CHAIN_KEY}  # hand-off + its signatures
         params = {k: v for k, v in m["tensors"].items() if k.startswith("params/")}
         assert {k: v["shape"] for k, v in params.items()} == expected
         assert {v["dtype"] for v in params.values()} == {"torch.float32"}
@@ -121,9 +142,30 @@ def test_each_site_reads_only_its_own_folder_from_its_own_settings_and_the_job_s
         assert str(relay["root"]) not in config and "center_dir" not in config  # the job names no folder
         assert not (app / "custom").exists()
         settings = json.loads((relay["out"] / "sites" / site / "tdgan_site.json").read_text())
-        assert settings == {"center_dir": str(relay["root"] / site)}
+        assert settings["center_dir"] == str(relay["root"] / site)  # its own folder, and no other site's
+        assert [c for c in ORDER if c != site and str(relay["root"] / c) in json.dumps(settings)] == []
         assert (relay["out"] / "sites" / site / "tdgan_site.json").stat().st_mode & 0o077 == 0
     assert not (relay["ws"] / "server" / "simulate_job" / "app_server" / "custom").exists()
+
+
+def test_every_handoff_is_signed_by_the_site_that_made_it_and_the_server_holds_no_signing_key(relay: dict):
+    summary = json.loads((relay["out"] / "sequence.json").read_text())
+    previous = None
+    for i, visit in enumerate(summary["visits"]):
+        record = torch.load(visit["handoff"], weights_only=True)
+        chain = record["chain"]
+        assert [link["statement"]["site"] for link in chain] == ORDER[: i + 1]
+        statement = chain[-1]["statement"]
+        assert (
+            statement["visit"] == i
+            and statement["previous"] == previous
+            and statement["federation"] == ("test_federation")
+        )
+        assert statement["sha256"] == record["sha256"]  # the server stored what the site signed, unchanged
+        previous = statement["sha256"]
+    server = json.loads((relay["out"] / "sites" / "server" / "tdgan_site.json").read_text())
+    assert "signing_key" not in server and "center_dir" not in server
+    assert "signed" in _site_log(relay["ws"], ORDER[0]) and "UNAUTHENTICATED" not in _site_log(relay["ws"], ORDER[1])
 
 
 def _failing_relay(demo_root: Path, tmp_path: Path, fault: str) -> tuple[Path, Path, RuntimeError]:
@@ -132,13 +174,16 @@ def _failing_relay(demo_root: Path, tmp_path: Path, fault: str) -> tuple[Path, P
 
     order = ["center_a", "center_b", "center_c"]
     sites = {"center_b": {"center_dir": str(tmp_path / "no_such_center")}} if fault == "missing" else {}
+    if fault == "forged":
+        sites = _signing_federation(tmp_path / "keys", order)
     out = tmp_path / "out"
     job = tdgan_job(order, out, SITE_TINY)
-    if fault == "corrupt":
-        from fl_faults import CorruptGenerator
+    if fault in ("corrupt", "forged"):
+        from fl_faults import CorruptGenerator, ForgeGenerator
         from nvflare.job_config.defs import FilterType
 
-        job.to(CorruptGenerator(), "center_b", filter_type=FilterType.TASK_DATA, tasks=["train"])
+        fault_filter = CorruptGenerator() if fault == "corrupt" else ForgeGenerator()
+        job.to(fault_filter, "center_b", filter_type=FilterType.TASK_DATA, tasks=["train"])
     with pytest.raises(RuntimeError, match="did not complete") as failure:
         simulate(demo_root, out, order=order, job=job, site_settings=sites)
     return out, out / "nvflare", failure.value
@@ -160,6 +205,15 @@ def test_corrupted_generator_is_refused_by_the_site_and_the_relay_stops(demo_roo
     assert [p.name for p in (out / "handoffs").glob("*.pt")] == ["visit01_center_a.pt"]
     assert not (out / "sequence.json").exists()
     assert not (ws / "center_c" / "tdgan_center_c").exists()
+
+
+def test_a_generator_forged_in_transit_with_its_checksum_is_refused_by_the_signed_site(demo_root: Path, tmp_path: Path):
+    out, ws, _ = _failing_relay(demo_root, tmp_path, "forged")
+    log = _site_log(ws, "center_b")
+    assert "test fault: forged" in log and "not the hand-off that was signed; refused" in log
+    assert not list((ws / "center_b").rglob("handoff_*.pt"))  # nothing trained, nothing sent
+    assert [p.name for p in (out / "handoffs").glob("*.pt")] == ["visit01_center_a.pt"]
+    assert not (out / "sequence.json").exists()
 
 
 @pytest.fixture(scope="module")

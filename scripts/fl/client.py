@@ -35,7 +35,7 @@ from scripts.files import check_inside  # noqa: E402
 from scripts.fl.message import CHAIN_KEY, META_KEY, handoff_to_message, is_first_message, message_to_handoff  # noqa: E402
 from scripts.fl.overrides import OverrideError, job_overrides  # noqa: E402
 from scripts.fl.site import SiteError, SiteSettings, chain_check, load_site_settings, sign_link  # noqa: E402
-from scripts.handoff import load_handoff, save_handoff, set_limits  # noqa: E402
+from scripts.handoff import load_handoff, save_handoff, set_chain_check, set_limits  # noqa: E402
 from scripts.sequence import handoff_name  # noqa: E402
 from scripts.visit import run_visit  # noqa: E402
 
@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_site_settings(site)  # this site's own settings; its key must be the one its federation lists
     overrides = settings.visit_overrides(args.overrides)  # the site's policy, before anything runs
     set_limits(settings.limits)
+    if settings.federation is not None:  # the received hand-off, saved for the visit, is read again under its chain
+        set_chain_check(lambda chain, sha, visits, source: chain_check(chain, settings, job, source)(sha, visits))
     check_center_dir(settings.center_dir, site)  # fail at job start, not after the sites before it have trained
     work_dir = (settings.work_dir or Path(f"tdgan_{site}")).resolve()
     if not settings.authenticated:
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"site {site}: {tag} from {handoff_in or 'scratch'} (round {model.current_round})")
         run_visit([center_dir], work_dir / tag, handoff_in, handoff_out, overrides, bundle_root=BUNDLE_ROOT)
         done.add(position)
-        params, meta = handoff_to_message(load_handoff(handoff_out))
+        params, meta = handoff_to_message(load_handoff(handoff_out, written_here=True))
         if settings.signing_key is not None and settings.federation is not None:
             link = sign_link(
                 settings.signing_key, settings.federation.name, job, position, site, meta[META_KEY]["sha256"], previous

@@ -334,6 +334,7 @@ class FederatedSequence:
         visit_overrides: settings of every visit a job may choose (:data:`scripts.fl.overrides.JOB_SETTINGS`).
         workspace: simulator workspace.
         job_root: where ``export()`` writes the job folder.
+        site_settings: participant -> more of its simulated settings (keys, policy, limits; see :py:func:`simulate`).
         job_args: more arguments of :py:func:`tdgan_job`.
     """
 
@@ -345,6 +346,7 @@ class FederatedSequence:
         visit_overrides: Mapping[str, Any] | None = None,
         workspace: str | None = None,
         job_root: str | None = None,
+        site_settings: Mapping[str, Mapping[str, Any]] | None = None,
         **job_args: Any,
     ) -> None:
         self.data_root = data_root
@@ -353,12 +355,19 @@ class FederatedSequence:
         self.visit_overrides = dict(visit_overrides or {})
         self.workspace = workspace
         self.job_root = job_root
+        self.site_settings = dict(site_settings or {})
         self.job_args = job_args
 
     def run(self) -> list[str]:
         """Run the job in the simulator; returns the hand-off paths in order (see :py:func:`simulate`)."""
         return simulate(
-            self.data_root, self.output_dir, self.visit_overrides, self.order, self.workspace, **self.job_args
+            self.data_root,
+            self.output_dir,
+            self.visit_overrides,
+            self.order,
+            self.workspace,
+            site_settings=self.site_settings,
+            **self.job_args,
         )
 
     def export(self) -> str:
