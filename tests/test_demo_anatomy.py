@@ -62,6 +62,19 @@ def test_demo_centers_from_mni152_train_one_visit(tmp_path: Path):
     assert load_handoff(tmp_path / "visit" / "handoff.pt").visits[0]["iterations"] == 4
 
 
+@needs_nilearn
+def test_a_bank_visit_runs_by_default_on_multi_slice_mni152_centers_and_records_its_ceiling(tmp_path: Path):
+    root = make_demo_centers(
+        tmp_path / "d", 1, num_train=8, num_test=0, size=32, anatomy="mni152", slices_per_subject=4
+    )
+    run_visit([root / "center_a"], tmp_path / "visit")  # bank reminding, new maps, the calibrated ceiling: defaults
+    handoff = load_handoff(tmp_path / "visit" / "handoff.pt")
+    assert handoff.label_bank["center_a"].shape[0] > 0
+    record = handoff.visits[0]["label_bank"]["ceilings"]["center_a"]
+    assert record["quantile"] == 0.5 and record["class_quantile"] == 0.95 and 0 < record["mean_foreground_dice"] < 1
+    assert "training_00" not in json.dumps(handoff.visits)  # the rule and its values travel, never a subject
+
+
 def test_mni152_without_nilearn_says_how_to_install_it_and_writes_nothing(tmp_path: Path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(demo_data.importlib.util, "find_spec", lambda n, *a: None if n == "nilearn" else real(n, *a))
