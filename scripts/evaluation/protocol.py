@@ -106,7 +106,9 @@ class WorkerRefusal(InputError):
 class Evaluation:
     """The paper's evaluation protocol on centers with paired held-out test data, end to end, once per seed.
 
-    For every seed in ``seeds`` (the visits', synthesis's and segmentation's seed):
+    Before anything trains, every method's preconditions for every seed (:py:meth:`preflight`: the centers, its
+    label bank, the shareable sets' new label maps); a failed one is refused then, in one line each. Then, for every
+    seed in ``seeds`` (the visits', synthesis's and segmentation's seed):
 
     1. Train each generator (a sequence config plus the method's override files; finished visits are reused) on the
        same budget of generator updates (:py:meth:`budgets`).
