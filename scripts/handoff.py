@@ -718,7 +718,7 @@ def _archive_problem(path: Path) -> str | None:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError) as e:
-        return f"not a hand-off archive ({e})"
+        return f"not a readable hand-off file (corrupted, truncated, or not a torch.save archive: {e})"
     if len(members) > 4 * LIMITS.max_tensors + 16:
         return f"{len(members)} archive members, more than a hand-off within this reader's limits holds"
     packed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]

@@ -21,6 +21,7 @@ import os
 import re
 import runpy
 import shlex
+import shutil
 import subprocess
 import sys
 import warnings
@@ -56,6 +57,26 @@ TINY_RUN = {
     "configs/segmentation.json": {"spatial_size": "[32,32]", "iterations": "2", "batch_size": "2", "device": "cpu"},
 }
 
+FL_RUN = {
+    r"python -m monai\.bundle run --config_file .*federated\.json": {
+        "demo_data#num_test": "2",
+        "demo_data#size": "32",
+        "visit_overrides#spatial_size": "[32,32]",
+        "visit_overrides#ngf": "8",
+        "visit_overrides#num_blocks": "1",
+        "visit_overrides#ndf": "8",
+        "visit_overrides#d_layers": "1",
+        "visit_overrides#batch_size": "2",
+        "visit_overrides#epochs_constant": "1",
+        "visit_overrides#epochs_decay": "0",
+        "visit_overrides#label_bank_size": "4",
+        "visit_overrides#amp": "False",
+    },
+    r"python -m monai\.bundle run --run_id export --config_file .*federated\.json": {},
+}
+"""docs/federated.md's simulator and export commands, run as written (``$PWD`` = the fresh copy) with the demo's own
+settings at a tiny size: the demo's visit settings must be ones a job may send."""
+
 NOT_RUN = {
     r"bash run_demo\.sh": "the whole demo protocol: 23 min on 2 cores (a tiny protocol run: tests/test_evaluation.py)",
     r"bash run_tests\.sh": "this test suite itself (CI's command)",
@@ -65,8 +86,8 @@ NOT_RUN = {
     "prepared data (tests/test_sequence.py, tests/test_dataset_settings.py run sequences at a tiny size)",
     r"python -m monai\.bundle run --config_file \"\['configs/train_sequential\.json',.*baselines/": "a baseline's "
     "whole sequence, minutes at the demo's size (tests/test_fair_baselines.py)",
-    r"python -m monai\.bundle run( --run_id export)? --config_file .*federated\.json": "NVFlare's simulator or a job "
-    "export for POC: minutes (tests/test_fl.py runs the job in the simulator)",
+    r"python -m scripts\.fl\.site (keygen|check|public) ": "makes or reads a site's keys and settings "
+    "(tests/test_fl_site.py, tests/test_fl_poc.py)",
     r"torchrun ": "two processes (tests/test_multi_gpu.py runs a tiny DDP visit)",
     r"python -m monai\.bundle run --config_file .*train_3d\.json": "a 3D visit (tests/test_train_3d.py)",
     r"python -m monai\.bundle run --config_file configs/(train|inference|evaluate)\.json .*(/data/|visit03_center_c)": (
@@ -210,7 +231,7 @@ def test_every_documented_command_names_files_modules_and_options_that_exist(doc
 def test_every_documented_command_is_run_here_or_listed_with_the_reason_it_is_not():
     unclassified = []
     for doc, command in COMMANDS:
-        run = [p for p in RUN if re.match(p, command)]
+        run = [p for p in [*RUN, *FL_RUN] if re.match(p, command)]
         skipped = [p for p in NOT_RUN if re.match(p, command)]
         if len(run) + len(skipped) != 1:
             unclassified.append((doc, command, run + skipped))
@@ -254,3 +275,30 @@ def test_the_readme_path_from_a_fresh_clone_runs_as_written(tmp_path: Path):
     assert {it["center"] for it in mixture["training"]} <= {"center_a", "center_b"} and mixture["shareable"] is True
     assert (bundle / "output" / "segmentation" / "segmentation.pt").is_file()
     assert list((bundle / "output" / "segmentation" / "validation").glob("*_raw.csv"))
+
+
+def test_the_federated_commands_of_the_docs_run_as_written_with_the_demo_settings(tmp_path: Path):
+    """docs/federated.md's simulator run (3 demo sites, each reading its own settings file) and its POC export (a job
+    folder naming no data folder, no code, no ``num_classes``: the server holds no data), in a fresh copy."""
+    pytest.importorskip("nvflare")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    for part in ("configs", "scripts"):  # copies: NVFlare refuses app packages that resolve outside the bundle
+        shutil.copytree(REPO / part, bundle / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (bundle / "models").symlink_to(REPO / "models")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = str(bundle)
+    federated = [c for d, c in COMMANDS if d == "docs/federated.md"]
+    for pattern, tiny in FL_RUN.items():
+        command = next(c for c in federated if re.match(pattern, c)).replace("$PWD", str(bundle))
+        tokens = _with(_tokens(command), tiny)
+        done = subprocess.run(
+            [sys.executable, *tokens[1:]], cwd=bundle, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    summary = json.loads((bundle / "output" / "fl_tdgan_bank" / "sequence.json").read_text())
+    assert [v["site"] for v in summary["visits"]] == ["center_a", "center_b", "center_c"]
+    client = (bundle / "jobs" / "tdgan_cyclic" / "app_center_a" / "config" / "config_fed_client.json").read_text()
+    assert str(bundle / "data") not in client and "num_classes" not in client and "center_dir" not in client
+    assert "label_map_settings" in client  # the demo's own settings travel as job settings
+    assert not list((bundle / "jobs" / "tdgan_cyclic").rglob("*.py"))

@@ -25,7 +25,7 @@ from nvflare.app_common.abstract.model import ModelLearnable, ModelLearnableKey,
 from nvflare.app_common.abstract.shareable_generator import ShareableGenerator
 from nvflare.fuel.utils import fobs
 
-from scripts.files import check_inside, private_dirs
+from scripts.files import check_inside, make_private, private_dirs
 from scripts.fl.message import CHAIN_KEY, META_KEY, describe_message, handoff_to_message, message_to_handoff
 from scripts.fl.site import SiteSettings, chain_check, load_site_settings
 from scripts.handoff import HandoffError, load_handoff, save_handoff, set_limits
@@ -120,6 +120,7 @@ class HandoffRelay(ShareableGenerator):
         private_dirs(path.parent)
         with open(path, "a") as f:
             f.write(json.dumps(entry) + "\n")
+        make_private(path)  # names the sites and the shapes of what they sent: owner-only, as the hand-offs
 
     def learnable_to_shareable(self, learnable: ModelLearnable, fl_ctx: FLContext) -> Shareable:
         """The task data for the next site: the last hand-off's generator and metadata, nothing else."""
