@@ -60,28 +60,51 @@ def _signing_federation(folder: Path, order: list[str]) -> dict[str, dict]:
     return {**sites, "server": {"federation": str(federation), "require_authentication": True}}
 
 
-@pytest.fixture(scope="module")
-def relay(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The bundle's federated config (configs/federated.json over train_sequential.json), run once through
-    ``python -m monai.bundle run``: 3 simulated sites x 1 round with tiny visits."""
-    tmp = tmp_path_factory.mktemp("fl")
-    root = tmp / "data"
-    shutil.copytree(demo_root, root)
-    (root / "centers.json").write_text(json.dumps({"order": ORDER}))
-    override = tmp / "tiny.json"
-    tiny = {f"visit_overrides#{k}": v for k, v in SITE_TINY.items()}
-    sites = _signing_federation(tmp / "keys", ORDER)
-    override.write_text(
-        json.dumps({"data_root": str(root), "output_dir": str(tmp / "out"), "site_settings": sites, **tiny})
-    )
-    configs = [str(REPO / "configs" / f) for f in ("train_sequential.json", "federated.json")] + [str(override)]
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(configs), "--meta_file", META]
+DOCS_CONFIGS = ("train_sequential.json", "demo.json", "federated.json")
+"""docs/federated.md's simulator command: the demo's own settings through the federation (at a tiny size here)."""
+DEMO_TINY = {"amp": False, "d_layers": 1}  # beside SITE_TINY: the demo's bf16 and discriminator depth, made tiny
+
+
+def _bundle_run(configs: list[str], settings: dict, out: Path) -> None:
+    """``python -m monai.bundle run`` of ``configs`` with ``settings`` as one more override file."""
+    override = out.with_suffix(".json")
+    override.write_text(json.dumps(settings))
+    files = [str(REPO / "configs" / f) for f in configs] + [str(override)]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", json.dumps(files), "--meta_file", META]
     cmd += ["--logging_file", str(REPO / "configs" / "logging.conf"), "--bundle_root", str(REPO)]
     done = subprocess.run(
         cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    return {"root": root, "out": tmp / "out", "ws": tmp / "out" / "nvflare"}
+
+
+@pytest.fixture(scope="module")
+def relay(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """docs/federated.md's simulator command (configs/federated.json over train_sequential.json and the demo's
+    settings), run once through ``python -m monai.bundle run``: 3 simulated sites x 1 round with tiny visits, a
+    signing federation; and the same configs without federated.json: the local sequence."""
+    tmp = tmp_path_factory.mktemp("fl")
+    root = tmp / "data"
+    shutil.copytree(demo_root, root)
+    (root / "centers.json").write_text(json.dumps({"order": ORDER}))
+    tiny = {f"visit_overrides#{k}": v for k, v in {**SITE_TINY, **DEMO_TINY}.items()}
+    sites = _signing_federation(tmp / "keys", ORDER)
+    common = {"data_root": str(root), **tiny}
+    _bundle_run(list(DOCS_CONFIGS), {**common, "output_dir": str(tmp / "out"), "site_settings": sites}, tmp / "out")
+    _bundle_run(list(DOCS_CONFIGS[:2]), {**common, "output_dir": str(tmp / "local")}, tmp / "local")
+    return {"root": root, "out": tmp / "out", "ws": tmp / "out" / "nvflare", "local": tmp / "local"}
+
+
+def test_the_federated_run_is_bit_identical_to_the_local_sequence(relay: dict):
+    federated = json.loads((relay["out"] / "sequence.json").read_text())["visits"]
+    local = json.loads((relay["local"] / "sequence.json").read_text())["visits"]
+    assert [v["centers"] for v in federated] == [v["centers"] for v in local] == [[c] for c in ORDER]
+    for f, loc in zip(federated, local, strict=True):
+        a, b = load_handoff(f["handoff"]), load_handoff(loc["handoff"])
+        assert a.generator.keys() == b.generator.keys()
+        assert all(torch.equal(v, b.generator[k]) for k, v in a.generator.items())
+        assert a.label_bank.keys() == b.label_bank.keys()
+        assert all(torch.equal(v, b.label_bank[k]) for k, v in a.label_bank.items())
 
 
 def test_each_site_receives_bit_identical_the_generator_the_previous_site_sent(relay: dict):

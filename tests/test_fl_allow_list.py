@@ -38,10 +38,10 @@ from nvflare.private.json_configer import JsonConfigurator  # noqa: E402
 import scripts  # noqa: E402
 from scripts.fl.executor import VisitExecutor  # noqa: E402
 from scripts.fl.job import allow_bundle_components, bundle_allow_list, tdgan_job  # noqa: E402
-from scripts.fl.relay import HandoffPersistor, HandoffRelay  # noqa: E402
+from scripts.fl.relay import HandoffPersistor, HandoffRelay, RelayController  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SERVER = {"scripts.fl.relay.HandoffPersistor", "scripts.fl.relay.HandoffRelay"}
+SERVER = {"scripts.fl.relay.HandoffPersistor", "scripts.fl.relay.HandoffRelay", "scripts.fl.relay.RelayController"}
 SITE = {"scripts.fl.executor.VisitExecutor"}
 EXPECTED = {"server": SERVER, "site": SITE, "simulator": SERVER | SITE}
 
@@ -105,7 +105,9 @@ def test_the_written_allow_list_admits_exactly_the_bundles_own_components_by_nvf
 
 def test_the_allow_list_names_the_classes_the_job_builds_and_each_side_builds_only_its_own(tmp_path: Path):
     assert set(bundle_allow_list("server")) == SERVER and set(bundle_allow_list("site")) == SITE
-    classes = {c.__module__ + "." + c.__qualname__ for c in (HandoffPersistor, HandoffRelay, VisitExecutor)}
+    classes = {
+        c.__module__ + "." + c.__qualname__ for c in (HandoffPersistor, HandoffRelay, RelayController, VisitExecutor)
+    }
     assert classes == SERVER | SITE
     job = tdgan_job(["center_a", "center_b"], tmp_path / "out")
     job.export_job(str(tmp_path / "jobs"))

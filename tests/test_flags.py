@@ -34,6 +34,7 @@ WORKFLOWS: dict[str, list[str]] = {
     "compare.json": ["compare.json"],
     "evaluate.json": ["evaluate.json"],
     "demo.json": ["compare.json", "demo.json"],
+    "demo_mni152.json": ["compare.json", "demo.json", "demo_mni152.json"],
     **{
         f"baselines/{p.name}": ["train_sequential.json", f"baselines/{p.name}"]
         for p in CONFIGS.glob("baselines/*.json")

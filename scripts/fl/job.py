@@ -20,14 +20,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nvflare.app_common.workflows.cyclic_ctl import CyclicController
 from nvflare.job_config.api import FedJob
 
 from scripts.data.centers import read_center_order
 from scripts.files import make_private, private_dirs
 from scripts.fl.executor import VisitExecutor
 from scripts.fl.overrides import SITE_KEYS, job_overrides
-from scripts.fl.relay import HandoffPersistor, HandoffRelay
+from scripts.fl.relay import HandoffPersistor, HandoffRelay, RelayController
 from scripts.fl.site import SITE_CONFIG_ENV, SITE_FILE
 
 __all__ = [
@@ -43,8 +42,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[2]
-SERVER_COMPONENTS = (HandoffPersistor, HandoffRelay)
-"""The bundle's FLARE components a server builds for this job (the controller is FLARE's own, on its default list)."""
+SERVER_COMPONENTS = (HandoffPersistor, HandoffRelay, RelayController)
+"""The bundle's FLARE components a server builds for this job (the controller: FLARE's cyclic one, failing the job
+when the relay stops)."""
 SITE_COMPONENTS = (VisitExecutor,)
 """The bundle's FLARE components a site builds for this job."""
 ROLES = ("server", "site", "simulator")
@@ -86,7 +86,8 @@ def tdgan_job(
 ) -> FedJob:
     """The center sequence as an NVFlare job.
 
-    Server: ``CyclicController`` with the explicit site order, ``task_assignment_timeout=0`` (wait for the named site
+    Server: :py:class:`~scripts.fl.relay.RelayController` (FLARE's ``CyclicController``, failing the job when the relay
+    stops) with the explicit site order, ``task_assignment_timeout=0`` (wait for the named site
     however long it takes: a slow site is never skipped) and a short task request interval (the server's default 2 s
     dominates the hop time); :py:class:`~scripts.fl.relay.HandoffPersistor` opens the relay, and
     :py:class:`~scripts.fl.relay.HandoffRelay` checks every result and writes it as the visit's hand-off.
@@ -120,7 +121,7 @@ def tdgan_job(
         ),
         id="shareable_generator",
     )
-    controller = CyclicController(
+    controller = RelayController(
         num_rounds=num_rounds,
         task_assignment_timeout=task_assignment_timeout,
         persistor_id="persistor",

@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from nvflare.apis.dxo import DXO, DataKind, from_shareable
-from nvflare.apis.fl_constant import ReservedKey
+from nvflare.apis.fl_constant import ReservedKey, ReturnCode
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 from nvflare.app_common.abstract.learnable_persistor import LearnablePersistor
 from nvflare.app_common.abstract.model import ModelLearnable, ModelLearnableKey, make_model_learnable
 from nvflare.app_common.abstract.shareable_generator import ShareableGenerator
+from nvflare.app_common.workflows.cyclic_ctl import CyclicController as _CyclicController
 from nvflare.fuel.utils import fobs
 
 from scripts.files import check_inside, make_private, private_dirs
@@ -31,7 +33,7 @@ from scripts.fl.site import SiteSettings, chain_check, load_site_settings
 from scripts.handoff import HandoffError, load_handoff, save_handoff, set_limits
 from scripts.sequence import handoff_name, write_summary
 
-__all__ = ["HandoffPersistor", "HandoffRelay"]
+__all__ = ["HandoffPersistor", "HandoffRelay", "RelayController"]
 
 
 def _register_tensor_decomposer() -> None:
@@ -181,3 +183,21 @@ class HandoffRelay(ShareableGenerator):
         visits = [{"centers": r["centers"], "handoff": r["handoff"], "site": r["site"]} for r in self._records]
         path = Path(self.output_dir) / "sequence.json"
         write_summary(path, self.data_root, self.order, visits, engine="nvflare", num_rounds=self.num_rounds)
+
+
+class RelayController(_CyclicController):
+    """NVFlare's ``CyclicController``, except that a relay stopped by a failed or refused visit ends the job as
+    failed. The stock controller logs the error, stops the workflow and lets the job finish as ``COMPLETED``, so an
+    operator reading ``nvflare job list`` would not see that a site refused its task or the server refused a result;
+    here the controller raises a system panic (the job ends ``ABNORMAL``), with the reason in one line."""
+
+    def _process_result(self, client_task: Any, fl_ctx: FLContext) -> None:
+        result = client_task.result
+        rc = result.get_return_code() if isinstance(result, Shareable) else None
+        before = self._last_learnable
+        super()._process_result(client_task, fl_ctx)
+        site = client_task.client.name
+        if rc not in (ReturnCode.OK, ReturnCode.EARLY_TERMINATION):
+            self.system_panic(f"relay stopped: the visit of site {site} failed or was refused ({rc}).", fl_ctx)
+        elif rc == ReturnCode.OK and self._last_learnable is before:
+            self.system_panic(f"relay stopped: the result of site {site} was refused (see the server log).", fl_ctx)
