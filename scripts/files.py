@@ -121,6 +121,14 @@ def private_dirs(folder: str | os.PathLike) -> Path:
     return folder
 
 
+def owner_only_problem(path: str | os.PathLike) -> str | None:
+    """Why a secret file (a key) is not private to its owner, with the fix, or None (always None off POSIX)."""
+    mode = Path(path).stat().st_mode
+    if os.name == "posix" and mode & 0o077:
+        return f"readable by others (mode {mode & 0o777:o}); run chmod 600 {path}"
+    return None
+
+
 def make_private(path: str | os.PathLike) -> None:
     """Make a file the bundle wrote owner-only (0o600) or a folder it made owner-only (0o700), whatever the umask."""
     os.chmod(path, PRIVATE_DIR if os.path.isdir(path) else PRIVATE_FILE)

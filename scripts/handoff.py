@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from scripts.files import center_name_problem, disk_full, private_dirs
+from scripts.files import center_name_problem, disk_full, owner_only_problem, private_dirs
 from scripts.networks import CONDITIONING_MODES
 
 __all__ = [
@@ -270,11 +270,9 @@ def federation_key() -> bytes | None:
     path = Path(name)
     if not path.is_file():
         raise HandoffError(f"federation key file {path} (${KEY_ENV}): not found; point {KEY_ENV} at the key file.")
-    if os.name == "posix" and path.stat().st_mode & 0o077:
-        raise HandoffError(
-            f"federation key file {path}: readable by others (mode {path.stat().st_mode & 0o777:o}); "
-            f"run chmod 600 {path}."
-        )
+    problem = owner_only_problem(path)
+    if problem:
+        raise HandoffError(f"federation key file {path}: {problem}.")
     key = path.read_bytes().strip()
     if len(key) < MIN_KEY_BYTES:
         raise HandoffError(

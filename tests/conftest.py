@@ -69,3 +69,27 @@ def stats_lines(caplog: pytest.LogCaptureFixture):
     yield lambda: [r.getMessage() for r in caplog.records]
     logger.removeHandler(caplog.handler)
     logger.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def handoffs(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Real hand-offs of two tiny visits: ``a`` (center_a) and ``b`` (center_b from ``a``: two registered centers)."""
+    out = tmp_path_factory.mktemp("handoffs")
+    run_visit([demo_root / "center_a"], out / "a")
+    run_visit([demo_root / "center_b"], out / "b", out / "a" / "handoff.pt")
+    return {"a": out / "a" / "handoff.pt", "b": out / "b" / "handoff.pt"}
+
+
+def segmentation_workflow(dataset_dir: Path, out: Path, **override: Any) -> ConfigWorkflow:
+    """configs/segmentation.json at a tiny size on ``dataset_dir`` (a center or a synthetic set), initialised."""
+    settings = {"device": "cpu", "spatial_size": TINY["spatial_size"], "iterations": 2, "batch_size": 2, **override}
+    workflow = ConfigWorkflow(
+        config_file=str(REPO / "configs" / "segmentation.json"),
+        meta_file=META,
+        logging_file=False,
+        workflow_type="train",
+        **{"bundle_root": str(REPO), "dataset_dir": str(dataset_dir), "output_dir": str(out)},
+        **settings,
+    )
+    workflow.initialize()
+    return workflow

@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import META, REPO, TINY, run_visit, visit_workflow
+from conftest import META, REPO, TINY, run_visit, segmentation_workflow, visit_workflow
 from monai.bundle import ConfigWorkflow
 
 from scripts.data.centers import dataset_setting
@@ -72,16 +72,7 @@ def _reason(error: BaseException) -> str:
 
 
 def _segmentation(dataset_dir: Path, out: Path, **override) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(
-        config_file=str(REPO / "configs" / "segmentation.json"),
-        meta_file=META,
-        logging_file=False,
-        workflow_type="train",
-        **{"bundle_root": str(REPO), "dataset_dir": str(dataset_dir), "output_dir": str(out), "device": "cpu"},
-        **{"spatial_size": TINY["spatial_size"], "iterations": 2, "batch_size": 2, "val_fraction": 0, **override},
-    )
-    workflow.initialize()
-    return workflow
+    return segmentation_workflow(dataset_dir, out, **{"val_fraction": 0, **override})
 
 
 def test_a_visit_reads_3_classes_and_3_channels_from_dataset_json(rgb_root: Path, tmp_path: Path):

@@ -23,7 +23,6 @@ from typing import Any
 import nvflare.client as flare
 import pytest
 import torch
-from conftest import run_visit
 
 from scripts.fl import client
 from scripts.fl.message import CHAIN_KEY, META_KEY, handoff_to_message
@@ -33,15 +32,6 @@ from scripts.handoff import HandoffError, Limits, load_handoff, payload_digest, 
 
 SITES = ["center_a", "center_b", "center_c"]
 JOB = "job-1"
-
-
-@pytest.fixture(scope="module")
-def handoffs(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Real hand-offs of two tiny visits: ``a`` (center_a) and ``b`` (center_b from ``a``)."""
-    out = tmp_path_factory.mktemp("site_handoffs")
-    run_visit([demo_root / "center_a"], out / "a")
-    run_visit([demo_root / "center_b"], out / "b", out / "a" / "handoff.pt")
-    return {"a": out / "a" / "handoff.pt", "b": out / "b" / "handoff.pt"}
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import META, REPO, TINY, run_visit
+from conftest import META, REPO, TINY, run_visit, segmentation_workflow
 from monai.bundle import ConfigWorkflow
 
 
@@ -73,16 +73,7 @@ def test_a_segmentation_run_writes_its_checkpoint_tensorboard_and_per_case_csvs_
     demo_root: Path, tmp_path: Path, umask_022
 ):
     out = tmp_path / "seg"
-    workflow = ConfigWorkflow(
-        config_file=str(REPO / "configs" / "segmentation.json"),
-        meta_file=META,
-        logging_file=False,
-        workflow_type="train",
-        **{"bundle_root": str(REPO), "dataset_dir": str(demo_root / "center_a"), "output_dir": str(out)},
-        **{"device": "cpu", "spatial_size": TINY["spatial_size"], "iterations": 2, "batch_size": 2},
-        **{"val_fraction": 0.25, "val_interval": 1},
-    )
-    workflow.initialize()
+    workflow = segmentation_workflow(demo_root / "center_a", out, val_fraction=0.25, val_interval=1)
     workflow.run()
     workflow.finalize()
     assert (out / "segmentation.pt").is_file() and list((out / "tensorboard").glob("events.out.tfevents.*"))

@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import META, REPO, TINY, run_visit, visit_workflow
+from conftest import META, REPO, TINY, visit_workflow
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from scripts.data.centers import DATASET_SETTINGS, center_datalist, center_name, read_center_order
@@ -67,15 +67,6 @@ def _messages(err: BaseException | None) -> str:
 def _tree(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` with its sha256."""
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def handoffs(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Real hand-offs of two tiny visits: ``a`` (center_a) and ``b`` (center_b from ``a``: two registered centers)."""
-    out = tmp_path_factory.mktemp("handoffs")
-    run_visit([demo_root / "center_a"], out / "a")
-    run_visit([demo_root / "center_b"], out / "b", out / "a" / "handoff.pt")
-    return {"a": out / "a" / "handoff.pt", "b": out / "b" / "handoff.pt"}
 
 
 def _rewrite(src: Path, dst: Path, mutate: Callable[[dict], Any], key: bytes | None = None) -> Path:

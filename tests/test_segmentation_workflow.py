@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import META, REPO, TINY
+from conftest import segmentation_workflow
 from monai.bundle import ConfigWorkflow
 from monai.data import load_decathlon_datalist
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -28,16 +28,7 @@ from scripts.data.centers import held_out_split
 
 
 def _segmentation(dataset_dir: Path, out: Path, **override) -> ConfigWorkflow:
-    workflow = ConfigWorkflow(
-        config_file=str(REPO / "configs" / "segmentation.json"),
-        meta_file=META,
-        logging_file=False,
-        workflow_type="train",
-        **{"bundle_root": str(REPO), "dataset_dir": str(dataset_dir), "output_dir": str(out), "device": "cpu"},
-        **{"spatial_size": TINY["spatial_size"], "iterations": 6, "batch_size": 2, "log_interval": 1, **override},
-    )
-    workflow.initialize()
-    return workflow
+    return segmentation_workflow(dataset_dir, out, **{"iterations": 6, "log_interval": 1, **override})
 
 
 def test_segmentation_logs_its_loss_and_validates_on_held_out_training_pairs_with_per_case_dice(

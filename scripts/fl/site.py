@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from scripts.files import center_name_problem
+from scripts.files import center_name_problem, owner_only_problem
 from scripts.fl.overrides import JOB_SETTINGS, OverrideError, Setting, job_overrides
 from scripts.handoff import HandoffError, Limits
 
@@ -190,11 +190,9 @@ def settings_path(site: str | None = None, cwd: str | os.PathLike | None = None)
 def _private_file(path: Path, what: str, source: str) -> Path:
     if not path.is_file():
         raise SiteError(f"{source}: {what} {path} not found.")
-    if os.name == "posix" and path.stat().st_mode & 0o077:
-        raise SiteError(
-            f"{source}: {what} {path} is readable by others (mode {path.stat().st_mode & 0o777:o}); "
-            f"run chmod 600 {path}."
-        )
+    problem = owner_only_problem(path)
+    if problem:
+        raise SiteError(f"{source}: {what} {path} is {problem}.")
     return path
 
 
