@@ -28,6 +28,7 @@ __all__ = [
     "private_dirs",
     "make_private",
     "make_private_tree",
+    "owner_only_problem",
     "disk_full",
 ]
 

@@ -122,11 +122,11 @@ def main(argv: list[str] | None = None) -> None:
         SiteError: the site's settings file, federation file or key does not hold.
     """
     args = parse_args(argv)
-    job_overrides(args.overrides)  # first: nothing of the job is used before the bundle's allow-list passes it
+    requested = job_overrides(args.overrides)  # first: nothing of the job is used before the bundle's allow-list
     flare.init()
     site, job = flare.get_site_name(), flare.get_job_id()
     settings = load_site_settings(site)  # this site's own settings; its key must be the one its federation lists
-    overrides = settings.visit_overrides(args.overrides)  # the site's policy, before anything runs
+    overrides = settings.visit_overrides(requested)  # the site's policy, before anything runs
     set_limits(settings.limits)
     if settings.federation is not None:  # the received hand-off, saved for the visit, is read again under its chain
         set_chain_check(lambda chain, sha, visits, source: chain_check(chain, settings, job, source)(sha, visits))
