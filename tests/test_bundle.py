@@ -12,15 +12,21 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import torch
 from conftest import META, REPO, TINY, visit_workflow
 from monai.bundle import ConfigParser
 from monai.networks.nets import UNet
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 SCHEMA = REPO.parent / "shared" / "schemas" / "meta_schema_20240725.json"
 
@@ -32,6 +38,8 @@ def test_metadata_passes_the_model_zoo_schema_and_has_a_changelog_entry_for_its_
     cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", META, "--filepath", str(schema)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "metadata is verified with no error" in done.stdout + done.stderr, done.stderr
+    warned = [s for s in (done.stdout + done.stderr).splitlines() if re.search(r"deprecated|replacing", s, re.I)]
+    assert not warned, f"MONAI reads the metadata other than as written: {warned}"
 
 
 def test_network_data_format_describes_the_released_fully_convolutional_generator():
@@ -48,16 +56,94 @@ def test_network_data_format_describes_the_released_fully_convolutional_generato
             assert net(torch.zeros(1, k * centers, *size)).shape == (1, 1, *size)
 
 
-def test_optional_packages_in_metadata_are_the_pins_of_the_optional_requirement_files():
-    optional = json.loads(Path(META).read_text())["optional_packages_version"]
+def _pins(*files: str) -> dict[str, str]:
+    """``package -> version`` of the ``==`` pins in requirement files (``-r`` includes not followed)."""
     pins = {}
-    for name in ("demo", "fl", "dp", "mlflow"):
-        for line in (REPO / f"requirements-{name}.txt").read_text().splitlines():
-            if "==" in line and not line.startswith("#"):
-                package, version = line.split("#")[0].strip().split("==")
-                pins[package] = version
-    assert optional == {k: pins[k] for k in ("nvflare", "nilearn", "opacus", "mlflow")}
-    assert set(optional) <= set(pins)
+    for name in files:
+        for line in (REPO / name).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if "==" in line:
+                package, version = line.split("==")
+                pins[package.lower()] = version
+    return pins
+
+
+def test_required_packages_in_metadata_are_the_pins_of_requirements_txt():
+    meta = json.loads(Path(META).read_text())
+    pins = _pins("requirements.txt")
+    versions = {"monai": meta["monai_version"], "torch": meta["pytorch_version"], "numpy": meta["numpy_version"]}
+    assert {k: pins.pop(k) for k in versions} == versions
+    assert meta["required_packages_version"] == pins
+
+
+def test_extra_packages_in_metadata_are_the_pins_of_the_optional_requirement_files():
+    """Under a key of its own: MONAI 1.6 reads ``optional_packages_version`` as a deprecated name of
+    ``required_packages_version`` and would replace the required list with it."""
+    meta = json.loads(Path(META).read_text())
+    assert "optional_packages_version" not in meta
+    extra = meta["extra_packages_version"]
+    pins = _pins(*(f"requirements-{name}.txt" for name in ("demo", "fl", "dp", "mlflow")))
+    assert extra == {k: pins[k] for k in ("nvflare", "nilearn", "opacus", "mlflow")}
+
+
+def _imported_modules(folder: Path) -> dict[str, str]:
+    """Top-level module -> a file importing it, for every absolute import in the ``.py`` files under ``folder``."""
+    found = {}
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.split(".")[0], str(path.relative_to(REPO)))
+    return found
+
+
+NOT_PINNED = {
+    "torchvision": "scripts/tools/reference_step.py installs a stand-in when it is absent (it cannot be imported "
+    "beside this torch, requirements.txt)",
+    "models": "the pix2pix reference's own package, imported from its checkout by scripts/tools/reference_step.py",
+}
+"""Imported, deliberately not pinned, and why."""
+
+
+def test_every_package_the_bundle_and_its_tests_import_is_pinned():
+    own = {"scripts", "tests", "conftest", "visit_faults", "fl_faults", "fl_poc", "random_weights_perceptual_hub"}
+    distributions = importlib.metadata.packages_distributions()
+    runtime = _pins("requirements.txt", *(f"requirements-{n}.txt" for n in ("demo", "fl", "dp", "mlflow")))
+    dev = runtime | _pins("requirements-dev.txt")
+    unpinned = []
+    for folder, pins in (("scripts", runtime), ("tests", dev)):
+        for module, where in _imported_modules(REPO / folder).items():
+            if module in sys.stdlib_module_names or module in own or module in NOT_PINNED:
+                continue
+            dists = {module.lower(), *(d.lower() for d in distributions.get(module, []))}  # itk: a metapackage
+            if not dists & set(pins):
+                unpinned.append(f"{module} (imported in {where}; distribution {sorted(dists)})")
+    assert not unpinned, f"pin these in the requirement files: {unpinned}"
+
+
+def test_the_declared_python_floor_is_one_every_pinned_package_supports():
+    floor = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert floor == ">=3.11"
+    assert sys.version_info >= (3, 11)
+    lowest = Version(floor.removeprefix(">="))
+    pins = _pins("requirements-dev.txt", "requirements.txt")
+    pins |= _pins(*(f"requirements-{n}.txt" for n in ("demo", "fl", "dp", "mlflow")))
+    too_low = []
+    for package, version in pins.items():
+        try:
+            dist = importlib.metadata.metadata(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # an optional extra this environment lacks
+        assert Version(dist["Version"]).public == version, f"{package}: installed {dist['Version']}, pinned {version}"
+        needs = dist["Requires-Python"]
+        if needs and not SpecifierSet(needs).contains(lowest):
+            too_low.append(f"{package}=={version} needs Python {needs}")
+    assert not too_low, f"requires-python {floor} is below what the pins need: {too_low}"
 
 
 def test_eval_metrics_are_the_released_generators_numbers_in_the_shipped_report():
