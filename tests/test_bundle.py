@@ -28,6 +28,9 @@ from monai.networks.nets import UNet
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+from scripts.data.demo import center_name
+from scripts.sequence import handoff_name
+
 SCHEMA = REPO.parent / "shared" / "schemas" / "meta_schema_20240725.json"
 
 
@@ -180,3 +183,17 @@ def test_segmentation_network_is_a_monai_unet_declared_in_configs(demo_root: Pat
     logits = net(torch.zeros(2, 1, *TINY["spatial_size"]))
     loss = parser.get_parsed_content("segmentation_loss")(logits, torch.zeros(2, 1, *TINY["spatial_size"]))
     assert logits.shape == (2, 4, *TINY["spatial_size"]) and torch.isfinite(loss)
+
+
+def test_evaluate_defaults_to_the_final_hand_off_and_the_centers_the_demo_writes():
+    evaluate = ConfigParser()
+    evaluate.read_config(REPO / "configs" / "evaluate.json")
+    evaluate["bundle_root"] = str(REPO)
+    demo = ConfigParser()
+    demo.read_config([str(REPO / "configs" / "compare.json"), str(REPO / "configs" / "demo.json")])
+    demo["bundle_root"] = str(REPO)
+    centers = [center_name(i) for i in range(demo["demo_data"]["num_centers"])]
+    run = Path(demo.get_parsed_content("output_dir")) / f"seed{demo['seeds'][0]}" / demo["budget_reference"]
+    final = run / "handoffs" / f"{handoff_name(len(centers) - 1, centers[-1:])}.pt"  # one center per TDGAN visit
+    assert Path(evaluate.get_parsed_content("handoff")) == final
+    assert Path(evaluate.get_parsed_content("dataset_dir")) == Path(demo.get_parsed_content("demo_dir"))

@@ -105,6 +105,8 @@ NOT_RUN = {
     r"python -m scripts\.tools\.export_generator ": "needs the demo's final hand-off (run_demo.sh)",
     r"python -m scripts\.fl\.job allow ": "edits an NVFlare POC workspace (tests/test_fl.py)",
     r"(python -m )?pip install ": "installs packages (network); the files it names are checked",
+    r"bash tools/venv\.sh": "installs the pinned requirements (network) into .venv, the script run_demo.sh and "
+    "run_tests.sh source; the file is checked",
     r"nvflare ": "NVFlare's own CLI on a POC deployment",
     r"mlflow ui ": "starts MLflow's web server",
 }

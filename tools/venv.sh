@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create (or reuse) the bundle's virtual environment .venv with pinned requirements. Sourced by run_demo.sh (runtime
 # requirements only: requirements.txt) and run_tests.sh (requirements-dev.txt: runtime + the optional demo and FL
-# extras + test tools), which set VENV_REQUIREMENTS; reinstalls only when the chosen requirement files changed.
+# extras + test tools), which set VENV_REQUIREMENTS; reinstalls only when the chosen requirement files changed. The
+# README's install line runs it directly (`VENV_REQUIREMENTS=requirements.txt bash tools/venv.sh`), then activates
+# .venv.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-python3}"
