@@ -31,6 +31,7 @@ __all__ = [
     "rms_distances",
     "nearest_neighbours",
     "audit_center",
+    "source_pairs",
     "audit_dataset",
     "memorisation_gap",
     "handoff_reconstruction",
@@ -75,6 +76,7 @@ def audit_center(
     synthetic_names: Sequence[str] | None = None,
     paired: Sequence[int | None] | None = None,
     real_subjects: Sequence[str] | None = None,
+    nearest: int = 0,
 ) -> dict[str, object]:
     """Compare each synthetic image with its nearest real training image of the same center.
 
@@ -94,9 +96,12 @@ def audit_center(
             it came from another label map); the result then says how many flagged images are nearest to their own
             paired real image (a generator reproducing the image of a training label map) rather than to another.
         real_subjects: the subject of each real image (several slices of one patient share one), or None.
+        nearest: how many of the closest synthetic-real pairs to list as ``nearest_pairs`` (closest first, near copy
+            or not, with their indices into ``synthetic`` and ``real``); 0 lists none and leaves the key out.
 
     Returns:
-        summary distances, the threshold, the flagged fraction and the flagged samples with their nearest real image.
+        summary distances, the threshold, the flagged fraction and the flagged samples with their nearest real image
+        (and the ``nearest`` closest pairs).
     """
     if real.shape[0] < 2:
         raise ValueError(f"the audit needs at least 2 real training images, got {real.shape[0]}.")
@@ -107,7 +112,7 @@ def audit_center(
     flagged_paired = None
     if paired is not None:
         flagged_paired = sum(1 for i in flagged if paired[i] is not None and int(idx[i]) == paired[i])
-    return {
+    out = {
         "synthetic": int(synthetic.shape[0]),
         "real": int(real.shape[0]),
         "synthetic_to_real_median": round(float(d_syn.median()), 4),
@@ -127,6 +132,28 @@ def audit_center(
             for i in flagged
         ],
     }
+    if nearest > 0:
+        out["nearest_pairs"] = [
+            {
+                "synthetic": synthetic_names[i] if synthetic_names else i,
+                "nearest_real": real_names[int(idx[i])] if real_names else int(idx[i]),
+                "distance": round(float(d_syn[i]), 4),
+                "near_copy": float(d_syn[i]) < threshold,
+                "synthetic_index": i,
+                "real_index": int(idx[i]),
+            }
+            for i in d_syn.argsort()[:nearest].tolist()
+        ]
+    return out
+
+
+def source_pairs(center_dir: str | os.PathLike, label_sources: Sequence[str | None]) -> list[int | None]:
+    """For each synthetic image's ``label_source`` (``"<center>/<label path in the center folder>"``, as the
+    synthesis records it in ``dataset.json``), the index of the center's training pair whose label map it was made
+    from, or None (a new label map, or another center's)."""
+    center_dir = Path(center_dir)
+    labels = [f"{center_dir.name}/{os.path.relpath(it['label'], center_dir)}" for it in center_datalist(center_dir, 0)]
+    return [labels.index(s) if s in labels else None for s in label_sources]
 
 
 def audit_dataset(
@@ -149,15 +176,13 @@ def audit_dataset(
         rows = [i for i, x in enumerate(centers) if x == c]
         center_dir = Path(data_root) / c
         real, _, real_names = load_pairs(center_dir, spatial_dims, spatial_size, key="training", minv=0.0)
-        labels = [f"{c}/{os.path.relpath(it['label'], center_dir)}" for it in center_datalist(center_dir, 0)]
-        paired = [labels.index(sources[i]) if sources[i] in labels else None for i in rows]
         out[c] = audit_center(
             images[rows],
             real,
             quantile,
             [os.path.basename(n) for n in real_names],
             [os.path.basename(names[i]) for i in rows],
-            paired,
+            source_pairs(center_dir, [sources[i] for i in rows]),
             center_subjects(center_dir),
         )
     return out
