@@ -21,10 +21,12 @@ from scipy import ndimage
 
 from scripts.data.demo import procedural_anatomy
 from scripts.data.label_maps import (
+    MIN_STRATUM_MAPS,
     LabelMapTooCloseError,
     calibrate_ceiling,
     check_far_from_sources,
     label_map_similarity,
+    lesion_prior,
     new_label_bank,
     new_label_maps,
 )
@@ -118,7 +120,7 @@ def test_lesions_come_from_the_other_map_and_land_inside_the_host_class():
     brain = [(m[0] == 1) | (m[0] == 3) for m in src]  # the brain each anatomy keeps once its lesion is removed
     # no deformation: the anatomy stays where it was, so where each lesion landed can be checked exactly
     still = {"rotate": 0.0, "scale": 0.0, "translate": 0.0, "elastic_magnitude": 0.0}
-    made = new_label_maps(src, 8, seed=5, relocatable=[3], hosts=[1], ceiling=1.0, **still)
+    made = new_label_maps(src, 8, seed=5, relocatable=[3], hosts=[1], ceiling=1.0, lesion_stretch=0.0, **still)
     moved = False
     for m in made.maps[:, 0]:
         left = bool(m[10, 5] != 0)  # which anatomy this map has
@@ -129,6 +131,75 @@ def test_lesions_come_from_the_other_map_and_land_inside_the_host_class():
         assert ndimage.label(lesion.numpy())[1] == 1
         moved |= not lesion.equal(src[1 if left else 0, 0] == 3)
     assert moved
+
+
+def test_stretched_lesions_change_shape_and_still_land_inside_the_host_class():
+    src = _square_maps()
+    still = {"rotate": 0.0, "scale": 0.0, "translate": 0.0, "elastic_magnitude": 0.0}
+    made = new_label_maps(src, 16, seed=2, relocatable=[3], hosts=[1], ceiling=1.0, lesion_stretch=0.5, **still)
+    sizes = set()
+    for m in made.maps[:, 0]:
+        left = bool(m[10, 5] != 0)
+        lesion = m == 3
+        assert bool((~((src[0 if left else 1, 0] == 1) | (src[0 if left else 1, 0] == 3)) & lesion).any()) is False
+        sizes.add(int(lesion.sum()))
+    assert len(sizes) >= 4  # not only the two sources' sizes 4 and 9: the shapes themselves change
+    assert "stretched by up to +-0.5" in made.provenance[0]["chain"][-1]
+
+
+def _top_half_lesions(n: int = 12) -> torch.Tensor:
+    """``n`` 32x32 maps of one large brain square whose single 2x2 lesion always lies in its top rows."""
+    maps = torch.zeros(n, 1, 32, 32, dtype=torch.uint8)
+    maps[:, 0, 2:30, 2:30] = 1
+    for i in range(n):
+        col = 4 + 2 * i
+        maps[i, 0, 4:6, col : col + 2] = 3
+    return maps
+
+
+def test_the_lesion_prior_places_lesions_where_the_center_has_them():
+    src = _top_half_lesions()
+    still = {"rotate": 0.0, "scale": 0.0, "translate": 0.0, "elastic_magnitude": 0.0, "lesion_stretch": 0.0}
+    rows = {}
+    for prior in (None, 0.05):
+        made = new_label_maps(
+            src, 40, seed=3, relocatable=[3], hosts=[1], ceiling=1.0, lesion_prior_sigma=prior, **still
+        )
+        rows[prior] = np.mean([float((m[0] == 3).nonzero()[:, 0].float().mean()) for m in made.maps])
+    assert rows[0.05] < 9  # near the sources' lesion rows 4-5
+    assert rows[None] > 11  # anywhere inside rows 2-29
+    prior = lesion_prior(src.numpy(), [3], 0.05)
+    assert prior.max() == pytest.approx(1.0) and prior.min() == pytest.approx(0.05)  # scaled, with its floor
+
+
+def test_maps_with_and_without_a_class_get_the_ceiling_of_their_kind():
+    maps = [procedural_anatomy(np.random.default_rng([9, i]), 32)["label"] for i in range(40)]
+    maps = torch.stack([torch.from_numpy(m.astype(np.uint8))[None] for m in maps])
+    free = maps.clone()
+    free[free == 3] = 1  # the same anatomies without their lesions
+    mixed = torch.cat([maps[:20], free[20:]])
+    ceiling = calibrate_ceiling(mixed)
+    assert set(ceiling.by_content) == {(1, 2), (1, 2, 3)}
+    # maps without a lesion are closer to each other (a lesion in one map only counts with Dice 0)
+    assert ceiling.by_content[(1, 2)] > ceiling.mean > ceiling.by_content[(1, 2, 3)]
+    kinds = [(1, 2, 3) if bool((m == 3).any()) else (1, 2) for m in mixed]
+    assert ceiling.mean_for(mixed).tolist() == pytest.approx([ceiling.by_content[k] for k in kinds])
+    assert set(ceiling.record()["mean_foreground_dice_by_classes_held"]) == {"1,2", "1,2,3"}
+    # a kind held by fewer than MIN_STRATUM_MAPS maps keeps the center's overall quantile
+    rare = calibrate_ceiling(torch.cat([maps[: MIN_STRATUM_MAPS - 1], free[10:40]]))
+    assert set(rare.by_content) == {(1, 2)}
+    assert float(rare.mean_for(maps[:1])[0]) == rare.mean
+
+
+def test_new_maps_keep_the_centers_share_of_maps_with_a_lesion():
+    maps = [procedural_anatomy(np.random.default_rng([9, i]), 32)["label"] for i in range(40)]
+    maps = torch.stack([torch.from_numpy(m.astype(np.uint8))[None] for m in maps])
+    free = maps.clone()
+    free[free == 3] = 1
+    mixed = torch.cat([maps[:20], free[20:]])  # half the patients have a lesion
+    made = new_label_maps(mixed, 60, seed=0, **DEMO)
+    share = float((made.maps == 3).flatten(1).any(1).float().mean())
+    assert 0.3 <= share <= 0.7  # one ceiling for all kept lesion maps far more often (they are farther apart)
 
 
 def test_provenance_names_the_transform_chain_and_no_source(sources):

@@ -35,6 +35,7 @@ from scipy import ndimage
 __all__ = [
     "DEFAULT_QUANTILE",
     "DEFAULT_CLASS_QUANTILE",
+    "MIN_STRATUM_MAPS",
     "Ceiling",
     "LabelMapTooCloseError",
     "NewLabelMaps",
@@ -45,6 +46,7 @@ __all__ = [
     "calibrate_ceiling",
     "resolve_ceiling",
     "check_far_from_sources",
+    "lesion_prior",
     "new_label_maps",
     "new_label_bank",
 ]
@@ -66,6 +68,10 @@ on both demo datasets (50 % pass the mean alone), and new maps on the multi-slic
 class's ceiling is never below the mean's: with few patients whose lesions never overlap, the quantile is 0, and a
 class no more alike than the whole map may be is no copied class."""
 
+MIN_STRATUM_MAPS = 8
+"""Fewest real maps (of at least 2 subjects) holding one set of classes for that set to get its own mean ceiling
+(:class:`Ceiling` ``by_content``); rarer sets are bound by the center's overall quantile."""
+
 
 class LabelMapTooCloseError(ValueError):
     """A new label map is too similar to one of the real label maps it was made from (or could not be made far, or
@@ -83,12 +89,23 @@ class Ceiling:
         quantile: the quantile of the center's real-to-real nearest-other-subject distribution ``mean`` is
             (:func:`calibrate_ceiling`), or None for an explicit constant.
         class_quantile: the quantile of each class's distribution ``per_class`` holds, or None.
+        by_content: the set of foreground classes a map holds (sorted tuple) -> the mean ceiling of maps holding
+            exactly those classes: the same quantile of the real maps holding them. Maps with and without a lesion are
+            not equally far apart (a lesion present in one map only counts with Dice 0 in the mean), so one ceiling
+            for all would keep a new map with a lesion far more often than one without and skew the new maps' class
+            content away from the patients' (measured in ``docs/privacy.md``). Sets not listed use ``mean``.
     """
 
     mean: float
     per_class: dict[int, float] = field(default_factory=dict)
     quantile: float | None = None
     class_quantile: float | None = None
+    by_content: dict[tuple[int, ...], float] = field(default_factory=dict)
+
+    def mean_for(self, maps: torch.Tensor) -> torch.Tensor:
+        """(N,) the mean ceiling of each of ``maps``: that of the set of classes it holds, else ``mean``."""
+        contents = _contents(maps)
+        return torch.tensor([self.by_content.get(c, self.mean) for c in contents], dtype=torch.float32)
 
     def record(self) -> dict[str, Any]:
         """What a provenance records of the ceiling: the rule, the quantile and the derived values; no patient."""
@@ -99,11 +116,19 @@ class Ceiling:
             if self.quantile is not None
             else "constant (label_map_settings.ceiling)"
         )
+        if self.by_content:
+            rule += (
+                "; the mean's quantile taken over the maps holding the same classes where at least "
+                f"{MIN_STRATUM_MAPS} do"
+            )
         return {
             "rule": rule,
             "quantile": self.quantile,
             "class_quantile": self.class_quantile,
             "mean_foreground_dice": round(self.mean, 4),
+            "mean_foreground_dice_by_classes_held": {
+                ",".join(map(str, c)): round(v, 4) for c, v in sorted(self.by_content.items())
+            },
             "per_class_dice": {str(c): round(v, 4) for c, v in sorted(self.per_class.items())},
         }
 
@@ -113,7 +138,10 @@ class Ceiling:
         dice = class_dice(maps, sources)
         similarity = _mean_dice(dice, maps.shape[0], sources.shape[0])
         nearest = similarity.max(dim=1).values
-        reasons = [f"mean foreground Dice {float(v):.3f} > {self.mean:.3f}" if v > self.mean else "" for v in nearest]
+        limits = self.mean_for(maps)
+        reasons = [
+            f"mean foreground Dice {float(v):.3f} > {float(m):.3f}" if v > m else "" for v, m in zip(nearest, limits)
+        ]
         for c, limit in sorted(self.per_class.items()):
             if c not in dice:
                 continue
@@ -140,6 +168,12 @@ class NewLabelMaps:
     nearest_similarity: torch.Tensor
     provenance: list[dict[str, Any]] = field(default_factory=list)
     ceiling: Ceiling | None = None
+
+
+def _contents(maps: torch.Tensor) -> list[tuple[int, ...]]:
+    """Each map's foreground classes, as a sorted tuple."""
+    flat = maps.flatten(1)
+    return [tuple(int(c) for c in row.unique() if int(c) != 0) for row in flat]
 
 
 def _check_maps(maps: torch.Tensor, what: str) -> None:
@@ -298,13 +332,19 @@ def calibrate_ceiling(
     nearest, per_class = nearest_other_subject(maps, subjects)
     groups = _subject_groups(subjects, maps.shape[0])
     mean = _quantile(nearest, quantile)
+    contents = _contents(maps)
+    by_content = {}
+    for content in sorted(set(contents)):
+        held = torch.tensor([c == content for c in contents])
+        if int(held.sum()) >= MIN_STRATUM_MAPS and groups[held].unique().numel() >= 2:
+            by_content[content] = _quantile(nearest[held], quantile)
     classes = {}
     for c, values in per_class.items():
         holders = groups[(maps == c).flatten(1).any(1)]
         if holders.unique().numel() >= 2:
             # never below the mean's ceiling: a class no more alike than the whole map may be is no copied class
             classes[c] = max(_quantile(values, class_quantile), mean)
-    return Ceiling(mean, classes, float(quantile), float(class_quantile))
+    return Ceiling(mean, classes, float(quantile), float(class_quantile), by_content)
 
 
 def _quantile(values: torch.Tensor, q: float) -> float:
@@ -405,9 +445,45 @@ def _turn(component: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(component, rng.permutation(component.ndim)))
 
 
-def _place(target: np.ndarray, component: np.ndarray, allowed: np.ndarray, rng: np.random.Generator) -> bool:
+def _stretch(component: np.ndarray, stretch: float, rng: np.random.Generator) -> np.ndarray:
+    """``component`` resized by an independent factor in [1 - stretch, 1 + stretch] along each axis
+    (nearest-neighbour, so class values stay whole): the shape changes, not only its place."""
+    if stretch <= 0:
+        return component
+    factors = rng.uniform(1.0 - stretch, 1.0 + stretch, size=component.ndim)
+    # scipy's zoom resizes a small cropped array by per-axis factors; MONAI's Zoom keeps the array's size
+    out = ndimage.zoom(component, factors, order=0, grid_mode=True, mode="grid-constant", cval=0)
+    return out if (out > 0).any() else component
+
+
+def lesion_prior(sources: np.ndarray, relocatable: Sequence[int], sigma: float, floor: float = 0.05) -> np.ndarray:
+    """Where a center's lesions occur: the fraction of its maps holding a relocatable class at each pixel, smoothed by
+    a Gaussian of ``sigma`` (a fraction of the shortest side) and scaled to a maximum of 1, plus ``floor`` everywhere
+    (so no place inside the hosts is impossible). A statistic of the whole center: smoothed over many maps, it names
+    no patient; it is used at the center only and never leaves it.
+
+    Args:
+        sources: the center's maps (N, 1, *spatial), uint8.
+        relocatable: the lesion classes.
+        sigma: smoothing, as a fraction of the shortest side (> 0).
+        floor: weight added everywhere, in [0, 1].
+    """
+    density = np.isin(sources[:, 0], relocatable).mean(0)
+    density = ndimage.gaussian_filter(density, sigma * min(density.shape), mode="constant")
+    top = float(density.max())
+    return floor + (1.0 - floor) * (density / top if top > 0 else np.ones_like(density))
+
+
+def _place(
+    target: np.ndarray,
+    component: np.ndarray,
+    allowed: np.ndarray,
+    rng: np.random.Generator,
+    prior: np.ndarray | None = None,
+) -> bool:
     """Paste ``component`` (cropped, 0 outside it) into ``target`` at a random offset where all its pixels fall on
-    ``allowed``; ``allowed`` loses the pasted pixels. False when no such offset exists."""
+    ``allowed`` (uniformly among them, or with probability proportional to ``prior`` at the component's centre);
+    ``allowed`` loses the pasted pixels. False when no such offset exists."""
     kernel = component > 0
     if any(k > s for k, s in zip(kernel.shape, allowed.shape)):
         return False
@@ -420,7 +496,13 @@ def _place(target: np.ndarray, component: np.ndarray, allowed: np.ndarray, rng: 
     offsets = (hits >= float(kernel.sum()) - 0.5).nonzero()
     if len(offsets) == 0:
         return False
-    start = offsets[int(rng.integers(len(offsets)))].tolist()
+    if prior is None:
+        pick = int(rng.integers(len(offsets)))
+    else:
+        centres = offsets.numpy() + np.array(kernel.shape) // 2
+        weights = prior[tuple(centres.T)].astype(np.float64)
+        pick = int(rng.choice(len(offsets), p=weights / weights.sum()))
+    start = offsets[pick].tolist()
     box = tuple(slice(s, s + k) for s, k in zip(start, kernel.shape))
     target[box] = np.where(kernel, component, target[box])
     allowed[box] &= ~kernel
@@ -468,17 +550,12 @@ def _spatial_transforms(
     return [*flips, elastic], described
 
 
-def _draw(
-    sources: np.ndarray,
-    rng: np.random.Generator,
-    transforms: list[Any],
-    described: str,
-    relocatable: Sequence[int],
-    hosts: Sequence[int],
-) -> tuple[np.ndarray, list[str]]:
-    """One candidate new map (uint8, 1, *spatial) and the chain that made it."""
-    n = sources.shape[0]
-    anatomy_index = int(rng.integers(n))
+def _anatomy(
+    sources: np.ndarray, rng: np.random.Generator, transforms: list[Any], described: str, relocatable: Sequence[int]
+) -> tuple[int, np.ndarray, list[str]]:
+    """The deformed anatomy of one randomly drawn source map, without its relocatable classes: its index, the map
+    (uint8, *spatial) and the chain that made it."""
+    anatomy_index = int(rng.integers(sources.shape[0]))
     anatomy = sources[anatomy_index, 0]
     chain = []
     if relocatable:
@@ -494,20 +571,31 @@ def _draw(
                 chain.append(f"RandFlip(spatial_axis={t.flipper.spatial_axis})")
         else:
             chain.append(described)
-    out = x[0].round().clamp(0, 255).numpy().astype(np.uint8)
-    if relocatable:
-        # lesions from another map (recombination) when there is one
-        lesion_index = int((anatomy_index + 1 + rng.integers(n - 1)) % n) if n > 1 else anatomy_index
-        parts = _components(sources[lesion_index, 0], relocatable)
-        allowed = np.isin(out, hosts)
-        placed = sum(_place(out, _turn(p, rng), allowed, rng) for p in parts)
-        origin = "another source map" if n > 1 else "the same source map (only one given)"
-        chain.append(
-            f"{placed} connected component(s) of classes {list(relocatable)} from {origin}, each flipped/turned at "
-            f"random and moved to a random place inside classes {list(hosts)}"
-            + (f" ({len(parts) - placed} dropped: no such place)" if placed < len(parts) else "")
-        )
-    return out[None], chain
+    return anatomy_index, x[0].round().clamp(0, 255).numpy().astype(np.uint8), chain
+
+
+def _with_lesions(
+    anatomy: np.ndarray,
+    parts: list[np.ndarray],
+    origin: str,
+    relocatable: Sequence[int],
+    hosts: Sequence[int],
+    rng: np.random.Generator,
+    stretch: float,
+    prior: np.ndarray | None,
+) -> tuple[np.ndarray, str]:
+    """``anatomy`` with ``parts`` (lesion components) each stretched, flipped/turned and placed inside ``hosts``;
+    and the chain's description of it."""
+    out = anatomy.copy()
+    allowed = np.isin(out, hosts)
+    placed = sum(_place(out, _turn(_stretch(p, stretch, rng), rng), allowed, rng, prior) for p in parts)
+    where = "where the center's smoothed lesion prior puts them" if prior is not None else "uniformly"
+    shape = f"stretched by up to +-{stretch} along each axis, " if stretch > 0 else ""
+    return out, (
+        f"{placed} connected component(s) of classes {list(relocatable)} from {origin}, each {shape}flipped/turned at "
+        f"random and moved to a random place ({where}) inside classes {list(hosts)}"
+        + (f" ({len(parts) - placed} dropped: no such place)" if placed < len(parts) else "")
+    )
 
 
 def new_label_maps(
@@ -527,6 +615,9 @@ def new_label_maps(
     ceiling_quantile: float = DEFAULT_QUANTILE,
     subjects: Sequence[str] | None = None,
     ceiling_class_quantile: float = DEFAULT_CLASS_QUANTILE,
+    lesion_placements: int = 4,
+    lesion_stretch: float = 0.2,
+    lesion_prior_sigma: float | None = 0.1,
 ) -> NewLabelMaps:
     """``count`` new label maps made from a center's own maps, each within the ceiling of every source map.
 
@@ -534,9 +625,13 @@ def new_label_maps(
     each of ``flip_axes`` (MONAI ``RandFlip``), one elastic + affine deformation (``Rand2DElastic`` /
     ``Rand3DElastic``, nearest-neighbour, background outside); then the connected components of the relocatable
     classes of another source map, each flipped/turned at random and moved to a random offset where it lies wholly
-    inside the ``hosts`` classes of the new anatomy (a component with no such place is dropped). A candidate closer to
-    any source than the ceiling allows (:meth:`Ceiling.excess`: in the mean foreground Dice or in one class's Dice) is
-    redrawn, at most ``max_draws`` times per map. By default the ceiling is calibrated from the sources themselves
+    inside the ``hosts`` classes of the new anatomy (a component with no such place is dropped), optionally stretched
+    along each axis (``lesion_stretch``) and placed where the center's lesions occur (``lesion_prior_sigma``:
+    :func:`lesion_prior`). A candidate closer to any source than the ceiling allows (:meth:`Ceiling.excess`: in the
+    mean foreground Dice or in one class's Dice) gets its lesions placed again (up to ``lesion_placements`` placements
+    of the same components on the same anatomy: redrawing the whole map instead would keep small lesions more often
+    than large ones, which overlap some patient's more), then is redrawn, at most ``max_draws`` times per map. By
+    default the ceiling is calibrated from the sources themselves
     (:func:`calibrate_ceiling`: the median of each real map's similarity to its nearest map of another subject, and
     the 95th percentile of each class's Dice to it).
 
@@ -570,6 +665,11 @@ def new_label_maps(
         ceiling_quantile: the calibration's quantile (default :data:`DEFAULT_QUANTILE`, the median).
         subjects: each source map's subject, for the calibration (None: every map is its own subject).
         ceiling_class_quantile: the calibration's per-class quantile (default :data:`DEFAULT_CLASS_QUANTILE`).
+        lesion_placements: placements of one candidate's lesion components tried before the candidate is redrawn.
+        lesion_stretch: each lesion component is resized by a factor in [1 - s, 1 + s] along each axis
+            (nearest-neighbour); 0 keeps its shape.
+        lesion_prior_sigma: None: lesions go anywhere inside the hosts (uniformly); a number: placed with
+            probability following :func:`lesion_prior` of the sources, smoothed by this fraction of the side.
 
     Returns:
         the maps (uint8 (count, 1, *spatial)), their similarity to their nearest source, and their provenance.
@@ -584,6 +684,12 @@ def new_label_maps(
         raise ValueError(f"count must be >= 0, got {count}.")
     if max_draws < 1:
         raise ValueError(f"max_draws must be >= 1, got {max_draws}.")
+    if isinstance(lesion_placements, bool) or not isinstance(lesion_placements, int) or lesion_placements < 1:
+        raise ValueError(f"lesion_placements must be an integer >= 1, got {lesion_placements!r}.")
+    if not 0.0 <= float(lesion_stretch) < 1.0:
+        raise ValueError(f"lesion_stretch must be in [0, 1), got {lesion_stretch!r}.")
+    if lesion_prior_sigma is not None and not 0.0 < float(lesion_prior_sigma) <= 1.0:
+        raise ValueError(f"lesion_prior_sigma must be null (uniform) or in (0, 1], got {lesion_prior_sigma!r}.")
     relocatable, hosts = [int(c) for c in relocatable], [int(c) for c in hosts]
     if relocatable and not hosts:
         raise ValueError(f"relocatable classes {relocatable} need host classes to move them into (e.g. hosts=[1]).")
@@ -601,6 +707,12 @@ def new_label_maps(
     limit = resolve_ceiling(sources, ceiling, ceiling_quantile, subjects, ceiling_class_quantile) if count else None
     record = limit.record() if limit is not None else None
     source_np = sources.cpu().numpy().astype(np.uint8)
+    prior = (
+        lesion_prior(source_np, relocatable, float(lesion_prior_sigma))
+        if relocatable and lesion_prior_sigma is not None and count
+        else None
+    )
+    n = source_np.shape[0]
     maps, nearest, provenance = [], [], []
     for i in range(count):
         draws, best, reason = 0, (math.inf, ""), "not drawn"
@@ -613,11 +725,27 @@ def new_label_maps(
                     "ceiling_quantile."
                 )
             draws += 1
-            candidate, chain = _draw(source_np, rng, transforms, described, relocatable, hosts)
-            candidate_t = torch.from_numpy(candidate)[None]
-            close, reasons = limit.excess(candidate_t, sources)
-            similarity, reason = float(close[0]), reasons[0]
-            best = min(best, (similarity, reason or f"mean foreground Dice {similarity:.3f}"))
+            index, anatomy, chain = _anatomy(source_np, rng, transforms, described, relocatable)
+            parts, origin = [], ""
+            if relocatable:
+                # lesions from another map (recombination) when there is one
+                other = int((index + 1 + rng.integers(n - 1)) % n) if n > 1 else index
+                parts = _components(source_np[other, 0], relocatable)
+                origin = "another source map" if n > 1 else "the same source map (only one given)"
+            for placement in range(lesion_placements if parts else 1):
+                candidate, placed = anatomy, []
+                if relocatable:
+                    candidate, described_lesions = _with_lesions(
+                        anatomy, parts, origin, relocatable, hosts, rng, float(lesion_stretch), prior
+                    )
+                    placed = [described_lesions]
+                candidate_t = torch.from_numpy(candidate[None])[None]
+                close, reasons = limit.excess(candidate_t, sources)
+                similarity, reason = float(close[0]), reasons[0]
+                best = min(best, (similarity, reason or f"mean foreground Dice {similarity:.3f}"))
+                if not reason:
+                    chain = chain + placed + ([f"placement {placement + 1} of the lesions kept"] if placement else [])
+                    break
         maps.append(candidate_t[0])
         nearest.append(similarity)
         provenance.append(
