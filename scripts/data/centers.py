@@ -33,6 +33,7 @@ __all__ = [
     "dataset_setting",
     "center_name",
     "center_datalist",
+    "shared_keys",
     "center_subjects",
     "outside_problems",
     "OnlineCenters",
@@ -179,6 +180,14 @@ def center_datalist(center_dir: str | os.PathLike, code: int, key: str = "traini
         item.pop("subject", None)  # whose slice it is stays with the center's audits (center_subjects), not in batches
         item["center"] = int(code)
     return items
+
+
+def shared_keys(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``items`` with only the keys every one of them has: data lists pooled from a real center and synthetic sets
+    (whose entries also record their label source) can then be batched together. A list whose items share their keys
+    (one folder's) is returned as it is."""
+    keys = set.intersection(*(set(item) for item in items)) if items else set()
+    return [item if set(item) == keys else {k: v for k, v in item.items() if k in keys} for item in items]
 
 
 def center_subjects(center_dir: str | os.PathLike, key: str = "training") -> list[str]:

@@ -153,9 +153,12 @@ def choose_styles(style: str | Sequence[str], source: GeneratorSource, count: in
     return names
 
 
-def label_folders(dataset_dir: str | os.PathLike) -> list[Path]:
+def label_folders(dataset_dir: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """The center folders under ``dataset_dir``: those of its ``centers.json`` in order, or ``dataset_dir`` itself
-    when it is one MSD-style center folder."""
+    when it is one MSD-style center folder; for a list of folders, those of each in turn (e.g. a site's own center
+    and synthetic sets, for one segmentation training)."""
+    if not isinstance(dataset_dir, (str, os.PathLike)):
+        return [folder for one in dataset_dir for folder in label_folders(one)]
     dataset_dir = Path(dataset_dir)
     if (dataset_dir / "centers.json").is_file():
         return [dataset_dir / name for name in read_center_order(dataset_dir)]
