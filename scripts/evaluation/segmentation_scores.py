@@ -39,7 +39,7 @@ def segment(network: torch.nn.Module, images: torch.Tensor, batch_size: int = 16
 
 
 def segmentation_scores(
-    pred: torch.Tensor, label: torch.Tensor, class_names: Sequence[str]
+    pred: torch.Tensor, label: torch.Tensor, class_names: Sequence[str], image_names: Sequence[str] | None = None
 ) -> dict[str, dict[str, float | int]]:
     """Per foreground class: Dice and 95% Hausdorff distance (pixels) of every image and their means, with
     ``monai.metrics``.
@@ -52,11 +52,12 @@ def segmentation_scores(
         pred: predicted class maps (N, 1, *spatial).
         label: ground-truth class maps (N, 1, *spatial).
         class_names: names of all classes, background first.
+        image_names: one name per image; when given, each class also lists the ``images`` its per-image values are of.
 
     Returns:
         ``{class name: {"dice": mean, "hd95": mean, "n": images with the class, "dice_per_image": [...],
         "hd95_per_image": [...]}}`` for every foreground class (per-image values in image order, of the ``n`` images
-        with the class, for bootstrap intervals).
+        with the class, for bootstrap intervals; with ``image_names``, also ``"images": [...]``, their names).
     """
     k = len(class_names)
     p1, y1 = one_hot(pred.long(), k), one_hot(label.long(), k)
@@ -80,6 +81,8 @@ def segmentation_scores(
             "dice_per_image": [round(float(v), 3) for v in d],
             "hd95_per_image": [round(float(v), 2) for v in h],
         }
+        if image_names is not None:
+            out[name]["images"] = [str(image_names[i]) for i in torch.nonzero(rows).flatten().tolist()]
     return out
 
 
@@ -90,8 +93,9 @@ def center_scores(
     spatial_dims: int,
     spatial_size: Sequence[int],
     key: str = "test",
+    image_names: bool = False,
 ) -> dict[str, dict[str, float | int]]:
     """:func:`segmentation_scores` of ``network`` on a center's real ``key`` pairs (images scaled to [0, 1], as the
-    segmentation workflow trains)."""
-    images, labels, _ = load_pairs(center_dir, spatial_dims, spatial_size, key, minv=0.0)
-    return segmentation_scores(segment(network, images), labels, class_names)
+    segmentation workflow trains); with ``image_names``, each class also lists its images' file names."""
+    images, labels, names = load_pairs(center_dir, spatial_dims, spatial_size, key, minv=0.0)
+    return segmentation_scores(segment(network, images), labels, class_names, names if image_names else None)
