@@ -15,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
     EnsureChannelFirstd,
@@ -31,7 +33,8 @@ __all__ = ["EnsureSpatialDimsd", "preprocessing"]
 
 
 class EnsureSpatialDimsd(MapTransform):
-    """Drop trailing singleton spatial axes (2D slices stored as (H, W, 1)) and check the spatial rank.
+    """Drop trailing singleton spatial axes (2D slices stored as (H, W, 1)) and check the spatial rank; a tracked
+    item's ``spatial_shape`` metadata follows.
 
     Args:
         keys: keys of channel-first arrays to fix.
@@ -51,6 +54,8 @@ class EnsureSpatialDimsd(MapTransform):
             x = d[key]
             while x.ndim - 1 > self.spatial_dims and x.shape[-1] == 1:
                 x = x[..., 0]
+            if x is not d[key] and isinstance(x, MetaTensor):  # a writer reads the item's rank from its metadata
+                x.meta["spatial_shape"] = np.asarray(x.shape[1:])
             if x.ndim - 1 != self.spatial_dims:
                 src = getattr(x, "meta", {}).get("filename_or_obj", key)
                 raise ValueError(
