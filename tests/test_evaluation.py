@@ -404,7 +404,7 @@ def _compare(demo_root: Path, out: Path, **override) -> dict:
         output_dir=str(out),
         device="cpu",
         visit_overrides={"bundle_root": str(REPO), **TINY},
-        segmentation_overrides={"iterations": 2, "batch_size": 4},
+        segmentation_overrides=override.pop("segmentation_overrides", {"iterations": 2, "batch_size": 4}),
         methods={
             "tdgan_bank": {"label": "TDGAN, bank reminding", "configs": []},
             "finetune": {"label": "Sequential fine-tuning", "configs": ["configs/baselines/finetune.json"]},
@@ -421,7 +421,15 @@ def _compare(demo_root: Path, out: Path, **override) -> dict:
 def test_parallel_workers_train_every_generator_and_network_once_and_the_report_reuses_them(
     demo_root: Path, tmp_path: Path
 ):
-    report = _compare(demo_root, tmp_path / "runs", workers=2, resume=False)
+    every_pair = {"iterations": 2, "batch_size": 4, "val_fraction": 0}
+    report = _compare(
+        demo_root,
+        tmp_path / "runs",
+        workers=2,
+        resume=False,
+        site_sets=["tdgan_bank"],
+        segmentation_overrides=every_pair,
+    )
     timings = report["timings"]
     assert "train generators (2 workers)" in timings and "seed 0: train segmentation networks (2 workers)" in timings
     for name in ("tdgan_bank", "finetune"):
@@ -434,7 +442,20 @@ def test_parallel_workers_train_every_generator_and_network_once_and_the_report_
     for name in ("tdgan_bank", "finetune", "real_all", "real_last"):
         assert 0 < timings[f"seed 0: segmentation in a worker: {name}"] <= stage
     checkpoints = sorted((tmp_path / "runs" / "segmentation" / "seed0").glob("*/segmentation.pt"))
-    assert [p.parent.name for p in checkpoints] == ["finetune", "real_all", "real_last", "tdgan_bank"]
+    centers = read_center_order(demo_root)
+    sites = [f"tdgan_bank_site_{c}" for c in centers]
+    own = [f"real_own_{c}" for c in centers[:-1]]  # the last center's own real set is real_last
+    assert [p.parent.name for p in checkpoints] == sorted(
+        ["finetune", "real_all", "real_last", "tdgan_bank", *sites, *own]
+    )
+    # a site's set: its own real training pairs and the pairs made in the OTHER centers' styles, no more
+    sets = report["segmentation"]["training_sets"]
+    synthetic = json.loads((tmp_path / "runs" / "seed0" / "tdgan_bank" / "synthetic" / "dataset.json").read_text())
+    for c in centers:
+        real = len(json.loads((demo_root / c / "dataset.json").read_text())["training"])
+        others = sum(item["center"] != c for item in synthetic["training"])
+        assert sets[f"tdgan_bank_site_{c}"]["pairs"] == real + others and others < len(synthetic["training"])
+        assert sets[f"tdgan_bank_site_{c}"]["site"] == c and not sets[f"tdgan_bank_site_{c}"]["shareable"]
 
 
 def test_a_segmentation_network_is_reused_only_for_the_same_training_data(demo_root: Path, tmp_path: Path):

@@ -18,6 +18,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -150,6 +151,10 @@ class Evaluation:
             many as the center has training pairs.
         training_map_sets: methods whose generator also synthesises every center's TRAINING label maps (a set that
             is not shareable, kept to show what it leaks and how it segments); default: every method.
+        site_sets: methods whose shareable set is also used as a site would use it: for each center, a segmentation
+            network trained on that center's own real training images plus the OTHER centers' synthetic pairs
+            (``<method>_site_<center>``), next to one trained on the center's own real images only
+            (``real_own_<center>``; the last center's is ``real_last``); default: none.
         seeds: one full run per seed; intervals over seeds need at least 2.
         budget_reference: the method whose generator updates every method gets (see :py:data:`BUDGET_RULE`), or
             None to let every method keep its own epochs (the budgets are still recorded).
@@ -187,6 +192,7 @@ class Evaluation:
         label_map_settings: dict[str, Any] | None = None,
         new_maps_per_center: int | None = None,
         training_map_sets: Sequence[str] | None = None,
+        site_sets: Sequence[str] | None = None,
         seeds: Sequence[int] = (0,),
         budget_reference: str | None = "tdgan_bank",
         distribution_reference: str = "test",
@@ -216,9 +222,11 @@ class Evaluation:
         self.label_map_settings = dict(label_map_settings or {})
         self.new_maps_per_center = None if new_maps_per_center is None else int(new_maps_per_center)
         self.training_map_sets = list(methods if training_map_sets is None else training_map_sets)
-        unknown = sorted(set(self.training_map_sets) - set(methods))
-        if unknown:
-            raise ValueError(f"training_map_sets names methods {unknown} that are not in methods {sorted(methods)}.")
+        self.site_sets = list(site_sets or [])
+        for key, names in (("training_map_sets", self.training_map_sets), ("site_sets", self.site_sets)):
+            unknown = sorted(set(names) - set(methods))
+            if unknown:
+                raise ValueError(f"{key} names methods {unknown} that are not in methods {sorted(methods)}.")
         self.seeds = [int(s) for s in seeds]
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be a non-empty list of distinct integers, got {list(seeds)}.")
@@ -541,12 +549,16 @@ class Evaluation:
         record.write_text(json.dumps(made, indent=2))
         return out
 
-    def train_segmentation(self, name: str, dataset_dir: Path, seed: int = 0) -> tuple[torch.nn.Module, dict[str, Any]]:
-        """Train the segmentation network on ``dataset_dir``'s training pairs under ``seed``, or, with ``resume``,
-        reuse a finished run on the same training data with the same settings (recorded beside its checkpoint)."""
+    def train_segmentation(
+        self, name: str, dataset_dir: str | Path | list[str], seed: int = 0
+    ) -> tuple[torch.nn.Module, dict[str, Any]]:
+        """Train the segmentation network on the training pairs of ``dataset_dir`` (a folder, or a list of folders
+        trained on together) under ``seed``, or, with ``resume``, reuse a finished run on the same training data
+        with the same settings (recorded beside its checkpoint)."""
         out = self.segmentation_dir / f"seed{seed}" / name
+        folders = [dataset_dir] if isinstance(dataset_dir, (str, os.PathLike)) else list(dataset_dir)
         made = {
-            "training_data": dataset_digest(dataset_dir),
+            "training_data": {k: v for folder in folders for k, v in dataset_digest(folder).items()},
             "settings": self.segmentation_overrides,
             "spatial_size": self.spatial_size,
             "seed": seed,
@@ -559,7 +571,7 @@ class Evaluation:
             workflow_type="train",
             **{
                 "bundle_root": self.bundle_root,
-                "dataset_dir": str(dataset_dir),
+                "dataset_dir": str(folders[0]) if len(folders) == 1 else [str(f) for f in folders],
                 "output_dir": str(out),
                 "spatial_size": self.spatial_size,
                 "device": str(self.device),
@@ -620,6 +632,26 @@ class Evaluation:
             "reference_ms_ssim": {c: round(ms_ssim_diversity(x, seed=seed), 4) for c, x in real.items()},
         }
 
+    def _others_synthetic(self, synthetic_dir: Path, center: str) -> Path:
+        """A copy of a synthetic set without the pairs made in ``center``'s style (what the other centers would
+        share with it), beside the set: ``<set>_without_<center>``, made again each time (it is small)."""
+        meta = json.loads((synthetic_dir / "dataset.json").read_text())
+        out = synthetic_dir.with_name(f"{synthetic_dir.name}_without_{center}")
+        if out.exists():
+            shutil.rmtree(out)
+        kept = [item for item in meta["training"] if item.get("center") != center]
+        for item in kept:
+            for key in ("image", "label"):
+                (out / item[key]).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(synthetic_dir / item[key], out / item[key])
+        meta.update(
+            training=kept,
+            numTraining=len(kept),
+            description=f"{meta.get('description', '')} Without the pairs made in {center}'s style.",
+        )
+        (out / "dataset.json").write_text(json.dumps(meta, indent=2))
+        return out
+
     def _images_by_center(self, synthetic_dir: Path) -> dict[str, torch.Tensor]:
         """A synthetic dataset's images in [0, 1], split by the center style each was made in."""
         meta = json.loads((synthetic_dir / "dataset.json").read_text())
@@ -659,6 +691,26 @@ class Evaluation:
                     "shareable": label_source == "new",
                 }
             self._timed(f"{tag}synthesis: {name}", t0)
+        for name in self.site_sets:
+            for c in self.centers:
+                others = self._others_synthetic(synthetic_dirs[name], c)
+                training_sets[f"{name}_site_{c}"] = {
+                    "label": f"{labels[name]}: {c}'s own real + the other centers' synthetic",
+                    "method": name,
+                    "dataset_dir": [str(self.data_root / c), str(others)],
+                    "real": False,
+                    "shareable": False,
+                    "site": c,
+                }
+        if self.site_sets:
+            for c in self.centers[:-1] if self.real_baselines else self.centers:
+                training_sets[f"real_own_{c}"] = {
+                    "label": f"Real images, own center only ({c})",
+                    "dataset_dir": str(self.data_root / c),
+                    "real": True,
+                    "shareable": False,
+                    "site": c,
+                }
         if self.real_baselines:
             training_sets["real_all"] = {
                 "label": "Real images, all centers",
@@ -676,12 +728,12 @@ class Evaluation:
         seg_info: dict[str, Any] = {}
         distribution = None
         t0 = time.perf_counter()
-        jobs = [("segmentation", name, seed, (name, Path(t["dataset_dir"]), seed)) for name, t in training_sets.items()]
+        jobs = [("segmentation", name, seed, (name, t["dataset_dir"], seed)) for name, t in training_sets.items()]
         if self._in_parallel("train_segmentation", jobs):
             self._timed(f"{tag}train segmentation networks ({self.workers} workers)", t0)
         for name, t in training_sets.items():
             t0 = time.perf_counter()
-            network, seg_info = self.train_segmentation(name, Path(t["dataset_dir"]), seed)
+            network, seg_info = self.train_segmentation(name, t["dataset_dir"], seed)
             t["pairs"] = seg_info["pairs"]
             scores[name] = self.segmentation_scores(network, class_names, seed)
             self._timed(f"{tag}segmentation: {name}", t0)
