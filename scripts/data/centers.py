@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +69,11 @@ DATASET_SETTINGS = ("num_classes", "image_channels")
 and ``image_channels`` (its ``modality``: one entry per image channel, as in the Medical Segmentation Decathlon)."""
 
 
-def declared_settings(center_dir: str | os.PathLike) -> dict[str, int]:
+def declared_settings(center_dir: str | os.PathLike, label_mapping: Mapping[int, int] | None = None) -> dict[str, int]:
     """What one center's ``dataset.json`` declares of :data:`DATASET_SETTINGS`; a setting it does not declare (no
     ``labels`` with integer keys, no ``modality`` object), or an unreadable ``dataset.json`` (the input checks report
-    it), is left out."""
+    it), is left out. With ``label_mapping`` (checked, int keys), ``num_classes`` counts the classes the declared
+    label values map to (values it does not map are left out here; the input checks report them)."""
     try:
         meta = json.loads((Path(center_dir) / "dataset.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -83,9 +84,12 @@ def declared_settings(center_dir: str | os.PathLike) -> dict[str, int]:
     labels, modality = meta.get("labels"), meta.get("modality")
     if isinstance(labels, dict) and labels:
         try:
-            declared["num_classes"] = max(int(k) for k in labels) + 1
+            values = [int(k) for k in labels]
+            if label_mapping is not None:
+                values = [label_mapping[v] for v in values if v in label_mapping]
+            declared["num_classes"] = max(values) + 1
         except ValueError:
-            pass  # non-integer keys: reported by the input checks
+            pass  # non-integer keys, or no mapped value: reported by the input checks
     if isinstance(modality, dict) and modality:
         declared["image_channels"] = len(modality)
     return declared
@@ -105,7 +109,12 @@ def center_folders(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> 
     return out
 
 
-def dataset_setting(folders: str | os.PathLike | Sequence[str | os.PathLike], key: str, default: int) -> int:
+def dataset_setting(
+    folders: str | os.PathLike | Sequence[str | os.PathLike],
+    key: str,
+    default: int,
+    label_mapping: Mapping[Any, Any] | None = None,
+) -> int:
     """A setting of :data:`DATASET_SETTINGS` as the centers' ``dataset.json`` declare it: every workflow's default,
     so that ``num_classes`` and ``image_channels`` are given once, where the data is described.
 
@@ -113,15 +122,23 @@ def dataset_setting(folders: str | os.PathLike | Sequence[str | os.PathLike], ke
         folders: a center folder, a folder of centers with ``centers.json``, or a list of either.
         key: ``"num_classes"`` or ``"image_channels"``.
         default: the value when no center declares it (or none is readable yet: the input checks report that).
+        label_mapping: the site's label value -> class (:py:func:`scripts.data.transforms.check_label_mapping`):
+            ``num_classes`` is then the largest class the declared label values map to + 1.
 
     Raises:
-        InputError: the centers declare different values (one line): one generator cannot serve both.
+        InputError: the centers declare different values (one line): one generator cannot serve both; or a
+            malformed ``label_mapping``.
     """
     from scripts.data.checks import InputError
+    from scripts.data.transforms import check_label_mapping
+
+    mapping = check_label_mapping(label_mapping)
 
     if key not in DATASET_SETTINGS:
         raise ValueError(f"key must be one of {DATASET_SETTINGS}, got {key!r}.")
-    found = {str(d / "dataset.json"): s[key] for d in center_folders(folders) if key in (s := declared_settings(d))}
+    found = {
+        str(d / "dataset.json"): s[key] for d in center_folders(folders) if key in (s := declared_settings(d, mapping))
+    }
     values = sorted(set(found.values()))
     if len(values) > 1:
         listed = ", ".join(f"{path}: {value}" for path, value in found.items())
@@ -276,16 +293,19 @@ def read_label_maps(
     spatial_dims: int,
     spatial_size: Sequence[int] | None = None,
     key: str = "training",
+    label_mapping: Mapping[Any, Any] | None = None,
 ) -> tuple[torch.Tensor, list[str]]:
     """A center's label maps under ``key``, read as the visit reads them (the shared preprocessing, labels only: no
-    image is read), as uint8 (N, 1, *spatial), with their paths as ``<center>/<path in the folder>``.
+    image is read), as uint8 (N, 1, *spatial), with their paths as ``<center>/<path in the folder>``; with
+    ``label_mapping``, the site's label values mapped to the classes as training maps them.
 
     Raises:
         FileNotFoundError: no ``dataset.json``, or a listed label file is missing.
         ValueError: the list under ``key`` is empty.
-        InputError: a listed file resolves outside the center folder (one line per file).
+        InputError: a listed file resolves outside the center folder (one line per file), or holds a label value
+            ``label_mapping`` does not name (one line).
     """
-    maps, names, _ = read_label_maps_with_affines(center_dir, spatial_dims, spatial_size, key)
+    maps, names, _ = read_label_maps_with_affines(center_dir, spatial_dims, spatial_size, key, label_mapping)
     return maps, names
 
 
@@ -294,6 +314,7 @@ def read_label_maps_with_affines(
     spatial_dims: int,
     spatial_size: Sequence[int] | None = None,
     key: str = "training",
+    label_mapping: Mapping[Any, Any] | None = None,
 ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
     """:py:func:`read_label_maps`, and each map's affine (N, 4, 4) float64 as read: the file's voxel-to-world matrix,
     updated by MONAI's ``Resized`` to the resized grid (the same field of view at the new spacing), so what is
@@ -302,9 +323,10 @@ def read_label_maps_with_affines(
     Raises:
         FileNotFoundError: no ``dataset.json``, or a listed label file is missing.
         ValueError: the list under ``key`` is empty.
-        InputError: a listed file resolves outside the center folder (one line per file).
+        InputError: a listed file resolves outside the center folder (one line per file), or holds a label value
+            ``label_mapping`` does not name (one line).
     """
-    from scripts.data.checks import raise_if_problems
+    from scripts.data.checks import InputError, raise_if_problems
     from scripts.data.transforms import preprocessing
 
     center_dir = Path(center_dir)
@@ -315,12 +337,17 @@ def read_label_maps_with_affines(
     if not items:
         raise ValueError(f"{meta}: the '{key}' list is empty; expected at least one label map.")
     raise_if_problems(outside_problems(center_dir, items, meta), f"the '{key}' list of {meta}")
-    load = preprocessing(spatial_dims, spatial_size, keys=("label",), track_meta=True)
+    load = preprocessing(spatial_dims, spatial_size, keys=("label",), track_meta=True, label_mapping=label_mapping)
     maps, names, affines = [], [], []
     for item in items:
         if not os.path.isfile(item["label"]):
             raise FileNotFoundError(f"{meta}: label file {item['label']} listed under '{key}' does not exist.")
-        label = load({"label": item["label"]})["label"]
+        try:
+            label = load({"label": item["label"]})["label"]
+        except RuntimeError as e:  # MONAI's Compose wraps a transform's error: the refusal is the user's one line
+            if isinstance(e.__cause__, InputError):
+                raise e.__cause__ from None
+            raise
         affines.append(to_affine_nd(3, torch.as_tensor(label.affine, dtype=torch.float64)))  # a PNG's is 3x3
         maps.append(label.as_tensor())
         names.append(f"{center_dir.name}/{os.path.relpath(item['label'], center_dir)}")

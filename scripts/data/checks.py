@@ -126,8 +126,16 @@ def center_order_problems(data_root: str | os.PathLike) -> tuple[list[str], list
     return order, problems
 
 
-def _declared_labels(meta_path: Path, meta: Mapping, num_classes: int, problems: list[str]) -> set[int] | None:
-    """The label values a ``dataset.json`` declares (keys of ``labels``), checked against ``num_classes``."""
+def _declared_labels(
+    meta_path: Path,
+    meta: Mapping,
+    num_classes: int,
+    problems: list[str],
+    label_mapping: Mapping[int, int] | None = None,
+) -> set[int] | None:
+    """The label values a ``dataset.json`` declares (keys of ``labels``), checked against ``num_classes``: the values
+    themselves, or with ``label_mapping`` the classes it maps them to (a declared value it does not map is a
+    problem)."""
     labels = meta.get("labels")
     if not isinstance(labels, Mapping) or not labels:
         problems.append(f'{meta_path}: no "labels"; expected the classes, e.g. {{"0": "background", "1": "brain"}}.')
@@ -137,6 +145,16 @@ def _declared_labels(meta_path: Path, meta: Mapping, num_classes: int, problems:
     except ValueError:
         problems.append(f"{meta_path}: label keys {sorted(labels)} are not all integers; expected class values.")
         return None
+    declared = values
+    if label_mapping is not None:
+        unmapped = sorted(v for v in values if v not in label_mapping)
+        if unmapped:
+            problems.append(
+                f"{meta_path}: declares label values {unmapped} that label_mapping does not map (it maps "
+                f"{sorted(label_mapping)}); add them to label_mapping."
+            )
+            return declared  # the classes they would give are unknown: nothing more to check
+        values = {label_mapping[v] for v in values}
     outside = sorted(v for v in values if not 0 <= v < num_classes)
     if outside:
         problems.append(
@@ -148,8 +166,9 @@ def _declared_labels(meta_path: Path, meta: Mapping, num_classes: int, problems:
             f"{meta_path}: declares {max(values) + 1} classes (label values up to {max(values)}), but the "
             f"configuration has num_classes={num_classes}; leave num_classes unset to read it from dataset.json, or "
             'declare every class under "labels".'
+            + ("" if label_mapping is None else " (label values count as the classes label_mapping maps them to)")
         )
-    return values
+    return declared
 
 
 def _declared_modality(meta_path: Path, meta: Mapping, image_channels: int, problems: list[str]) -> None:
@@ -194,7 +213,12 @@ def _load(path: str, problems: list[str], role: str, source: Path) -> np.ndarray
 
 
 def _pair_problems(
-    paths: Mapping[str, str], meta_path: Path, spatial_dims: int, image_channels: int, declared: set[int] | None
+    paths: Mapping[str, str],
+    meta_path: Path,
+    spatial_dims: int,
+    image_channels: int,
+    declared: set[int] | None,
+    label_mapping: Mapping[int, int] | None = None,
 ) -> tuple[list[str], bool]:
     """Every problem with one image/label pair, read as training reads it, and whether the image is constant (one
     intensity everywhere: nothing for the discriminator to learn from, and a zero range to scale)."""
@@ -236,7 +260,14 @@ def _pair_problems(
             problems.append(f"{paths['label']}: non-integer or NaN/Inf label values; expected integer classes.")
             return problems, constant
         values = {int(v) for v in np.unique(label)}
-        if declared is not None and not values <= declared:
+        unmapped = None
+        if label_mapping is not None:  # the line the preprocessing itself would refuse the file with
+            from scripts.data.transforms import unmapped_label_problem
+
+            unmapped = unmapped_label_problem(paths["label"], sorted(values), label_mapping)
+        if unmapped:
+            problems.append(unmapped)
+        elif declared is not None and not values <= declared:
             problems.append(
                 f"{paths['label']}: label values {sorted(values - declared)} are not declared in {meta_path}; "
                 f"expected values in {sorted(declared)}."
@@ -251,6 +282,7 @@ def center_problems(
     num_classes: int,
     key: str = "training",
     read_files: bool = True,
+    label_mapping: Mapping[Any, Any] | None = None,
 ) -> list[str]:
     """Every problem with one center folder for a configuration.
 
@@ -258,7 +290,8 @@ def center_problems(
     declared) with ``image_channels`` entries, a non-empty ``key`` list of ``{"image", "label"}`` entries, each with
     an optional plain-name ``subject``) and, with ``read_files``, every listed file as training reads it: present and
     readable; ``spatial_dims`` spatial dimensions and ``image_channels`` channels; a one-channel label of the image's
-    spatial shape; finite intensities; integer label values among the declared ``labels``.
+    spatial shape; finite intensities; integer label values among the declared ``labels`` (and, with
+    ``label_mapping``, values it maps, onto ``num_classes`` classes).
 
     Args:
         center_dir: the center folder.
@@ -267,10 +300,15 @@ def center_problems(
         num_classes: label classes of the configuration.
         key: which list of ``dataset.json`` to check.
         read_files: read every listed file (otherwise only ``dataset.json`` and the files' presence are checked).
+        label_mapping: the site's label value -> class (:py:func:`scripts.data.transforms.check_label_mapping`), or
+            None when the label values are the classes.
 
     Returns:
         one line per problem: the file, what is wrong, what was expected.
     """
+    from scripts.data.transforms import check_label_mapping
+
+    mapping = check_label_mapping(label_mapping, num_classes)
     center_dir = Path(center_dir)
     meta_path = center_dir / "dataset.json"
     problems: list[str] = []
@@ -283,7 +321,7 @@ def center_problems(
         return problems
     if not isinstance(meta, Mapping):
         return [f"{meta_path}: holds a {type(meta).__name__}; expected a JSON object with 'labels' and '{key}'."]
-    declared = _declared_labels(meta_path, meta, num_classes, problems)
+    declared = _declared_labels(meta_path, meta, num_classes, problems, mapping)
     _declared_modality(meta_path, meta, image_channels, problems)
     items = meta.get(key)
     if not isinstance(items, list) or not items:
@@ -311,7 +349,7 @@ def center_problems(
                 if not os.path.isfile(p)
             ]
             continue
-        pair, flat = _pair_problems(paths, meta_path, spatial_dims, image_channels, declared)
+        pair, flat = _pair_problems(paths, meta_path, spatial_dims, image_channels, declared, mapping)
         problems += pair
         read, constant = read + 1, constant + flat
     if read and constant == read and key == "training":
@@ -323,7 +361,11 @@ def center_problems(
 
 
 def check_dataset_settings(
-    folders: str | os.PathLike | Sequence[str | os.PathLike], num_classes: int, image_channels: int, what: str
+    folders: str | os.PathLike | Sequence[str | os.PathLike],
+    num_classes: int,
+    image_channels: int,
+    what: str,
+    label_mapping: Mapping[Any, Any] | None = None,
 ) -> None:
     """Refuse ``num_classes`` / ``image_channels`` that contradict what the folders' ``dataset.json`` declare (for a
     workflow that reads no image before it runs, e.g. segmentation).
@@ -333,19 +375,22 @@ def check_dataset_settings(
         num_classes: the configuration's classes.
         image_channels: the configuration's image channels.
         what: what is checked, for the message (e.g. ``"the segmentation training data"``).
+        label_mapping: the site's label value -> class, or None when the label values are the classes.
 
     Raises:
-        InputError: one line per contradicting ``dataset.json``.
+        InputError: a malformed ``label_mapping``, or one line per contradicting ``dataset.json``.
     """
     from scripts.data.centers import center_folders
+    from scripts.data.transforms import check_label_mapping
 
+    mapping = check_label_mapping(label_mapping, num_classes)
     problems: list[str] = []
     for folder in center_folders(folders):
         meta_path = folder / "dataset.json"
         meta = _read_json(meta_path, problems) if meta_path.is_file() else None
         if isinstance(meta, Mapping):
             if isinstance(meta.get("labels"), Mapping) and meta["labels"]:
-                _declared_labels(meta_path, meta, num_classes, problems)
+                _declared_labels(meta_path, meta, num_classes, problems, mapping)
             _declared_modality(meta_path, meta, image_channels, problems)
     raise_if_problems(problems, what)
 
@@ -412,6 +457,7 @@ def check_visit_inputs(
     spatial_size: Sequence[int] | None = None,
     handoff_in: str | os.PathLike | None = None,
     check_data: bool = True,
+    label_mapping: Mapping[Any, Any] | None = None,
 ) -> None:
     """Check a visit's centers and incoming hand-off before anything is built or written.
 
@@ -421,6 +467,7 @@ def check_visit_inputs(
         spatial_size: the configuration's spatial size.
         handoff_in: the incoming hand-off, or None at the first center.
         check_data: read every training file (a sequence that already checked all its centers passes False).
+        label_mapping: the site's label value -> class, or None when the label values are the classes.
 
     Raises:
         InputError: one line per problem found.
@@ -430,7 +477,12 @@ def check_visit_inputs(
     problems += [f"center folder {c}: {p}." for c, n in zip(center_dirs, names) if (p := center_name_problem(n))]
     for center in center_dirs:
         problems += center_problems(
-            center, network["spatial_dims"], network["out_channels"], network["num_classes"], read_files=check_data
+            center,
+            network["spatial_dims"],
+            network["out_channels"],
+            network["num_classes"],
+            read_files=check_data,
+            label_mapping=label_mapping,
         )
     problems += handoff_problems(handoff_in, network, spatial_size, names)
     raise_if_problems(problems, "the inputs of this visit")
@@ -444,6 +496,7 @@ def check_sequence_inputs(
     network: Mapping[str, int],
     spatial_size: Sequence[int] | None = None,
     handoffs: Sequence[str | os.PathLike] = (),
+    label_mapping: Mapping[Any, Any] | None = None,
 ) -> None:
     """Check every center of a sequence, and the hand-offs already written (resume), before the first visit.
 
@@ -453,6 +506,7 @@ def check_sequence_inputs(
         network: the generator settings of the visit configuration.
         spatial_size: the visit configuration's spatial size.
         handoffs: existing hand-offs that the sequence would resume from.
+        label_mapping: the sites' label value -> class, or None when the label values are the classes.
 
     Raises:
         InputError: one line per problem found.
@@ -461,7 +515,11 @@ def check_sequence_inputs(
     for name in order:
         if name in known and (Path(data_root) / name / "dataset.json").is_file():
             problems += center_problems(
-                Path(data_root) / name, network["spatial_dims"], network["out_channels"], network["num_classes"]
+                Path(data_root) / name,
+                network["spatial_dims"],
+                network["out_channels"],
+                network["num_classes"],
+                label_mapping=label_mapping,
             )
     for path in handoffs:
         problems += handoff_problems(path, network, spatial_size)

@@ -8,10 +8,12 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The one preprocessing chain of every workflow: read a pair as the visit reads it (load, channel, resize, scale)."""
+"""The one preprocessing chain of every workflow: read a pair as the visit reads it (load, channel, map the site's label
+values to classes, resize, scale)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -24,12 +26,163 @@ from monai.transforms import (
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
+    MapLabelValued,
     MapTransform,
     Resized,
     ScaleIntensityd,
+    ScaleIntensityRanged,
 )
 
-__all__ = ["EnsureSpatialDimsd", "preprocessing"]
+from scripts.data.checks import InputError
+
+__all__ = [
+    "EnsureSpatialDimsd",
+    "LabelMappingd",
+    "check_intensity_window",
+    "check_label_mapping",
+    "mapped_label_names",
+    "preprocessing",
+    "unmapped_label_problem",
+]
+
+
+def _integer(value: Any) -> int | None:
+    """``value`` as an int when it is one (an int, or a string of one: JSON object keys are strings), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    return None
+
+
+def check_label_mapping(
+    label_mapping: Mapping[Any, Any] | None, num_classes: int | None = None
+) -> dict[int, int] | None:
+    """A ``label_mapping`` setting (a site's label value -> the bundle's class) checked and normalised.
+
+    Args:
+        label_mapping: None (no mapping: label values are the classes), or a non-empty mapping whose keys are integer
+            label values (ints, or strings of ints as JSON object keys are) and whose values are integer classes.
+        num_classes: the configuration's classes, when known: every class must lie in ``0..num_classes-1``.
+
+    Returns:
+        None, or the mapping with int keys and values.
+
+    Raises:
+        InputError: not a mapping, empty, a key or value that is not an integer, or a class out of range (one line).
+    """
+    if label_mapping is None:
+        return None
+    expected = 'expected null or an object of integer label value -> class, e.g. {"0": 0, "1": 1, "2": 2, "4": 3}' + (
+        "" if num_classes is None else f" with classes in 0..{num_classes - 1}"
+    )
+    if not isinstance(label_mapping, Mapping) or not label_mapping:
+        raise InputError(f"label_mapping is {label_mapping!r:.120}; {expected}.")
+    mapping: dict[int, int] = {}
+    for key, value in label_mapping.items():
+        k, v = _integer(key), None if isinstance(value, str) else _integer(value)
+        if k is None or v is None or v < 0 or (num_classes is not None and v >= num_classes):
+            raise InputError(f"label_mapping maps {key!r:.40} to {value!r:.40}; {expected}.")
+        if k in mapping:
+            raise InputError(f"label_mapping names label value {k} twice; {expected}.")
+        mapping[k] = v
+    return mapping
+
+
+def check_intensity_window(window: Sequence[float] | None) -> list[float] | None:
+    """An ``intensity_window`` setting (a CT window ``[low, high]``, e.g. ``[-1000, 400]`` HU) checked.
+
+    Raises:
+        InputError: not two finite numbers with low < high (one line).
+    """
+    if window is None:
+        return None
+    ok = (
+        isinstance(window, Sequence)
+        and not isinstance(window, str)
+        and len(window) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in window)
+        and window[0] < window[1]
+    )
+    if not ok:
+        raise InputError(
+            f"intensity_window is {window!r:.80}; expected null or [low, high] with low < high, e.g. [-1000, 400] "
+            "(a CT window in HU)."
+        )
+    return [float(window[0]), float(window[1])]
+
+
+def unmapped_label_problem(source: Any, values: Sequence[float], label_mapping: Mapping[int, int]) -> str | None:
+    """The one line refusing a label map whose ``values`` include some that ``label_mapping`` does not name (None when
+    it names them all): the file, the values, the values the mapping names."""
+    unmapped = sorted({v for v in values if v not in label_mapping})
+    if not unmapped:
+        return None
+    shown = [int(v) if float(v).is_integer() else v for v in unmapped]
+    return (
+        f"{source}: label values {shown} are not in label_mapping (it maps {sorted(label_mapping)}); add them to "
+        "label_mapping, or fix the file."
+    )
+
+
+def mapped_label_names(labels: Mapping[Any, Any], label_mapping: Mapping[Any, Any] | None) -> dict[str, str]:
+    """A ``dataset.json``'s ``labels`` (label value -> name) as the names of the classes the label maps hold once read:
+    as they are without ``label_mapping``; with it, each class named by the values mapped to it, joined by " + " (e.g.
+    BraTS ``{"1": "necrotic core", "4": "enhancing tumour"}`` both mapped to 3: ``{"3": "necrotic core + enhancing
+    tumour"}``), in class order."""
+    mapping = check_label_mapping(label_mapping)
+    if mapping is None:
+        return {str(k): str(v) for k, v in labels.items()}
+    names: dict[int, list[str]] = {}
+    for value, name in labels.items():
+        k = _integer(value)
+        if k is not None and k in mapping and str(name) not in names.setdefault(mapping[k], []):
+            names[mapping[k]].append(str(name))
+    return {str(c): " + ".join(names[c]) for c in sorted(names)}
+
+
+class LabelMappingd(MapTransform):
+    """Map a site's label values onto the bundle's classes (``label_mapping``, e.g. BraTS ``{0: 0, 1: 1, 2: 2, 4: 3}``)
+    with MONAI's ``MapLabelValued``, and refuse a label map holding a value the mapping does not name, which
+    ``MapLabelValued`` would leave as it is.
+
+    Args:
+        keys: keys of the label maps.
+        label_mapping: label value -> class (see :py:func:`check_label_mapping`).
+        num_classes: the configuration's classes, when known (the mapping's classes must lie below it).
+
+    Raises:
+        InputError: a malformed mapping (at construction), or a label map with values the mapping does not name (one
+            line naming the file and the values).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_mapping: Mapping[Any, Any],
+        num_classes: int | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        mapping = check_label_mapping(label_mapping, num_classes)
+        if mapping is None:
+            raise InputError("LabelMappingd needs a label_mapping; leave the transform out for none.")
+        self.label_mapping = mapping
+        self.mapper = MapLabelValued(
+            keys, list(mapping), list(mapping.values()), dtype=np.float32, allow_missing_keys=allow_missing_keys
+        )
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            source = getattr(d[key], "meta", {}).get("filename_or_obj", key)
+            values = np.unique(np.asarray(d[key])).tolist()
+            problem = unmapped_label_problem(source, values, self.label_mapping)
+            if problem:
+                raise InputError(problem)
+        return self.mapper(d)
 
 
 class EnsureSpatialDimsd(MapTransform):
@@ -72,13 +225,20 @@ def preprocessing(
     keys: Sequence[str] = ("image", "label"),
     label_dtype: torch.dtype = torch.uint8,
     track_meta: bool = False,
+    label_mapping: Mapping[Any, Any] | None = None,
+    num_classes: int | None = None,
+    intensity_channel_wise: bool = False,
+    intensity_window: Sequence[float] | None = None,
 ) -> Compose:
     """The deterministic preprocessing of an image/label pair (or of label maps alone), shared by training,
     segmentation, synthesis and evaluation so that they all see the same pixels.
 
     ``LoadImaged`` (nibabel for NIfTI, ITK for the rest), channel first, trailing singleton spatial axes dropped
-    (2D slices stored as (H, W, 1)), resized to ``spatial_size`` (images (tri)linear, labels nearest), image
-    intensities min-max scaled to ``intensity_range``, typed tensors (image float32, label ``label_dtype``).
+    (2D slices stored as (H, W, 1)), the site's label values mapped to classes (``label_mapping``, when given:
+    :py:class:`LabelMappingd`), resized to ``spatial_size`` (images (tri)linear, labels nearest), image intensities
+    scaled to ``intensity_range`` (by default one min-max over all channels; per channel with
+    ``intensity_channel_wise``; a fixed window clipped and scaled with ``intensity_window``), typed tensors (image
+    float32, label ``label_dtype``). The defaults are the chain every workflow had before these options.
 
     Args:
         spatial_dims: 2 or 3.
@@ -88,8 +248,27 @@ def preprocessing(
         keys: ``("image", "label")`` or ``("label",)`` (synthesis reads label maps only).
         label_dtype: dtype of the label map.
         track_meta: keep MONAI's metadata (affine, file name) on the tensors.
+        label_mapping: None, or the site's label value -> class (:py:func:`check_label_mapping`); a label file with
+            a value it does not name is refused.
+        num_classes: the configuration's classes, to check ``label_mapping`` against (None: not checked).
+        intensity_channel_wise: min-max scale each image channel on its own (MONAI ``ScaleIntensityd``
+            ``channel_wise``), e.g. MRI sequences of unrelated ranges stacked as channels.
+        intensity_window: ``[low, high]``: clip the image to this fixed window and scale it to ``intensity_range``
+            (MONAI ``ScaleIntensityRanged``), e.g. a CT window in HU; the same for every image, unlike a min-max.
+
+    Raises:
+        InputError: a malformed ``label_mapping`` or ``intensity_window``, or both intensity options (one line).
     """
     keys = list(keys)
+    mapping = check_label_mapping(label_mapping, num_classes)
+    window = check_intensity_window(intensity_window)
+    if not isinstance(intensity_channel_wise, bool):
+        raise InputError(f"intensity_channel_wise must be true or false, got {intensity_channel_wise!r}.")
+    if window is not None and intensity_channel_wise:
+        raise InputError(
+            f"intensity_window {window} and intensity_channel_wise are both set; expected one: a window scales every "
+            "channel alike."
+        )
     linear = "bilinear" if spatial_dims == 2 else "trilinear"
     modes = ["nearest" if k == "label" else linear for k in keys]
     dtypes = [label_dtype if k == "label" else torch.float32 for k in keys]
@@ -98,9 +277,17 @@ def preprocessing(
         EnsureChannelFirstd(keys=keys),
         EnsureSpatialDimsd(keys=keys, spatial_dims=spatial_dims),
     ]
+    if mapping is not None and "label" in keys:
+        transforms.append(LabelMappingd(keys="label", label_mapping=mapping, num_classes=num_classes))
     if spatial_size is not None:
         transforms.append(Resized(keys=keys, spatial_size=spatial_size, mode=modes))
     if "image" in keys and intensity_range is not None:
-        transforms.append(ScaleIntensityd(keys="image", minv=intensity_range[0], maxv=intensity_range[1]))
+        low, high = intensity_range
+        if window is not None:
+            transforms.append(
+                ScaleIntensityRanged(keys="image", a_min=window[0], a_max=window[1], b_min=low, b_max=high, clip=True)
+            )
+        else:
+            transforms.append(ScaleIntensityd(keys="image", minv=low, maxv=high, channel_wise=intensity_channel_wise))
     transforms.append(EnsureTyped(keys=keys, dtype=dtypes, track_meta=track_meta))
     return Compose(transforms)
