@@ -160,10 +160,16 @@ class VisitIdentity:
         if other["handoff_in_sha256"] != mine["handoff_in_sha256"]:
             there, here = _short(other["handoff_in_sha256"]), _short(mine["handoff_in_sha256"])
             out.append(f"incoming hand-off {there} there, {here} here")
+        # a setting added to the bundle since the other record was written is no difference at its off value (None
+        # or False: the behaviour that record's bundle had), so an upgrade keeps finished visits and checkpoints
         setting_diffs = [
             f"{k} {other['settings'].get(k, '(unset)')!r} there, {v!r} here"
             for k, v in mine["settings"].items()
-            if not isinstance(other["settings"], Mapping) or other["settings"].get(k, "(unset)") != v
+            if not isinstance(other["settings"], Mapping)
+            or (
+                other["settings"].get(k, "(unset)") != v
+                and (k in other["settings"] or (v is not None and v is not False))
+            )
         ]
         if isinstance(other["settings"], Mapping):
             setting_diffs += [f"{k} set there only" for k in other["settings"] if k not in mine["settings"]]
