@@ -135,7 +135,9 @@ class VisitSequence:
         existing = (
             [str(p) for i in range(len(self.visits)) if (p := self.handoff_path(i)).is_file()] if self.resume else []
         )
-        check_sequence_inputs(self.data_root, self.order, settings, parser.get_parsed_content("spatial_size"), existing)
+        mapping = parser.get_parsed_content("label_mapping") if "label_mapping" in parser else None
+        size = parser.get_parsed_content("spatial_size")
+        check_sequence_inputs(self.data_root, self.order, settings, size, existing, label_mapping=mapping)
 
     def run(self) -> list[str]:
         """Check the inputs, then run every visit; returns the hand-off paths in order and writes ``sequence.json``."""

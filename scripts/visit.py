@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from scripts.data.centers import center_subjects, read_label_maps, seeded_subset
 from scripts.data.label_maps import LabelMapTooCloseError, new_label_bank
+from scripts.data.transforms import check_label_mapping
 from scripts.files import check_center_name
 from scripts.handoff import Handoff, HandoffError, load_handoff, save_handoff
 from scripts.reminding import REMINDING_SOURCES, Reminder, make_local_pool
@@ -152,6 +153,9 @@ class CenterVisit:
             per online center; 0: the current batch's maps (each completed to every class), as under DP.
         label_map_settings: the label-map transforms' settings (``relocatable``, ``hosts``, ...) the pool is made
             with.
+        label_mapping: the site's label value -> class (:py:func:`scripts.data.transforms.check_label_mapping`), as
+            training reads the label maps; every label map read outside training (the pool here, the bank in
+            :py:class:`HandoffSaver`) is mapped alike. None: the label values are the classes.
 
     Raises:
         HandoffError: the incoming hand-off is unreadable, tampered with, unsigned or wrongly signed (federation key),
@@ -174,6 +178,7 @@ class CenterVisit:
         center_dirs: Sequence[str | os.PathLike] = (),
         reminding_pool_size: int = 64,
         label_map_settings: dict[str, Any] | None = None,
+        label_mapping: dict[Any, int] | None = None,
     ) -> None:
         if reminding_source not in REMINDING_SOURCES:
             raise ValueError(f"reminding_source must be one of {REMINDING_SOURCES}, got {reminding_source!r}.")
@@ -190,6 +195,7 @@ class CenterVisit:
         self.center_dirs = [str(d) for d in center_dirs]
         self.reminding_pool_size = int(reminding_pool_size)
         self.label_map_settings = dict(label_map_settings or {})
+        self.label_mapping = check_label_mapping(label_mapping, self.settings["num_classes"])
         self.preprocessing = {
             "spatial_size": [int(v) for v in spatial_size] if spatial_size is not None else None,
             "intensity_range": [float(v) for v in intensity_range],
@@ -242,7 +248,7 @@ class CenterVisit:
             dims, size = self.settings["spatial_dims"], self.preprocessing["spatial_size"]
             pools = [
                 make_local_pool(
-                    read_label_maps(folder, dims, size)[0],
+                    read_label_maps(folder, dims, size, label_mapping=self.label_mapping)[0],
                     self.reminding_pool_size,
                     self.settings["num_classes"],
                     seed + i,
@@ -413,11 +419,13 @@ def center_label_bank(
     seed: int,
     bank_maps: str = "new",
     label_map_settings: dict[str, Any] | None = None,
+    label_mapping: dict[Any, int] | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any] | None]:
     """The label maps one center adds to a ``bank`` hand-off: with ``bank_maps="new"``, ``count`` new maps made from
     its training maps (:py:func:`scripts.data.label_maps.new_label_bank`, checked against the ceiling calibrated from
     them and their subjects unless ``label_map_settings`` sets one), else a seeded choice of the patients' own maps.
-    The protocol calls it before anything trains, the visit when it starts: the same maps, the same refusal.
+    The protocol calls it before anything trains, the visit when it starts: the same maps, the same refusal. The maps
+    are read as training reads them, with the site's ``label_mapping`` (None: the label values are the classes).
 
     Returns:
         the maps (uint8 (N, 1, *spatial)) and the record of the ceiling they were checked against (None for
@@ -426,7 +434,7 @@ def center_label_bank(
     Raises:
         LabelMapTooCloseError: the new maps cannot be made within the ceiling (one line, with what to do).
     """
-    maps = read_label_maps(folder, spatial_dims, spatial_size)[0]
+    maps = read_label_maps(folder, spatial_dims, spatial_size, label_mapping=label_mapping)[0]
     if bank_maps != "new":
         return seeded_subset(maps, count, seed), None
     name = Path(os.path.normpath(folder)).name
@@ -538,6 +546,7 @@ class HandoffSaver:
                 self.seed + i,
                 self.bank_maps,
                 self.label_map_settings,
+                self.visit.label_mapping,
             )
             if ceiling is not None:
                 self._ceilings[name] = ceiling

@@ -103,7 +103,10 @@ def test_the_job_allow_list_holds_only_plain_settings_of_train_json_with_their_d
         assert key in train, f"{key} is not a top-level setting of configs/train.json"
         default = train[key]
         if key in DATASET_SETTINGS:  # read from the site's own dataset.json; a job's value must agree with it
-            assert default == f"$scripts.data.centers.dataset_setting(@center_dirs, '{key}', {DATASET_DEFAULTS[key]})"
+            mapped = ", @label_mapping" if key == "num_classes" else ""  # the site's label values -> classes
+            assert default == (
+                f"$scripts.data.centers.dataset_setting(@center_dirs, '{key}', {DATASET_DEFAULTS[key]}{mapped})"
+            )
             default = DATASET_DEFAULTS[key]
         assert not (isinstance(default, str) and default[:1] in "$@%"), f"{key}'s default is an expression"
         if setting.kind == "object":  # keyword settings of one bundle function: plain values, no component

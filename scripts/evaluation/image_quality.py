@@ -45,12 +45,19 @@ DECIMALS = {"ssim": 3, "psnr": 2, "mae": 4}
 
 
 def load_pairs(
-    center_dir: str | os.PathLike, spatial_dims: int, spatial_size: Sequence[int], key: str = "test", minv: float = -1.0
+    center_dir: str | os.PathLike,
+    spatial_dims: int,
+    spatial_size: Sequence[int],
+    key: str = "test",
+    minv: float = -1.0,
+    **options: Any,
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """A center's ``key`` list read as the visit reads it, as stacked tensors: images (N, C, *spatial) in [minv, 1],
-    labels (N, 1, *spatial), and the image file names."""
+    labels (N, 1, *spatial), and the image file names. ``options``: the site's keyword options of
+    :py:func:`~scripts.data.transforms.preprocessing` (``label_mapping``, ``intensity_channel_wise``,
+    ``intensity_window``)."""
     items = center_datalist(center_dir, code=0, key=key)
-    load = preprocessing(spatial_dims, spatial_size, (minv, 1.0))
+    load = preprocessing(spatial_dims, spatial_size, (minv, 1.0), **options)
     data = [load(item) for item in items]
     return (
         torch.stack([d["image"] for d in data]),

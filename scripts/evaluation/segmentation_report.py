@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from scripts.data.transforms import mapped_label_names
 from scripts.evaluation.intervals import PER_IMAGE, bootstrap_interval
 from scripts.evaluation.segmentation_scores import center_scores
 
@@ -54,10 +55,14 @@ def load_weights(network: torch.nn.Module, ckpt_file: str | os.PathLike, device:
     network.eval()
 
 
-def class_names_of(center_dir: str | os.PathLike, num_classes: int) -> list[str]:
+def class_names_of(
+    center_dir: str | os.PathLike, num_classes: int, label_mapping: Mapping[Any, int] | None = None
+) -> list[str]:
     """The ``num_classes`` class names, background first, from a center folder's ``dataset.json`` ``labels``
-    (``class <k>`` for a value it does not name)."""
-    labels = json.loads((Path(center_dir) / "dataset.json").read_text()).get("labels", {})
+    (``class <k>`` for a value it does not name); with ``label_mapping``, the names of the label values mapped to
+    each class (:py:func:`scripts.data.transforms.mapped_label_names`)."""
+    meta = json.loads((Path(center_dir) / "dataset.json").read_text())
+    labels = mapped_label_names(meta.get("labels", {}), label_mapping)
     return [str(labels.get(str(k), f"class {k}")) for k in range(int(num_classes))]
 
 
@@ -70,11 +75,14 @@ def real_image_scores(
     key: str = "test",
     resamples: int = 1000,
     seed: int = 0,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Dice and HD95 of ``network`` on each center folder's real ``key`` pairs, per foreground class: per image (with
     the image file, relative to its center folder), their means and per-image bootstrap 95 % intervals, as the
     evaluation protocol scores its segmentation networks (:py:func:`~scripts.evaluation.segmentation_scores.
-    center_scores`, :py:func:`~scripts.evaluation.intervals.bootstrap_interval`).
+    center_scores`, :py:func:`~scripts.evaluation.intervals.bootstrap_interval`). ``options``: the site's
+    preprocessing options, as the UNet was trained with (``label_mapping``, ``intensity_channel_wise``,
+    ``intensity_window``).
 
     Returns:
         ``{"data_list_key", "spatial_size", "hd95_unit", "bootstrap": {...}, "centers": {folder name: {"folder",
@@ -84,7 +92,9 @@ def real_image_scores(
     centers = {}
     for center_dir in test_dirs:
         folder = Path(center_dir)
-        scores = center_scores(network, folder, class_names, spatial_dims, spatial_size, key, image_names=True)
+        scores = center_scores(
+            network, folder, class_names, spatial_dims, spatial_size, key, image_names=True, **dict(options or {})
+        )
         for s in scores.values():
             s["images"] = [os.path.relpath(name, folder) for name in s["images"]]
             for m in ("dice", "hd95"):
@@ -138,13 +148,16 @@ def write_test_scores(
     resamples: int = 1000,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    options: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Load ``ckpt_file`` into ``network``, score it with :py:func:`real_image_scores` and write
-    ``output_dir/segmentation_scores.json`` (every number) and ``segmentation_scores.md`` (the table); returns the
-    JSON's path. ``output_dir`` must exist (the config makes it owner-only first)."""
+    """Load ``ckpt_file`` into ``network``, score it with :py:func:`real_image_scores` (the site's preprocessing
+    ``options``) and write ``output_dir/segmentation_scores.json`` (every number) and ``segmentation_scores.md`` (the
+    table); returns the JSON's path. ``output_dir`` must exist (the config makes it owner-only first)."""
     load_weights(network, ckpt_file, device)
     scores = {"checkpoint": str(ckpt_file)}
-    scores.update(real_image_scores(network, test_dirs, class_names, spatial_dims, spatial_size, key, resamples, seed))
+    scores.update(
+        real_image_scores(network, test_dirs, class_names, spatial_dims, spatial_size, key, resamples, seed, options)
+    )
     out = Path(output_dir) / "segmentation_scores.json"
     out.write_text(json.dumps(scores, indent=2) + "\n")
     out.with_suffix(".md").write_text(render_markdown(scores))

@@ -16,6 +16,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
@@ -94,8 +95,10 @@ def center_scores(
     spatial_size: Sequence[int],
     key: str = "test",
     image_names: bool = False,
+    **options: Any,
 ) -> dict[str, dict[str, float | int]]:
     """:func:`segmentation_scores` of ``network`` on a center's real ``key`` pairs (images scaled to [0, 1], as the
-    segmentation workflow trains); with ``image_names``, each class also lists its images' file names."""
-    images, labels, names = load_pairs(center_dir, spatial_dims, spatial_size, key, minv=0.0)
+    segmentation workflow trains); with ``image_names``, each class also lists its images' file names. ``options``:
+    the site's preprocessing options (:py:func:`~scripts.evaluation.image_quality.load_pairs`)."""
+    images, labels, names = load_pairs(center_dir, spatial_dims, spatial_size, key, minv=0.0, **options)
     return segmentation_scores(segment(network, images), labels, class_names, names if image_names else None)

@@ -29,6 +29,7 @@ from monai.transforms import MapTransform
 
 from scripts.data.centers import center_subjects, read_center_order, read_label_maps_with_affines
 from scripts.data.label_maps import check_far_from_sources, new_label_maps
+from scripts.data.transforms import check_label_mapping, mapped_label_names
 from scripts.files import check_center_name, check_inside, make_private, private_dirs
 from scripts.handoff import HandoffError, load_handoff
 from scripts.networks import TDGANGenerator, encode_condition
@@ -195,6 +196,7 @@ def synthesis_datalist(
     label_source: str = "new",
     new_maps_per_center: int | None = None,
     label_map_settings: dict[str, Any] | None = None,
+    label_mapping: dict[Any, int] | None = None,
 ) -> list[dict[str, Any]]:
     """One item per label map to synthesise, with the center style it will be synthesised in.
 
@@ -218,6 +220,8 @@ def synthesis_datalist(
         new_maps_per_center: new maps per center (default: as many as the center has source maps).
         label_map_settings: keyword arguments of ``new_label_maps`` (``relocatable``, ``hosts``, ``flip_axes``,
             ``ceiling`` (null: calibrated), ``ceiling_quantile``, ...).
+        label_mapping: the site's label value -> class of the folders' label maps, as the visit reads them
+            (:py:func:`scripts.data.transforms.check_label_mapping`); None: the label values are the classes.
 
     Returns:
         a :py:class:`SynthesisItems` list of items ``{"label": uint8 tensor (1, *spatial), "affine": float64 tensor
@@ -231,12 +235,14 @@ def synthesis_datalist(
 
     Raises:
         LabelMapTooCloseError: a new map is closer to a source map than the ceiling allows.
+        InputError: a malformed ``label_mapping``, or a label map with a value it does not name (one line).
     """
     if label_source not in LABEL_SOURCES:
         raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}.")
+    mapping = check_label_mapping(label_mapping, source.generator.settings["num_classes"])
     items, folders, ceilings = SynthesisItems(), [], {}
     for index, d in enumerate(map(Path, label_dirs)):
-        stacked, names, affines = read_label_maps_with_affines(d, spatial_dims, spatial_size, data_list_key)
+        stacked, names, affines = read_label_maps_with_affines(d, spatial_dims, spatial_size, data_list_key, mapping)
         maps = list(stacked)
         if label_source == "given":
             items += [
@@ -302,10 +308,13 @@ def _handoff_settings(path: str, mtime_ns: int) -> tuple[tuple[str, Any], ...]:
     return tuple(h.network.items()) + tuple((k, tuple(v)) for k, v in h.preprocessing.items())
 
 
-def label_names_of(label_dirs: Sequence[str | os.PathLike]) -> dict[str, str]:
-    """The ``labels`` of the first center folder's dataset.json (class index -> name)."""
+def label_names_of(
+    label_dirs: Sequence[str | os.PathLike], label_mapping: dict[Any, int] | None = None
+) -> dict[str, str]:
+    """The ``labels`` of the first center folder's dataset.json (class index -> name); with ``label_mapping``, those
+    of the classes its label values map to (:py:func:`scripts.data.transforms.mapped_label_names`)."""
     meta = json.loads((Path(label_dirs[0]) / "dataset.json").read_text())
-    return {str(k): str(v) for k, v in meta.get("labels", {}).items()}
+    return mapped_label_names(meta.get("labels", {}), label_mapping)
 
 
 def modality_of(label_dirs: Sequence[str | os.PathLike], channels: int) -> dict[str, str]:
