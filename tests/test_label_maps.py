@@ -199,7 +199,8 @@ def test_new_maps_keep_the_centers_share_of_maps_with_a_lesion():
     mixed = torch.cat([maps[:20], free[20:]])  # half the patients have a lesion
     made = new_label_maps(mixed, 60, seed=0, **DEMO)
     share = float((made.maps == 3).flatten(1).any(1).float().mean())
-    assert 0.3 <= share <= 0.7  # one ceiling for all kept lesion maps far more often (they are farther apart)
+    assert 0.3 <= share <= 0.7
+    assert not new_label_maps(mixed, 2, seed=0, ceiling_by_content=False, **DEMO).ceiling.by_content  # one for all
 
 
 def test_provenance_names_the_transform_chain_and_no_source(sources):

@@ -310,6 +310,7 @@ def calibrate_ceiling(
     subjects: Sequence[str] | None = None,
     quantile: float = DEFAULT_QUANTILE,
     class_quantile: float = DEFAULT_CLASS_QUANTILE,
+    by_content: bool = True,
 ) -> Ceiling:
     """The ceiling a center derives from its own label maps (:func:`nearest_other_subject`): the ``quantile`` of its
     maps' mean foreground Dice to their nearest map of another subject, and the ``class_quantile`` of each class's
@@ -321,6 +322,8 @@ def calibrate_ceiling(
         subjects: each map's subject, or None (every map its own).
         quantile: in (0, 1]; default :data:`DEFAULT_QUANTILE` (the median).
         class_quantile: in (0, 1]; default :data:`DEFAULT_CLASS_QUANTILE`.
+        by_content: also the mean's quantile over the maps holding each set of classes (:class:`Ceiling`
+            ``by_content``); False: one mean ceiling for every map.
 
     Raises:
         ValueError: a quantile outside (0, 1].
@@ -333,18 +336,18 @@ def calibrate_ceiling(
     groups = _subject_groups(subjects, maps.shape[0])
     mean = _quantile(nearest, quantile)
     contents = _contents(maps)
-    by_content = {}
-    for content in sorted(set(contents)):
+    kinds = {}
+    for content in sorted(set(contents)) if by_content else []:
         held = torch.tensor([c == content for c in contents])
         if int(held.sum()) >= MIN_STRATUM_MAPS and groups[held].unique().numel() >= 2:
-            by_content[content] = _quantile(nearest[held], quantile)
+            kinds[content] = _quantile(nearest[held], quantile)
     classes = {}
     for c, values in per_class.items():
         holders = groups[(maps == c).flatten(1).any(1)]
         if holders.unique().numel() >= 2:
             # never below the mean's ceiling: a class no more alike than the whole map may be is no copied class
             classes[c] = max(_quantile(values, class_quantile), mean)
-    return Ceiling(mean, classes, float(quantile), float(class_quantile), by_content)
+    return Ceiling(mean, classes, float(quantile), float(class_quantile), kinds)
 
 
 def _quantile(values: torch.Tensor, q: float) -> float:
@@ -358,6 +361,7 @@ def resolve_ceiling(
     ceiling_quantile: float = DEFAULT_QUANTILE,
     subjects: Sequence[str] | None = None,
     ceiling_class_quantile: float = DEFAULT_CLASS_QUANTILE,
+    ceiling_by_content: bool = True,
 ) -> Ceiling:
     """The :class:`Ceiling` a setting means: None (the default) calibrates it from ``sources``
     (:func:`calibrate_ceiling` at ``ceiling_quantile`` and ``ceiling_class_quantile``); a number is an explicit
@@ -370,7 +374,7 @@ def resolve_ceiling(
     if isinstance(ceiling, Ceiling):
         return ceiling
     if ceiling is None:
-        return calibrate_ceiling(sources, subjects, ceiling_quantile, ceiling_class_quantile)
+        return calibrate_ceiling(sources, subjects, ceiling_quantile, ceiling_class_quantile, ceiling_by_content)
     if isinstance(ceiling, bool) or not isinstance(ceiling, (int, float)) or not 0.0 < float(ceiling) <= 1.0:
         raise ValueError(f"ceiling must be null (calibrated) or a number in (0, 1], got {ceiling!r}.")
     return Ceiling(float(ceiling))
@@ -618,6 +622,7 @@ def new_label_maps(
     lesion_placements: int = 4,
     lesion_stretch: float = 0.2,
     lesion_prior_sigma: float | None = 0.1,
+    ceiling_by_content: bool = True,
 ) -> NewLabelMaps:
     """``count`` new label maps made from a center's own maps, each within the ceiling of every source map.
 
@@ -670,6 +675,7 @@ def new_label_maps(
             (nearest-neighbour); 0 keeps its shape.
         lesion_prior_sigma: None: lesions go anywhere inside the hosts (uniformly); a number: placed with
             probability following :func:`lesion_prior` of the sources, smoothed by this fraction of the side.
+        ceiling_by_content: calibrate the mean ceiling per set of classes a map holds (:func:`calibrate_ceiling`).
 
     Returns:
         the maps (uint8 (count, 1, *spatial)), their similarity to their nearest source, and their provenance.
@@ -684,6 +690,8 @@ def new_label_maps(
         raise ValueError(f"count must be >= 0, got {count}.")
     if max_draws < 1:
         raise ValueError(f"max_draws must be >= 1, got {max_draws}.")
+    if not isinstance(ceiling_by_content, bool):
+        raise ValueError(f"ceiling_by_content must be true or false, got {ceiling_by_content!r}.")
     if isinstance(lesion_placements, bool) or not isinstance(lesion_placements, int) or lesion_placements < 1:
         raise ValueError(f"lesion_placements must be an integer >= 1, got {lesion_placements!r}.")
     if not 0.0 <= float(lesion_stretch) < 1.0:
@@ -704,7 +712,11 @@ def new_label_maps(
     )
     for t in transforms:
         t.set_random_state(state=np.random.RandomState(int(rng.integers(2**31 - 1))))
-    limit = resolve_ceiling(sources, ceiling, ceiling_quantile, subjects, ceiling_class_quantile) if count else None
+    limit = (
+        resolve_ceiling(sources, ceiling, ceiling_quantile, subjects, ceiling_class_quantile, ceiling_by_content)
+        if count
+        else None
+    )
     record = limit.record() if limit is not None else None
     source_np = sources.cpu().numpy().astype(np.uint8)
     prior = (

@@ -53,6 +53,19 @@ def summary(values: torch.Tensor) -> dict[str, float]:
     }
 
 
+def class_content(maps: torch.Tensor, classes: Sequence[int]) -> dict[str, dict[str, float]]:
+    """For each of ``classes``: the share of ``maps`` holding it and its mean pixel count in those that do."""
+    out = {}
+    for c in classes:
+        size = (maps == c).flatten(1).sum(1).double()
+        held = size > 0
+        out[str(c)] = {
+            "share_of_maps": round(float(held.double().mean()), 3),
+            "mean_pixels_when_held": round(float(size[held].mean()), 1) if bool(held.any()) else 0.0,
+        }
+    return out
+
+
 def class_dice_to_nearest(a: torch.Tensor, b: torch.Tensor, cls: int) -> torch.Tensor:
     """(N,) each map of ``a`` holding class ``cls``: its highest Dice of that class alone with any map of ``b``."""
     dice = class_dice(a, b).get(cls)
@@ -77,7 +90,8 @@ def measure(
     the ceiling :func:`~scripts.data.label_maps.calibrate_ceiling` derives at each of ``quantiles``; and new maps
     made under each such ceiling and each explicit constant of ``ceilings`` (seconds, draws per map, similarity to
     the nearest source overall and per class), or the refusal, one line, where the maps cannot be made. Also what the
-    deformation alone gives (new maps made without a ceiling).
+    deformation alone gives (new maps made without a ceiling), and what the new maps hold next to the real ones
+    (:func:`class_content` of the ``relocatable`` classes: a check that skews them shows here).
 
     Args:
         data_root: folder with ``centers.json``.
@@ -104,15 +118,18 @@ def measure(
             "real_to_nearest_other_subject_per_class": {str(c): summary(v) for c, v in per_class.items()},
             "real_to_nearest_any_map": summary(any_map),
             "new_to_nearest_source_no_ceiling": summary(free.nearest_similarity),
+            "real_content": class_content(labels, settings.get("relocatable", [])),
             "ceilings": {},
         }
-        tried = [(f"quantile {q}", calibrate_ceiling(labels, subjects, q)) for q in quantiles]
+        by_content = settings.get("ceiling_by_content", True)
+        tried = [(f"quantile {q}", calibrate_ceiling(labels, subjects, q, by_content=by_content)) for q in quantiles]
         tried += [(f"constant {c}", float(c)) for c in ceilings]
         for key, ceiling in tried:
             entry: dict[str, Any] = {}
             if not isinstance(ceiling, float):
                 entry["ceiling"] = ceiling.record()
-                entry["real_maps_above_it"] = round(float((nearest > ceiling.mean).double().mean()), 3)
+                above = nearest > ceiling.mean_for(labels).double()
+                entry["real_maps_above_it"] = round(float(above.double().mean()), 3)
             t0 = time.perf_counter()
             try:
                 made = new_label_maps(labels, count, seed, ceiling=ceiling, subjects=subjects, **settings)
@@ -125,6 +142,7 @@ def measure(
                 entry["new_to_nearest_source_per_class"] = {
                     str(c): summary(class_dice_to_nearest(made.maps, labels, c)) for c in per_class
                 }
+                entry["new_content"] = class_content(made.maps, settings.get("relocatable", []))
             center["ceilings"][key] = entry
         pooled["real_to_nearest_other_subject"].append(nearest)
         pooled["real_to_nearest_any_map"].append(any_map)
@@ -153,8 +171,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--relocatable", type=int, nargs="*", default=[3], help="lesion classes moved between maps")
     parser.add_argument("--hosts", type=int, nargs="*", default=[1], help="classes a moved lesion must lie inside")
     parser.add_argument("--flip_axes", type=int, nargs="*", default=[1], help="axes where a mirror image is plausible")
+    parser.add_argument("--lesion_placements", type=int, default=4, help="placements tried before a redraw")
+    parser.add_argument("--lesion_stretch", type=float, default=0.2, help="per-axis lesion resize range (+-)")
+    parser.add_argument(
+        "--lesion_prior_sigma", type=lambda v: None if v == "none" else float(v), default=0.1, help="or 'none'"
+    )
+    parser.add_argument("--one_ceiling", action="store_true", help="one mean ceiling, not one per set of classes")
     args = parser.parse_args(argv)
-    settings = {"relocatable": args.relocatable, "hosts": args.hosts, "flip_axes": args.flip_axes}
+    settings = {
+        "relocatable": args.relocatable,
+        "hosts": args.hosts,
+        "flip_axes": args.flip_axes,
+        "lesion_placements": args.lesion_placements,
+        "lesion_stretch": args.lesion_stretch,
+        "lesion_prior_sigma": args.lesion_prior_sigma,
+        "ceiling_by_content": not args.one_ceiling,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data_root or make_demo_centers(tmp, num_centers=3, num_train=48, num_test=16, size=64, seed=0)
         got = measure(root, args.count, args.seed, args.ceilings, args.quantiles, args.spatial_size, **settings)
