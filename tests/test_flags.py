@@ -33,6 +33,9 @@ WORKFLOWS: dict[str, list[str]] = {
     "federated.json": ["train_sequential.json", "federated.json"],
     "compare.json": ["compare.json"],
     "evaluate.json": ["evaluate.json"],
+    "audit.json": ["audit.json"],
+    "segmentation_evaluate.json": ["segmentation.json", "segmentation_evaluate.json"],
+    "segmentation_inference.json": ["segmentation.json", "segmentation_inference.json"],
     "demo.json": ["compare.json", "demo.json"],
     "demo_mni152.json": ["compare.json", "demo.json", "demo_mni152.json"],
     **{
