@@ -29,6 +29,7 @@ from scripts.data.centers import read_center_order, read_label_maps
 from scripts.data.checks import InputError
 from scripts.data.label_maps import calibrate_ceiling, label_map_similarity
 from scripts.evaluation.image_quality import DECIMALS, generator_from_handoff, generator_quality, load_pairs
+from scripts.evaluation.protocol import relative_dice
 from scripts.evaluation.synthesis import GeneratorSource, choose_styles
 from scripts.handoff import load_handoff
 from tests.conftest import META, REPO, TINY, run_visit
@@ -329,6 +330,20 @@ def test_compare_writes_a_report_whose_json_holds_every_number_of_its_markdown(d
                     assert all(lo <= hi for lo, hi in s["dice_bootstrap"])
                     assert f"n = {s['n']}" in md
 
+    # every set's Dice as a fraction of the real-all UNet's, seed by seed
+    ratios = report["segmentation"]["relative_to_real_all"]["ratios"]
+    assert set(ratios) == sets - {"real_all"}
+    for name in ratios:
+        for c in centers:
+            for cls, r in ratios[name][c].items():
+                mine, real = scores[name][c][cls]["dice"], scores["real_all"][c][cls]["dice"]
+                if r is None:
+                    assert mine is None or real is None or 0 in real["per_seed"]
+                    continue
+                expected = [a / b if b else None for a, b in zip(mine["per_seed"], real["per_seed"])]
+                assert r["per_seed"] == pytest.approx(expected)
+    assert "fraction of real-all Dice" in md
+
     # distribution metrics per center and shareable set, against the real test images, with the real-image row
     dist = report["distribution"]
     assert set(dist["scores"]) == {"real_training", *methods}
@@ -471,3 +486,22 @@ def test_a_segmentation_network_is_reused_only_for_the_same_training_data(demo_r
     nib.save(nib.Nifti1Image(np.asarray(nifti.dataobj) * 0.5, nifti.affine), image)  # other training data there
     _compare(demo_root, out)
     assert checkpoint.stat().st_mtime_ns != first
+
+
+def test_relative_dice_is_taken_seed_by_seed_and_a_site_set_only_at_its_site():
+    def dice(*per_seed):
+        return {"lesion": {"dice": {"mean": sum(per_seed) / len(per_seed), "per_seed": list(per_seed)}}}
+
+    scores = {
+        "real_all": {"a": dice(0.5, 0.8), "b": dice(0.4, 0.0)},
+        "synthetic": {"a": dice(0.25, 0.8), "b": dice(0.2, 0.3)},
+        "site_a": {"a": dice(1.0, 0.4), "b": dice(0.4, 0.4)},
+    }
+    sets = {"real_all": {}, "synthetic": {}, "site_a": {"site": "a"}}
+    ratios = relative_dice(scores, sets, ["a", "b"], ["lesion"])["ratios"]
+    assert ratios["synthetic"]["a"]["lesion"]["per_seed"] == pytest.approx([0.5, 1.0])
+    assert ratios["synthetic"]["a"]["lesion"]["mean"] == pytest.approx(0.75)
+    assert ratios["synthetic"]["b"]["lesion"]["per_seed"] == pytest.approx([0.5, None])  # real Dice 0: no ratio
+    assert ratios["synthetic"]["b"]["lesion"]["n"] == 1
+    assert ratios["site_a"]["a"]["lesion"]["per_seed"] == pytest.approx([2.0, 0.5])
+    assert ratios["site_a"]["b"]["lesion"] is None  # a site's set is compared at its own center only

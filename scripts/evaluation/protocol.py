@@ -54,7 +54,7 @@ from scripts.evaluation.image_quality import (
     measured_forgetting,
     quality_matrix,
 )
-from scripts.evaluation.intervals import OVER_SEEDS, PER_IMAGE, bootstrap_interval, over_seeds
+from scripts.evaluation.intervals import OVER_SEEDS, PER_IMAGE, bootstrap_interval, over_seeds, t_interval
 from scripts.evaluation.memorisation import audit_dataset, handoff_reconstruction, memorisation_gap
 from scripts.evaluation.report import (
     plot_dice_bars,
@@ -789,6 +789,7 @@ class Evaluation:
             "scores", fixed={"n"}, listed={"dice_per_image", "hd95_per_image", "dice_bootstrap", "hd95_bootstrap"}
         )
         training_sets = combined("training_sets", fixed={"pairs"})
+        relative = relative_dice(scores, training_sets, self.centers, class_names[1:]) if self.real_baselines else None
         distribution = None
         if runs[0]["distribution"] is not None:
             distribution = {
@@ -841,6 +842,7 @@ class Evaluation:
                 "classes": class_names[1:],
                 "training_sets": training_sets,
                 "scores": scores,
+                "relative_to_real_all": relative,
             },
             "distribution": distribution,
             "leakage": combined(
@@ -976,6 +978,39 @@ def _worker_job(evaluation: Evaluation, method: str, args: tuple) -> float:
             raise
         raise WorkerRefusal(f"{method} {args[0]}: {reason}") from None
     return round(time.perf_counter() - t0, 1)
+
+
+def relative_dice(
+    scores: dict[str, Any], training_sets: dict[str, Any], centers: Sequence[str], classes: Sequence[str]
+) -> dict[str, Any]:
+    """Each training set's Dice as a fraction of the Dice of the UNet trained on every center's real images, per
+    center and class: the ratio is taken within each seed (the same seed's real-trained UNet), then its mean and t
+    interval over the seeds. A set made for one site (``site`` in its training set: a site's own real + others'
+    synthetic, or its own real only) is compared at that site's center only.
+
+    Returns:
+        ``{"reference": "real_all", "ratios": {set: {center: {class: interval or None}}}}``.
+    """
+    reference = scores["real_all"]
+    ratios: dict[str, Any] = {}
+    for name, per_center in scores.items():
+        if name == "real_all":
+            continue
+        site = training_sets[name].get("site")
+        ratios[name] = {}
+        for c in centers:
+            ratios[name][c] = {}
+            for cls in classes:
+                mine, real = per_center[c][cls]["dice"], reference[c][cls]["dice"]
+                if (site is not None and c != site) or mine is None or real is None:
+                    ratios[name][c][cls] = None
+                    continue
+                per_seed = [
+                    None if a is None or r is None or r <= 0 else a / r
+                    for a, r in zip(mine["per_seed"], real["per_seed"])
+                ]
+                ratios[name][c][cls] = t_interval(per_seed, decimals=2)
+    return {"reference": "real_all", "ratios": ratios}
 
 
 def _bank(*args: Any) -> None:

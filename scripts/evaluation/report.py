@@ -209,6 +209,21 @@ def _segmentation_section(
         out += _table(["Trained on", "Shareable", "Pairs"] + list(centers), rows)
         out += [f"*{cls}, per-image bootstrap 95 % interval of Dice (HD95) within each seed, seeds in order:*", ""]
         out += _table(["Trained on"] + list(centers), boot)
+    relative = seg.get("relative_to_real_all")
+    if relative:
+        out += [
+            "**Relative to real-trained.** Each set's Dice divided by that of the UNet trained on every center's real "
+            "images, within each seed, then the mean over seeds [t interval]; a set made for one site (its own real "
+            "images, alone or with the other centers' synthetic pairs) at that site's center only.",
+            "",
+        ]
+        for cls in seg["classes"]:
+            rows = [
+                [label[name]] + [_fmt(per_center[c][cls]) for c in centers]
+                for name, per_center in relative["ratios"].items()
+            ]
+            out += [f"*{cls}, fraction of real-all Dice:*", ""]
+            out += _table(["Trained on"] + list(centers), rows)
     return out
 
 
