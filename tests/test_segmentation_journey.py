@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, segmentation_workflow
+from test_docs_commands import _with
 
 from scripts.data.cases import case_datalist
 from scripts.data.centers import held_out_split
@@ -70,16 +71,6 @@ def recipe() -> list[list[str]]:
 
 def _config(tokens: list[str]) -> str:
     return tokens[tokens.index("--config_file") + 1]
-
-
-def _with(tokens: list[str], settings: dict[str, str]) -> list[str]:
-    tokens = list(tokens)
-    for key, value in settings.items():
-        if f"--{key}" in tokens:
-            tokens[tokens.index(f"--{key}") + 1] = value
-        else:
-            tokens += [f"--{key}", value]
-    return tokens
 
 
 def _option(tokens: list[str], key: str) -> str:
