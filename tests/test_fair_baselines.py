@@ -29,7 +29,8 @@ SEQUENTIAL = str(REPO / "configs" / "train_sequential.json")
 def _joint_overrides() -> dict:
     parser = ConfigParser()
     parser.read_config([SEQUENTIAL, str(REPO / "configs" / "baselines" / "joint.json")])
-    shared = {"bundle_root", "num_classes", "image_channels", "label_mapping"}  # what every sequence passes to its visits
+    # what every sequence passes to its visits
+    shared = {"bundle_root", "num_classes", "image_channels", "label_mapping"}
     return {k: v for k, v in parser["visit_overrides"].items() if k not in shared}
 
 
