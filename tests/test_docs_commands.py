@@ -111,6 +111,7 @@ NOT_RUN = {
     r"(python -m )?pip install ": "installs packages (network); the files it names are checked",
     r"bash tools/venv\.sh": "installs the pinned requirements (network) into .venv, the script run_demo.sh and "
     "run_tests.sh source; the file is checked",
+    r"python tools/zoo_submission\.py ": "tests/test_zoo_submission.py runs it",
     r"nvflare ": "NVFlare's own CLI on a POC deployment",
     r"mlflow ui ": "starts MLflow's web server",
 }
@@ -212,6 +213,13 @@ def _check(doc: str, command: str) -> None:
         return
     if tokens[0] in ("nvflare", "mlflow"):
         return  # third-party command lines
+    if tokens[1].endswith(".py"):  # python <script>: the file exists and its --help knows every option used
+        assert (REPO / tokens[1]).is_file(), f"{where}: {tokens[1]} does not exist"
+        done = subprocess.run([sys.executable, tokens[1], "--help"], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 0, f"{where}: {tokens[1]} --help: {done.stderr[-2000:]}"
+        for option in _options(tokens[2:]):
+            assert f"--{option}" in done.stdout, f"{where}: {tokens[1]} has no option --{option}"
+        return
     module = tokens[tokens.index("-m") + 1]
     rest = tokens[tokens.index("-m") + 2 :]
     if module == "monai.bundle":
