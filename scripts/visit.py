@@ -345,6 +345,33 @@ class LossHistory:
         self.epochs = [dict(e) for e in state["epochs"]]
 
 
+class TimeLeft:
+    """Ignite handler: at each epoch's end, ``engine.state.time_left``, the visit's remaining epochs at the mean
+    time of the epochs this process ran (a resumed visit counts from where it resumed), for the epoch log line
+    (MONAI's ``StatsHandler`` ``state_attributes``; attach this first)."""
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self._started)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+
+    def _started(self, engine: Any) -> None:
+        self.start = (engine.state.epoch, time.perf_counter())
+        engine.state.time_left = "unknown"
+
+    def _epoch_completed(self, engine: Any) -> None:
+        epoch0, t0 = self.start
+        per_epoch = (time.perf_counter() - t0) / max(1, engine.state.epoch - epoch0)
+        engine.state.time_left = duration_text(per_epoch * max(0, engine.state.max_epochs - engine.state.epoch))
+
+
+def duration_text(seconds: float) -> str:
+    """``seconds`` as ``"3 min 05 s"`` (or ``"42 s"``), for progress lines."""
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
 def iteration_losses(output: dict[str, Any]) -> dict[str, Any]:
     """``TensorBoardStatsHandler`` output transform: each iteration's losses under ``iteration/<name>`` (the step is
     the iteration), so they never share a tag with the epoch means (:py:func:`epoch_means_writer`)."""

@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from monai.bundle import ConfigWorkflow
 
 from scripts import visit
@@ -25,6 +27,11 @@ from scripts.data.demo import make_demo_centers
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "configs" / "train.json")
 META = str(REPO / "configs" / "metadata.json")
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # run_tests.sh runs two test processes on the 2 cores: one thread each, for them and the processes they start
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 # small enough for 2 CPU cores: 32x32 slices, 8-channel networks, 2 epochs of 4 steps
 TINY: dict[str, Any] = {

@@ -70,7 +70,8 @@ tests/test_fl.py (the relay fixture: the same configs, the demo's own settings a
 NOT_RUN = {
     r"python -m monai\.bundle run --config_file .*federated\.json": "NVFlare's simulator: tests/test_fl.py runs these "
     "configs (train_sequential, demo, federated) through monai.bundle at a tiny size, signed, against the local run",
-    r"bash run_demo\.sh": "the whole demo protocol: 23 min on 2 cores (a tiny protocol run: tests/test_evaluation.py)",
+    r"bash run_demo\.sh": "the demo protocol: 10 min on 2 cores, --full several times that (tiny protocol runs: "
+    "tests/test_evaluation.py)",
     r"bash run_tests\.sh": "this test suite itself (CI's command)",
     r"python -m monai\.bundle run --config_file .*compare\.json": "trains every method (tests/test_evaluation.py runs "
     "the protocol at a tiny size)",
@@ -203,8 +204,10 @@ def _check(doc: str, command: str) -> None:
     if tokens[0] == "bash":
         assert (REPO / tokens[1]).is_file(), f"{where}: {tokens[1]} does not exist"
         if tokens[1] == "run_demo.sh" and len(tokens) > 2:  # its options go to monai.bundle run of the demo configs
-            demo = {"config_file": "['configs/compare.json','configs/demo.json']"}
-            _check_bundle_command("run", {**demo, **_options(tokens[2:])}, where)
+            configs = ["configs/compare.json", "configs/demo.json"]
+            if tokens[2] == "--full":  # run_demo.sh's own option: the full comparison's overlay
+                configs, tokens = [*configs, "configs/demo_full.json"], tokens[:2] + tokens[3:]
+            _check_bundle_command("run", {"config_file": str(configs), **_options(tokens[2:])}, where)
         return
     if "-r" in tokens:  # pip install -r <files>
         for i, token in enumerate(tokens):

@@ -29,7 +29,7 @@ from scripts.data.centers import read_center_order, read_label_maps
 from scripts.data.checks import InputError
 from scripts.data.label_maps import calibrate_ceiling, label_map_similarity
 from scripts.evaluation.image_quality import DECIMALS, generator_from_handoff, generator_quality, load_pairs
-from scripts.evaluation.protocol import relative_dice
+from scripts.evaluation.protocol import Progress, real_sets, relative_dice
 from scripts.evaluation.synthesis import GeneratorSource, choose_styles
 from scripts.handoff import load_handoff
 from tests.conftest import META, REPO, TINY, run_visit
@@ -473,19 +473,64 @@ def test_parallel_workers_train_every_generator_and_network_once_and_the_report_
         assert sets[f"tdgan_bank_site_{c}"]["site"] == c and not sets[f"tdgan_bank_site_{c}"]["shareable"]
 
 
-def test_a_segmentation_network_is_reused_only_for_the_same_training_data(demo_root: Path, tmp_path: Path):
+def test_the_fast_demos_selection_trains_only_its_networks_and_one_is_reused_only_for_the_same_data(
+    demo_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
     out = tmp_path / "runs"
-    _compare(demo_root, out)
+    fast = {"segmentation_sets": ["tdgan_bank"], "real_baselines": ["real_all"]}  # as configs/demo.json
+    with caplog.at_level("INFO"):
+        report = _compare(demo_root, out, **fast)
+    # only TDGAN-bank's shareable set and the real images of every center train a UNet; fine-tuning's set is still
+    # made, audited and scored against the real images
+    assert sorted(p.parent.name for p in (out / "segmentation" / "seed0").glob("*/segmentation.pt")) == [
+        "real_all",
+        "tdgan_bank",
+    ]
+    assert set(report["segmentation"]["scores"]) == {"real_all", "tdgan_bank"}
+    assert set(report["segmentation"]["relative_to_real_all"]["ratios"]) == {"tdgan_bank"}
+    assert {"tdgan_bank", "finetune"} <= set(report["leakage"]["near_copies"])
+    assert set(report["forgetting"]) == {"tdgan_bank", "finetune"}
+    assert "finetune" in report["distribution"]["scores"]
+    # every stage's line says the time so far; once a generator was trained, the estimate of the time left
+    stages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[evaluate] seed 0: ")]
+    assert stages and all(re.search(r"\((\d+ min )?\d+ s so far", m) for m in stages)
+    assert all(re.search(r"about (\d+ min )?\d+ s left\)$", m) for m in stages)
+
     checkpoint = out / "segmentation" / "seed0" / "tdgan_bank" / "segmentation.pt"
     first = checkpoint.stat().st_mtime_ns
-    _compare(demo_root, out)  # nothing changed: reused
+    _compare(demo_root, out, **fast)  # nothing changed: reused
     assert checkpoint.stat().st_mtime_ns == first
     synthetic = out / "seed0" / "tdgan_bank" / "synthetic"
     image = synthetic / json.loads((synthetic / "dataset.json").read_text())["training"][0]["image"]
     nifti = nib.load(image)
     nib.save(nib.Nifti1Image(np.asarray(nifti.dataobj) * 0.5, nifti.affine), image)  # other training data there
-    _compare(demo_root, out)
+    _compare(demo_root, out, **fast)
     assert checkpoint.stat().st_mtime_ns != first
+
+
+@pytest.mark.parametrize(
+    "value, sets",
+    [(True, ["real_all", "real_last"]), ("false", []), (["real_last", "real_all"], ["real_all", "real_last"])],
+)
+def test_real_baselines_takes_a_flag_or_the_names_of_the_real_sets(value, sets):
+    assert real_sets(value) == sets
+
+
+def test_real_baselines_refuses_a_name_it_does_not_know():
+    with pytest.raises(ValueError, match="real_first"):
+        real_sets(["real_first"])
+
+
+def test_the_time_left_counts_the_training_still_to_do_at_the_rates_measured():
+    progress = Progress(generator_total=1000, segmentation_total=400)
+    assert progress.stage(10.0).endswith("so far)")  # nothing trained yet: no estimate
+    # 500 generator images in 100 s: 500 more take 100 s; 400 UNet images at 0.2 of a generator image take 16 s;
+    # the other stages (10 s so far against 100 s of training) add their share of it: 116 s + 11.6 s
+    tail = progress.stage(100.0, generator=500)
+    assert tail.endswith("about 2 min 08 s left)")
+    # the UNet's own rate replaces the assumed one once measured: 200 images in 40 s, 200 left
+    progress.stage(100.0, generator=500)
+    assert progress.stage(40.0, segmentation=200).endswith("about 42 s left)")
 
 
 def test_relative_dice_is_taken_seed_by_seed_and_a_site_set_only_at_its_site():

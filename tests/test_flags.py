@@ -37,6 +37,7 @@ WORKFLOWS: dict[str, list[str]] = {
     "segmentation_evaluate.json": ["segmentation.json", "segmentation_evaluate.json"],
     "segmentation_inference.json": ["segmentation.json", "segmentation_inference.json"],
     "demo.json": ["compare.json", "demo.json"],
+    "demo_full.json": ["compare.json", "demo.json", "demo_full.json"],
     "demo_mni152.json": ["compare.json", "demo.json", "demo_mni152.json"],
     **{
         f"baselines/{p.name}": ["train_sequential.json", f"baselines/{p.name}"]

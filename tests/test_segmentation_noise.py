@@ -52,7 +52,7 @@ def test_each_thread_count_trains_its_own_unet_and_prints_the_scores_of_that_che
 
 def test_only_the_runs_training_sets_are_accepted(demo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     parser = ConfigParser()
-    parser.read_config([str(c) for c in CONFIGS])
+    parser.read_config([str(c) for c in CONFIGS] + [str(REPO / "configs" / "demo_full.json")])  # every set
     parser.update({"bundle_root": str(REPO), "output_dir": str(tmp_path), "data_root": str(demo_root)})
     sets = training_sets(parser.get_parsed_content("evaluation"), 0)
     assert {"tdgan_bank", "tdgan_bank_training_maps", "joint", "real_all", "real_last"} <= set(sets)

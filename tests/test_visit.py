@@ -30,6 +30,7 @@ from monai.data import load_decathlon_datalist
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scripts.handoff import HandoffError, load_handoff, payload_digest
+from scripts.visit import TimeLeft, duration_text
 
 
 @pytest.fixture(scope="module")
@@ -234,8 +235,21 @@ def test_a_one_epoch_visit_logs_its_loss_and_hands_off_epoch_1(demo_root: Path, 
     assert epoch["epoch"] == 1 and epoch["g_loss"] > 0 and visit["final_losses"] == epoch
     logged = [line for line in stats_lines() if line.startswith("Epoch[1] Metrics -- ")]
     assert len(logged) == 1 and f"g_loss: {epoch['g_loss']:.4f}" in logged[0]  # the epoch's own mean, not a later one
+    assert "State values: time_left: 0 s " in stats_lines()  # the epoch line's estimate: none left after the last
     means = _tensorboard(tmp_path / "tensorboard").Scalars("epoch/g_loss")
     assert [(e.step, round(e.value, 4)) for e in means] == [(1, round(epoch["g_loss"], 4))]
+
+
+def test_the_time_left_is_the_remaining_epochs_at_the_mean_epoch_time_of_this_process():
+    from ignite.engine import Engine, Events
+
+    engine = Engine(lambda e, b: time.sleep(0.25))
+    TimeLeft().attach(engine)
+    left = []
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: left.append(e.state.time_left))
+    engine.run([0, 0], max_epochs=4)  # 0.5 s per epoch
+    assert left[0] == "2 s" and left[-1] == "0 s"  # after the first, 3 epochs x 0.5 s (rounded to a second)
+    assert duration_text(185.4) == "3 min 05 s" and duration_text(42) == "42 s"
 
 
 def test_tensorboard_keeps_epoch_means_and_iteration_losses_apart_and_shows_samples_each_epoch(first_visit: Path):

@@ -69,7 +69,7 @@ from scripts.excepthook import one_line_reason
 from scripts.flags import flag
 from scripts.handoff import load_handoff
 from scripts.sequence import plan_visits
-from scripts.visit import center_label_bank
+from scripts.visit import center_label_bank, duration_text
 
 __all__ = ["Evaluation", "BUDGET_RULE", "FID_BIAS", "WorkerRefusal"]
 
@@ -141,14 +141,17 @@ class Evaluation:
         segmentation_overrides: applied to every segmentation training (iterations, batch size, ...); the same two
             defaults.
         spatial_size: size images are generated, compared and segmented at.
-        real_baselines: also train the segmentation network on real images (all centers, and the last center only);
-            the all-centers one also gives the distribution metrics their features.
+        real_baselines: which segmentation networks also train on real images: ``"real_all"`` (every center's; it
+            also gives the distribution metrics their features and the shareable sets their relative Dice) and
+            ``"real_last"`` (the last center's only); true (default) for both, false for none.
         grid_samples: test samples per center in the figure grids.
         quantile: near-copy threshold of the memorisation audit (quantile of real-to-real distances).
         label_map_settings: how new label maps are made from each center's own (``relocatable``, ``hosts``,
             ``flip_axes``, ...; see :py:func:`scripts.data.label_maps.new_label_maps`) for the shareable synthetic sets.
         new_maps_per_center: new label maps (and so synthetic pairs) per center in the shareable sets; default: as
             many as the center has training pairs.
+        segmentation_sets: methods whose shareable set trains a segmentation network (every method's set is still
+            synthesised, audited and scored by the distribution metrics); default: every method.
         training_map_sets: methods whose generator also synthesises every center's TRAINING label maps (a set that
             is not shareable, kept to show what it leaks and how it segments); default: every method.
         site_sets: methods whose shareable set is also used as a site would use it: for each center, a segmentation
@@ -169,6 +172,9 @@ class Evaluation:
             threads; 1 (default) trains them one after another in this process. Small networks use two threads
             poorly, so on a 2-core CPU 2 workers finish sooner (the demo's UNets 1.5x, its generators less:
             docs/benchmark.md); on a GPU keep 1.
+        generator_workers: the generators' own count (default: ``workers``). A generator uses two threads well, so
+            two runs of unequal length (TDGAN-bank's reminding makes its later visits dearer than fine-tuning's)
+            finish sooner one after another on all threads than side by side.
     """
 
     def __init__(
@@ -186,11 +192,12 @@ class Evaluation:
         visit_overrides: dict[str, Any] | None = None,
         segmentation_overrides: dict[str, Any] | None = None,
         spatial_size: Sequence[int] = (256, 256),
-        real_baselines: bool = True,
+        real_baselines: bool | Sequence[str] = True,
         grid_samples: int = 3,
         quantile: float = 0.05,
         label_map_settings: dict[str, Any] | None = None,
         new_maps_per_center: int | None = None,
+        segmentation_sets: Sequence[str] | None = None,
         training_map_sets: Sequence[str] | None = None,
         site_sets: Sequence[str] | None = None,
         seeds: Sequence[int] = (0,),
@@ -200,6 +207,7 @@ class Evaluation:
         command: str = "python -m monai.bundle run --config_file configs/compare.json",
         device: torch.device | str = "cpu",
         workers: int = 1,
+        generator_workers: int | None = None,
     ) -> None:
         if not methods:
             raise ValueError("Evaluation needs at least one method.")
@@ -216,14 +224,19 @@ class Evaluation:
         self.visit_overrides = dict(visit_overrides or {})
         self.segmentation_overrides = dict(segmentation_overrides or {})
         self.spatial_size = list(spatial_size)
-        self.real_baselines = flag(real_baselines, "real_baselines")
+        self.real_baselines = real_sets(real_baselines)
         self.grid_samples = grid_samples
         self.quantile = quantile
         self.label_map_settings = dict(label_map_settings or {})
         self.new_maps_per_center = None if new_maps_per_center is None else int(new_maps_per_center)
+        self.segmentation_sets = list(methods if segmentation_sets is None else segmentation_sets)
         self.training_map_sets = list(methods if training_map_sets is None else training_map_sets)
         self.site_sets = list(site_sets or [])
-        for key, names in (("training_map_sets", self.training_map_sets), ("site_sets", self.site_sets)):
+        for key, names in (
+            ("segmentation_sets", self.segmentation_sets),
+            ("training_map_sets", self.training_map_sets),
+            ("site_sets", self.site_sets),
+        ):
             unknown = sorted(set(names) - set(methods))
             if unknown:
                 raise ValueError(f"{key} names methods {unknown} that are not in methods {sorted(methods)}.")
@@ -250,25 +263,26 @@ class Evaluation:
             self.visit_overrides.setdefault(key, value)
             self.segmentation_overrides.setdefault(key, value)
         self.timings: dict[str, float] = {}
-        if int(workers) < 1:
-            raise ValueError(f"workers must be a positive integer, got {workers!r}.")
+        for key, value in (("workers", workers), ("generator_workers", generator_workers or workers)):
+            if int(value) < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}.")
         self.workers = int(workers)
+        self.generator_workers = int(generator_workers or workers)
         self._prepared: set[tuple[str, str, int]] = set()  # (what, name, seed) made by the parallel workers
+        self.progress = Progress(0, 0)  # run() sets the work it plans
 
-    def _in_parallel(self, method: str, jobs: list[tuple[str, str, int, tuple]]) -> bool:
+    def _in_parallel(self, method: str, jobs: list[tuple[str, str, int, tuple]], workers: int) -> bool:
         """Run ``self.<method>(*args)`` for every job ``(what, name, seed, args)`` in ``workers`` processes, so that
         the sequential pass that follows reuses their results; False (nothing done) with one worker or one job.
 
         Raises:
             the first job's error (the other jobs are cancelled).
         """
-        if self.workers < 2 or len(jobs) < 2:
+        if workers < 2 or len(jobs) < 2:
             return False
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        threads = max(1, (os.cpu_count() or 1) // workers)
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            self.workers, mp_context=context, initializer=_worker_setup, initargs=(threads,)
-        ) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_setup, initargs=(threads,)) as pool:
             futures = {
                 pool.submit(_worker_job, self, method, args): (what, name, seed) for what, name, seed, args in jobs
             }
@@ -284,9 +298,27 @@ class Evaluation:
                 logger.info(f"[evaluate] {step}: {self.timings[step]} s")
         return True
 
-    def _timed(self, step: str, t0: float) -> None:
+    def _timed(self, step: str, t0: float, generator: int = 0, segmentation: int = 0) -> None:
+        """Record a stage's wall time and log it with the progress so far (``generator``/``segmentation``: the
+        training images the stage processed, for :py:class:`Progress`)."""
         self.timings[step] = round(time.perf_counter() - t0, 1)
-        logger.info(f"[evaluate] {step}: {self.timings[step]} s")
+        progress = self.progress.stage(self.timings[step], generator, segmentation)
+        logger.info(f"[evaluate] {step}: {self.timings[step]} s{progress}")
+
+    def _segmentation_images(self, sets: int | None = None) -> int:
+        """Training images ``sets`` segmentation networks process (iterations x batch each; default: one seed's
+        sets), for the progress."""
+        parser = ConfigParser()
+        parser.read_config(self.segmentation_config)
+        parser.update({k: v for k, v in self.segmentation_overrides.items() if "#" not in k})
+        per_set = int(parser.get_parsed_content("iterations")) * int(parser.get_parsed_content("batch_size"))
+        if sets is None:
+            sets = len(self.segmentation_sets) + len(self.training_map_sets) + len(self.real_baselines)
+            if self.site_sets:
+                sets += (
+                    len(self.site_sets) * len(self.centers) + len(self.centers) - ("real_last" in self.real_baselines)
+                )
+        return sets * per_set
 
     def _configs(self, name: str) -> list[str]:
         return [self.sequence_config] + [str(Path(self.bundle_root) / c) for c in self.methods[name].get("configs", [])]
@@ -666,10 +698,11 @@ class Evaluation:
         sequences, spent, quality, forgets = {}, {}, {}, {}
         for name in self.methods:
             t0 = time.perf_counter()
+            trained_here = ("generator", name, seed) not in self._prepared
             seq_file = self.train_generator(name, seed, plans[name])
             sequences[name] = json.loads(seq_file.read_text())
             spent[name] = self.spent(name, sequences[name], plans[name], seed)
-            self._timed(f"{tag}train generator: {name}", t0)
+            self._timed(f"{tag}train generator: {name}", t0, generator=expected_images(plans[name]) * trained_here)
             t0 = time.perf_counter()
             quality[name] = quality_matrix(seq_file, self.data_root, self.spatial_size, device=self.device)
             forgets[name] = {m: measured_forgetting(quality[name], m) for m in METRICS}
@@ -682,6 +715,8 @@ class Evaluation:
             for label_source in ("new", "given") if name in self.training_map_sets else ("new",):
                 key = name if label_source == "new" else f"{name}_training_maps"
                 synthetic_dirs[key] = self.synthesise(name, seq["final_handoff"], label_source, seed)
+                if label_source == "new" and name not in self.segmentation_sets:
+                    continue
                 training_sets[key] = {
                     "label": labels[name] + ("" if label_source == "new" else ", training label maps (not shareable)"),
                     "method": name,
@@ -703,7 +738,7 @@ class Evaluation:
                     "site": c,
                 }
         if self.site_sets:
-            for c in self.centers[:-1] if self.real_baselines else self.centers:
+            for c in self.centers[:-1] if "real_last" in self.real_baselines else self.centers:
                 training_sets[f"real_own_{c}"] = {
                     "label": f"Real images, own center only ({c})",
                     "dataset_dir": str(self.data_root / c),
@@ -711,13 +746,14 @@ class Evaluation:
                     "shareable": False,
                     "site": c,
                 }
-        if self.real_baselines:
+        if "real_all" in self.real_baselines:
             training_sets["real_all"] = {
                 "label": "Real images, all centers",
                 "dataset_dir": str(self.data_root),
                 "real": True,
                 "shareable": False,
             }
+        if "real_last" in self.real_baselines:
             training_sets["real_last"] = {
                 "label": f"Real images, last center ({self.centers[-1]})",
                 "dataset_dir": str(self.data_root / self.centers[-1]),
@@ -729,14 +765,18 @@ class Evaluation:
         distribution = None
         t0 = time.perf_counter()
         jobs = [("segmentation", name, seed, (name, t["dataset_dir"], seed)) for name, t in training_sets.items()]
-        if self._in_parallel("train_segmentation", jobs):
-            self._timed(f"{tag}train segmentation networks ({self.workers} workers)", t0)
+        per_set = self._segmentation_images(1)
+        if self._in_parallel("train_segmentation", jobs, self.workers):
+            self._timed(
+                f"{tag}train segmentation networks ({self.workers} workers)", t0, segmentation=per_set * len(jobs)
+            )
         for name, t in training_sets.items():
             t0 = time.perf_counter()
+            trained_here = ("segmentation", name, seed) not in self._prepared
             network, seg_info = self.train_segmentation(name, t["dataset_dir"], seed)
             t["pairs"] = seg_info["pairs"]
             scores[name] = self.segmentation_scores(network, class_names, seed)
-            self._timed(f"{tag}segmentation: {name}", t0)
+            self._timed(f"{tag}segmentation: {name}", t0, segmentation=per_set * trained_here)
             if name == "real_all":
                 t0 = time.perf_counter()
                 distribution = self.distribution(network, synthetic_dirs, seed)
@@ -766,6 +806,10 @@ class Evaluation:
         t_all = time.perf_counter()
         labels = {name: m.get("label", name) for name, m in self.methods.items()}
         plans = self.budgets()
+        self.progress = Progress(
+            sum(expected_images(plans[name]) for name in self.methods) * len(self.seeds),
+            self._segmentation_images() * len(self.seeds),
+        )
         self.preflight(plans)
         class_names = self.class_names()
         t0 = time.perf_counter()
@@ -773,8 +817,10 @@ class Evaluation:
         # the most images per run first (e.g. AsynDGAN: every center's batch each update), so the longest run does
         # not start last and leave one worker idle at the end
         jobs.sort(key=lambda job: -expected_images(plans[job[1]]))
-        if self._in_parallel("train_generator", jobs):
-            self._timed(f"train generators ({self.workers} workers)", t0)
+        if self._in_parallel("train_generator", jobs, self.generator_workers):
+            self._timed(
+                f"train generators ({self.generator_workers} workers)", t0, generator=self.progress.generator_total
+            )
         runs = [self.run_seed(seed, plans, class_names) for seed in self.seeds]
 
         def combined(key: str, **kwargs: Any) -> Any:
@@ -789,7 +835,9 @@ class Evaluation:
             "scores", fixed={"n"}, listed={"dice_per_image", "hd95_per_image", "dice_bootstrap", "hd95_bootstrap"}
         )
         training_sets = combined("training_sets", fixed={"pairs"})
-        relative = relative_dice(scores, training_sets, self.centers, class_names[1:]) if self.real_baselines else None
+        relative = None
+        if "real_all" in self.real_baselines:
+            relative = relative_dice(scores, training_sets, self.centers, class_names[1:])
         distribution = None
         if runs[0]["distribution"] is not None:
             distribution = {
@@ -945,6 +993,58 @@ class Evaluation:
             plot_distribution(self.report_dir / "distribution.png", distribution, self.centers, dist_labels)
             out["distribution"] = "distribution.png"
         return out
+
+
+class Progress:
+    """The time left of a protocol run, estimated from its training work: the generator images and segmentation
+    images (iterations x batch) still to process, each at the rate measured so far (a segmentation image at
+    :py:data:`SEGMENTATION_IMAGE_COST` generator images until one is measured), plus the other stages (metrics,
+    synthesis, audits) at their share of the time so far. Reused results count as done at no cost, so a resumed run's
+    estimate errs low until new training is measured."""
+
+    def __init__(self, generator_total: int, segmentation_total: int) -> None:
+        self.generator_total, self.segmentation_total = generator_total, segmentation_total
+        self.done = {"generator": [0, 0.0], "segmentation": [0, 0.0], "other": [0, 0.0]}  # images, seconds
+        self.t0 = time.perf_counter()
+
+    def stage(self, seconds: float, generator: int = 0, segmentation: int = 0) -> str:
+        """Count one finished stage; returns the log line's tail: the time so far and, once a generator was
+        trained here, the estimate of the time left."""
+        kind = "generator" if generator else "segmentation" if segmentation else "other"
+        self.done[kind][0] += generator or segmentation
+        self.done[kind][1] += seconds
+        elapsed = time.perf_counter() - self.t0
+        (g, g_s), (s, s_s), (_, o_s) = self.done["generator"], self.done["segmentation"], self.done["other"]
+        if not g or not g_s:
+            return f" ({duration_text(elapsed)} so far)"
+        rate = g_s / g
+        s_rate = s_s / s if s and s_s else rate * SEGMENTATION_IMAGE_COST
+        left = max(0, self.generator_total - g) * rate + max(0, self.segmentation_total - s) * s_rate
+        left += o_s * left / max(g_s + s_s, 1e-9)
+        return f" ({duration_text(elapsed)} so far, about {duration_text(left)} left)"
+
+
+SEGMENTATION_IMAGE_COST = 0.2
+"""A segmentation training image's time in generator training images, for the estimate before a UNet is trained
+(the demo's 64x64 UNet against its TDGAN-bank generator on this project's 2-core CPU: about 11 ms and 60 ms)."""
+
+
+REAL_SETS = ("real_all", "real_last")
+
+
+def real_sets(value: bool | str | Sequence[str]) -> list[str]:
+    """The ``real_baselines`` setting as the list of real-image segmentation sets it names (true: both; false: none).
+
+    Raises:
+        ValueError: a name that is not one of :py:data:`REAL_SETS`.
+    """
+    if not isinstance(value, (list, tuple)):
+        return list(REAL_SETS) if flag(value, "real_baselines") else []
+    names = list(value)
+    unknown = sorted(set(names) - set(REAL_SETS))
+    if unknown:
+        raise ValueError(f"real_baselines names {unknown}; it takes true, false or a list of {list(REAL_SETS)}.")
+    return [n for n in REAL_SETS if n in names]
 
 
 def expected_images(plan: Mapping[str, Any]) -> int:

@@ -208,6 +208,7 @@ def run_tradeoff(
             "output_dir": str(output_dir),
             "report_dir": str(report_dir),
             "methods": methods,
+            "segmentation_sets": list(methods),  # every setting's shareable set trains a UNet (the table's Dice)
             "training_map_sets": list(methods) if training_maps else [],
             "budget_reference": next(iter(methods)),  # every setting is TDGAN, local reminding: one budget
             "report_command": command,
