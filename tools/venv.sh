@@ -9,8 +9,11 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-python3}"
 req="${VENV_REQUIREMENTS:-requirements-dev.txt}"
 stamp="$root/.venv/.requirements.sha256"
-want="$req $(cat "$root"/requirements*.txt | sha256sum | cut -d' ' -f1)"
-if [ ! -x "$root/.venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+hash="$(cat "$root"/requirements*.txt | sha256sum | cut -d' ' -f1)"
+want="$req $hash"
+have="$(cat "$stamp" 2>/dev/null || true)"
+# requirements-dev.txt includes every other file: a venv made for the tests serves the demo as it is
+if [ ! -x "$root/.venv/bin/python" ] || { [ "$have" != "$want" ] && [ "$have" != "requirements-dev.txt $hash" ]; }; then
     echo "[venv] installing the pinned requirements ($req) into $root/.venv ..."
     "$py" -m venv "$root/.venv"
     "$root/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/$req"
