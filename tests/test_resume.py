@@ -92,6 +92,15 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def test_how_often_checkpoints_and_samples_are_made_does_not_change_the_handoff(
+    demo_root: Path, arriving: Path, uninterrupted: Path, tmp_path: Path
+):
+    # the keys declared free above because they do not change the result (configs/demo.json sets both to 5)
+    sparse = {"checkpoint_interval": 2, "tensorboard_sample_interval": 2, "tensorboard_samples": 2}
+    run_visit([demo_root / "center_b"], tmp_path, arriving, **RESUME, **sparse)
+    _assert_same_handoff(tmp_path / "handoff.pt", uninterrupted)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["after_a_checkpoint", "in_the_middle_of_an_epoch", "during_the_handoff_write"])
 def test_a_visit_killed_at_a_random_point_and_resumed_writes_the_uninterrupted_handoff_bit_for_bit(
@@ -337,6 +346,7 @@ FREE_SETTINGS = {
     "num_workers": "loading only (the workers' seeds come from the global RNG, which is in the checkpoint)",
     "progress_bar": "display",
     "tensorboard_samples": "display (TensorBoard images)",
+    "tensorboard_sample_interval": "display (every how many epochs the TensorBoard images are made)",
     "main_process": "which process logs and writes",
     "check_data": "how much of the inputs is read before training",
 }

@@ -526,6 +526,10 @@ class Evaluation:
         workflow.finalize()
         return out / "sequence.json"
 
+    def _final_handoff(self, name: str, seed: int) -> Path:
+        """The final hand-off of one method's finished sequence under ``seed`` (from its sequence.json)."""
+        return Path(json.loads((self.output_dir / f"seed{seed}" / name / "sequence.json").read_text())["final_handoff"])
+
     def synthetic_dir(self, name: str, label_source: str = "new", seed: int = 0) -> Path:
         """Where :py:meth:`synthesise` writes one method's synthetic set (``label_source`` ``"new"`` or ``"given"``)."""
         return (
@@ -697,12 +701,12 @@ class Evaluation:
         tag = f"seed {seed}: "
         sequences, spent, quality, forgets = {}, {}, {}, {}
         for name in self.methods:
-            t0 = time.perf_counter()
-            trained_here = ("generator", name, seed) not in self._prepared
+            t0, since = time.perf_counter(), time.time()
             seq_file = self.train_generator(name, seed, plans[name])
             sequences[name] = json.loads(seq_file.read_text())
             spent[name] = self.spent(name, sequences[name], plans[name], seed)
-            self._timed(f"{tag}train generator: {name}", t0, generator=expected_images(plans[name]) * trained_here)
+            trained = _written_since(sequences[name]["final_handoff"], since)  # else reused
+            self._timed(f"{tag}train generator: {name}", t0, generator=expected_images(plans[name]) * trained)
             t0 = time.perf_counter()
             quality[name] = quality_matrix(seq_file, self.data_root, self.spatial_size, device=self.device)
             forgets[name] = {m: measured_forgetting(quality[name], m) for m in METRICS}
@@ -766,17 +770,19 @@ class Evaluation:
         t0 = time.perf_counter()
         jobs = [("segmentation", name, seed, (name, t["dataset_dir"], seed)) for name, t in training_sets.items()]
         per_set = self._segmentation_images(1)
+        since = time.time()
         if self._in_parallel("train_segmentation", jobs, self.workers):
-            self._timed(
-                f"{tag}train segmentation networks ({self.workers} workers)", t0, segmentation=per_set * len(jobs)
-            )
+            checkpoints = [self.segmentation_dir / f"seed{seed}" / name / "segmentation.pt" for name in training_sets]
+            trained = sum(_written_since(c, since) for c in checkpoints)
+            stage = f"{tag}train segmentation networks ({self.workers} workers)"
+            self._timed(stage, t0, segmentation=per_set * trained)
         for name, t in training_sets.items():
-            t0 = time.perf_counter()
-            trained_here = ("segmentation", name, seed) not in self._prepared
+            t0, since = time.perf_counter(), time.time()
             network, seg_info = self.train_segmentation(name, t["dataset_dir"], seed)
             t["pairs"] = seg_info["pairs"]
             scores[name] = self.segmentation_scores(network, class_names, seed)
-            self._timed(f"{tag}segmentation: {name}", t0, segmentation=per_set * trained_here)
+            trained = _written_since(seg_info["checkpoint"], since)
+            self._timed(f"{tag}segmentation: {name}", t0, segmentation=per_set * trained)
             if name == "real_all":
                 t0 = time.perf_counter()
                 distribution = self.distribution(network, synthetic_dirs, seed)
@@ -812,15 +818,18 @@ class Evaluation:
         )
         self.preflight(plans)
         class_names = self.class_names()
-        t0 = time.perf_counter()
+        t0, since = time.perf_counter(), time.time()
         jobs = [("generator", name, seed, (name, seed, plans[name])) for seed in self.seeds for name in self.methods]
         # the most images per run first (e.g. AsynDGAN: every center's batch each update), so the longest run does
         # not start last and leave one worker idle at the end
         jobs.sort(key=lambda job: -expected_images(plans[job[1]]))
         if self._in_parallel("train_generator", jobs, self.generator_workers):
-            self._timed(
-                f"train generators ({self.generator_workers} workers)", t0, generator=self.progress.generator_total
+            trained = sum(
+                expected_images(plans[name])
+                for _, name, seed, _ in jobs
+                if _written_since(self._final_handoff(name, seed), since)
             )
+            self._timed(f"train generators ({self.generator_workers} workers)", t0, generator=trained)
         runs = [self.run_seed(seed, plans, class_names) for seed in self.seeds]
 
         def combined(key: str, **kwargs: Any) -> Any:
@@ -1027,6 +1036,11 @@ class Progress:
 SEGMENTATION_IMAGE_COST = 0.2
 """A segmentation training image's time in generator training images, for the estimate before a UNet is trained
 (the demo's 64x64 UNet against its TDGAN-bank generator on this project's 2-core CPU: about 11 ms and 60 ms)."""
+
+
+def _written_since(path: str | os.PathLike, since: float) -> bool:
+    """Whether ``path`` was (re)written at or after the wall-clock time ``since``: trained, not reused."""
+    return Path(path).is_file() and Path(path).stat().st_mtime >= since - 1e-3
 
 
 REAL_SETS = ("real_all", "real_last")
