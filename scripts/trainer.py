@@ -42,6 +42,16 @@ __all__ = ["TDGANTrainer", "CenterBatch", "LossAverage", "loss_averages", "retai
 
 logger = logging.getLogger(__name__)
 
+
+def device_name(device: str | torch.device) -> str:
+    """The device a workflow runs on, as a log line names it: the GPU's index and model, or the CPU's threads."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
 GAN_MODES = {"vanilla": "bce", "lsgan": "least_squares"}
 """``gan_mode`` -> criterion of MONAI's ``PatchAdversarialLoss`` (pix2pix's names on the left)."""
 
@@ -291,6 +301,7 @@ class TDGANTrainer(Trainer):
         self._speed_setup(channels_last, compile)
         if retain_freed_memory and torch.device(self.state.device).type == "cpu":
             retain_freed_memory_now()
+        logger.info(f"training on {device_name(self.state.device)}.")
         logger.info(
             "perceptual term "
             + (f"on: weight {perceptual_weight}." if perceptual_loss else "off: no feature network configured.")

@@ -236,6 +236,7 @@ def test_a_one_epoch_visit_logs_its_loss_and_hands_off_epoch_1(demo_root: Path, 
     logged = [line for line in stats_lines() if line.startswith("Epoch[1] Metrics -- ")]
     assert len(logged) == 1 and f"g_loss: {epoch['g_loss']:.4f}" in logged[0]  # the epoch's own mean, not a later one
     assert "State values: time_left: 0 s " in stats_lines()  # the epoch line's estimate: none left after the last
+    assert f"training on cpu ({torch.get_num_threads()} threads)." in stats_lines()  # where it trains, named
     means = _tensorboard(tmp_path / "tensorboard").Scalars("epoch/g_loss")
     assert [(e.step, round(e.value, 4)) for e in means] == [(1, round(epoch["g_loss"], 4))]
 

@@ -9,8 +9,9 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """What a healthy sequence's TensorBoard logs show, as one figure: each visit's epoch means of the losses (one line
-per visit) and the synthetic samples of its last epoch; prints each visit's first and last epoch means. Reads the
-event files the visits wrote (``<run>/visits/<visit>/tensorboard``); writes only ``--out``.
+per visit) and the last samples it logged (real images above the generator's of the same label maps); prints each
+visit's first and last epoch means. Reads the event files the visits wrote (``<run>/visits/<visit>/tensorboard``);
+writes only ``--out``.
 
     python tools/training_curves.py --run output/seed0/tdgan_bank --out docs/figures/training_curves.png
 """
@@ -34,18 +35,21 @@ LOSSES = ("g_l1", "g_gan", "d_loss", "reminding")
 
 
 def read_visit(folder: Path) -> tuple[dict[str, list[tuple[int, float]]], np.ndarray | None]:
-    """A visit's epoch means (name -> [(epoch, value)]) and the last epoch's sample image (or None)."""
+    """A visit's epoch means (name -> [(epoch, value)]) and the last samples it logged: the real images above the
+    generator's images of the same label maps (or None without samples)."""
     events = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     tags = events.Tags()
     means = {
         n: [(e.step, e.value) for e in events.Scalars(f"epoch/{n}")] for n in LOSSES if f"epoch/{n}" in tags["scalars"]
     }
-    image = None
-    if tags["images"]:
-        last = max((events.Images(t)[-1] for t in tags["images"]), key=lambda e: e.step)
-        image = np.asarray(Image.open(io.BytesIO(last.encoded_image_string)))
-    return means, image
+    rows = []
+    for prefix in ("input_1", "output"):  # MONAI's TensorBoardImageHandler tags: the real images, the generated ones
+        tag = next((t for t in tags["images"] if t.startswith(prefix)), None)
+        if tag is not None:
+            image = np.asarray(Image.open(io.BytesIO(events.Images(tag)[-1].encoded_image_string)).convert("L"))
+            rows.append(image)
+    return means, np.concatenate(rows, axis=0) if rows else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no visit with TensorBoard logs under {args.run}/visits", file=sys.stderr)
         return 2
     read = {v.name: read_visit(v) for v in visits}
-    fig, axes = plt.subplots(2, len(LOSSES), figsize=(3.2 * len(LOSSES), 6.4))
+    fig, axes = plt.subplots(2, len(LOSSES), figsize=(3.2 * len(LOSSES), 5.6), height_ratios=[3, 2])
     for ax, name in zip(axes[0], LOSSES):
         for visit, (means, _) in read.items():
             if means.get(name):
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for ax, (visit, (_, image)) in zip(axes[1], read.items()):
         if image is not None:
             ax.imshow(image, cmap="gray")
-        ax.set_title(f"{visit}: last epoch", fontsize=8)
+        ax.set_title(f"{visit}: real (top), generated", fontsize=8)
     for ax in axes[1]:
         ax.axis("off")
     fig.tight_layout()
