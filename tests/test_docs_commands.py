@@ -113,7 +113,8 @@ NOT_RUN = {
     r"bash tools/venv\.sh": "installs the pinned requirements (network) into .venv, the script run_demo.sh and "
     "run_tests.sh source; the file is checked",
     r"python tools/zoo_submission\.py ": "tests/test_zoo_submission.py runs it",
-    r"python tools/training_curves\.py ": "needs a demo run's logs; tests/test_training_curves.py runs it on a tiny visit's",
+    r"python tools/training_curves\.py ": "needs a demo run's logs (tests/test_training_curves.py runs it on a tiny "
+    "visit's)",
     r"nvflare ": "NVFlare's own CLI on a POC deployment",
     r"mlflow ui ": "starts MLflow's web server",
 }
