@@ -165,6 +165,7 @@ JOB_SETTINGS: dict[str, Setting] = {
     "channels_last": _BOOL,
     "compile": _BOOL,
     "checkpoint_interval": _int(0, 100_000),
+    "tensorboard_sample_interval": _int(1, 100_000),  # display only: the samples stay in the site's own logs
     "num_workers": _int(0, 64),
     "label_map_settings": Setting("object", keys=_keywords(new_label_maps, ("sources", "count", "seed", "subjects"))),
     "augmentation_settings": Setting(
