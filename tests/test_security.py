@@ -96,6 +96,12 @@ DATASET_DEFAULTS = {"num_classes": 4, "image_channels": 1}
 """train.json's fallbacks where no center's dataset.json declares the setting."""
 
 
+@pytest.mark.parametrize("value", [0, -5, 10**9, "5", 2.5, True, None, [5], {"_target_": "os.system"}])
+def test_a_display_interval_outside_its_range_or_kind_is_refused(value):
+    with pytest.raises(OverrideError, match="tensorboard_sample_interval"):
+        job_overrides({"tensorboard_sample_interval": value})
+
+
 def test_the_job_allow_list_holds_only_plain_settings_of_train_json_with_their_defaults_accepted():
     train = json.loads((REPO / "configs" / "train.json").read_text())
     for key, setting in JOB_SETTINGS.items():

@@ -270,6 +270,7 @@ class Evaluation:
         self.generator_workers = int(generator_workers or workers)
         self._prepared: set[tuple[str, str, int]] = set()  # (what, name, seed) made by the parallel workers
         self.progress = Progress(0, 0)  # run() sets the work it plans
+        self._images_per_set: int | None = None
 
     def _in_parallel(self, method: str, jobs: list[tuple[str, str, int, tuple]], workers: int) -> bool:
         """Run ``self.<method>(*args)`` for every job ``(what, name, seed, args)`` in ``workers`` processes, so that
@@ -308,10 +309,14 @@ class Evaluation:
     def _segmentation_images(self, sets: int | None = None) -> int:
         """Training images ``sets`` segmentation networks process (iterations x batch each; default: one seed's
         sets), for the progress."""
-        parser = ConfigParser()
-        parser.read_config(self.segmentation_config)
-        parser.update({k: v for k, v in self.segmentation_overrides.items() if "#" not in k})
-        per_set = int(parser.get_parsed_content("iterations")) * int(parser.get_parsed_content("batch_size"))
+        if self._images_per_set is None:  # read once: the config and overrides do not change during a run
+            parser = ConfigParser()
+            parser.read_config(self.segmentation_config)
+            parser.update({k: v for k, v in self.segmentation_overrides.items() if "#" not in k})
+            self._images_per_set = int(parser.get_parsed_content("iterations")) * int(
+                parser.get_parsed_content("batch_size")
+            )
+        per_set = self._images_per_set
         if sets is None:
             sets = len(self.segmentation_sets) + len(self.training_map_sets) + len(self.real_baselines)
             if self.site_sets:
