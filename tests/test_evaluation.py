@@ -360,6 +360,12 @@ def test_compare_writes_a_report_whose_json_holds_every_number_of_its_markdown(d
     assert set(leakage["near_copies"]) == sets - {"real_all", "real_last"}
     assert set(leakage["memorisation_gap"]["tdgan_bank"]) == set(centers)
     assert leakage["handoff_reconstruction"]["tdgan_bank"]["carries_label_maps"] is True
+    # the shareable sets' new-map ceilings, calibrated per center, in the report (derived values, no subject)
+    ceilings = report["new_label_maps"]["ceilings"]
+    assert set(ceilings) == set(centers) and "**New label maps.**" in md
+    for c in centers:
+        assert f"| {c} | {ceilings[c]['mean_foreground_dice']} |" in md
+        assert "subject" not in json.dumps(ceilings[c]).replace("another subject", "")
     figures = report["figures"]
     for png in [*figures["grids"].values(), figures["quality_matrix"], figures["dice_bars"], figures["distribution"]]:
         assert (report_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

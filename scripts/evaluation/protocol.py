@@ -171,7 +171,7 @@ class Evaluation:
             first), then the segmentation networks, at the same time, each with ``cpu_count // workers`` torch
             threads; 1 (default) trains them one after another in this process. Small networks use two threads
             poorly, so on a 2-core CPU 2 workers finish sooner (the demo's UNets 1.5x, its generators less:
-            docs/benchmark.md); on a GPU keep 1.
+            tools/docs/benchmark.md); on a GPU keep 1.
         generator_workers: the generators' own count (default: ``workers``). A generator uses two threads well, so
             two runs of unequal length (TDGAN-bank's reminding makes its later visits dearer than fine-tuning's)
             finish sooner one after another on all threads than side by side.
@@ -796,7 +796,9 @@ class Evaluation:
         t0 = time.perf_counter()
         leakage = self.leakage(sequences, synthetic_dirs)
         self._timed(f"{tag}leakage", t0)
+        new_maps = next((d for k, d in synthetic_dirs.items() if k in self.methods), None)
         return {
+            "label_maps": None if new_maps is None else _new_map_record(new_maps),
             "sequences": sequences,
             "budget": spent,
             "quality": quality,
@@ -896,6 +898,7 @@ class Evaluation:
             },
             "visit_overrides": self.visit_overrides,
             "label_map_settings": self.label_map_settings,
+            "new_label_maps": runs[0]["label_maps"],
             "quality": quality,
             "forgetting": combined("forgetting"),
             "segmentation": {
@@ -1041,6 +1044,13 @@ class Progress:
 SEGMENTATION_IMAGE_COST = 0.2
 """A segmentation training image's time in generator training images, for the estimate before a UNet is trained
 (the demo's 64x64 UNet against its TDGAN-bank generator on this project's 2-core CPU: about 11 ms and 60 ms)."""
+
+
+def _new_map_record(synthetic_dir: Path) -> dict[str, Any] | None:
+    """How a shareable set's new label maps were kept apart from the patients' (the rule and each center's
+    calibrated ceilings, as its ``dataset.json`` records them: derived values, no subject or file)."""
+    record = json.loads((synthetic_dir / "dataset.json").read_text()).get("label_maps") or {}
+    return {k: record[k] for k in ("made_by", "ceilings") if k in record} or None
 
 
 def _written_since(path: str | os.PathLike, since: float) -> bool:

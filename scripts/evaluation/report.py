@@ -298,6 +298,7 @@ def _leakage_section(report: dict[str, Any], label: dict[str, str], centers: Seq
             )
     header = ["Synthetic set", "Shareable", "Center", "Near copies", "Rate", "Synthetic→real median"]
     out += _table(header + ["Real→real median", "Nearest to own pair"], rows)
+    out += _ceilings(report.get("new_label_maps"))
 
     out += [
         "**Memorisation gap.** The final generator's SSIM and PSNR (dB) on each center's TRAINING pairs minus on its "
@@ -335,6 +336,30 @@ def _leakage_section(report: dict[str, Any], label: dict[str, str], centers: Seq
         )
     out += _table(["Generator", "Label maps carried", "Near copies", "Rate", "What it means"], rows)
     return out
+
+
+def _ceilings(record: dict[str, Any] | None) -> list[str]:
+    """How far the shareable sets' new label maps had to stay from every patient's map, per center."""
+    ceilings = (record or {}).get("ceilings") or {}
+    if not ceilings:
+        return []
+    rules = sorted({c.get("rule", "") for c in ceilings.values()})
+    out = [
+        "**New label maps.** A new map is kept only when its Dice to every patient's map of its center stays under "
+        "these ceilings (mean over foreground classes, and per class), set at each center from its own maps: "
+        + "; ".join(rules)
+        + ". Derived values only: no patient or file is recorded.",
+        "",
+    ]
+    classes = sorted({k for c in ceilings.values() for k in c.get("per_class_dice", {})}, key=str)
+    rows = []
+    for c, v in ceilings.items():
+        by_held = v.get("mean_foreground_dice_by_classes_held") or {}
+        held = "; ".join(f"{k}: {_fmt(x)}" for k, x in by_held.items()) or "–"
+        per_class = [_fmt(v.get("per_class_dice", {}).get(k)) for k in classes]
+        rows.append([c, _fmt(v.get("mean_foreground_dice")), held, *per_class])
+    header = ["Center", "Mean foreground Dice", "Mean, by classes held", *[f"class {k}" for k in classes]]
+    return out + _table(header, rows)
 
 
 def label_colormap(num_classes: int) -> Any:
