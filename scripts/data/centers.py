@@ -23,11 +23,20 @@ from monai.data import get_track_meta, load_decathlon_datalist, set_track_meta
 from monai.data.utils import to_affine_nd
 from torch.utils.data import ConcatDataset, Dataset
 
-from scripts.files import check_center_name, inside
+from scripts.data.checks import (
+    InputError,
+    center_folders,
+    center_order_problems,
+    check_label_mapping,
+    outside_problems,
+    raise_if_problems,
+    subject_problems,
+)
+from scripts.files import check_center_name
 
 __all__ = [
     "read_center_order",
-    "center_folders",
+    "center_folders",  # defined in scripts.data.checks, importable here as before
     "DATASET_SETTINGS",
     "declared_settings",
     "dataset_setting",
@@ -35,7 +44,7 @@ __all__ = [
     "center_datalist",
     "shared_keys",
     "center_subjects",
-    "outside_problems",
+    "outside_problems",  # defined in scripts.data.checks, importable here as before
     "OnlineCenters",
     "Untracked",
     "read_label_maps",
@@ -57,8 +66,6 @@ def read_center_order(data_root: str | os.PathLike, strict: bool = True) -> list
         InputError: no readable ``centers.json`` or a malformed ``order``; with ``strict``, also listed centers
             without a folder holding a ``dataset.json`` (one line per problem).
     """
-    from scripts.data.checks import center_order_problems, raise_if_problems
-
     order, problems = center_order_problems(data_root)
     raise_if_problems(problems if strict or not order else [], f"the centers of {data_root}")
     return order
@@ -95,20 +102,6 @@ def declared_settings(center_dir: str | os.PathLike, label_mapping: Mapping[int,
     return declared
 
 
-def center_folders(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
-    """Center folders: a folder with ``centers.json`` stands for its centers, any other folder for itself."""
-    from scripts.data.checks import center_order_problems
-
-    out: list[Path] = []
-    for folder in [folders] if isinstance(folders, (str, os.PathLike)) else folders:
-        folder = Path(folder)
-        if (folder / "centers.json").is_file() and not (folder / "dataset.json").is_file():
-            out += [folder / name for name in center_order_problems(folder)[0]]
-        else:
-            out.append(folder)
-    return out
-
-
 def dataset_setting(
     folders: str | os.PathLike | Sequence[str | os.PathLike],
     key: str,
@@ -122,16 +115,13 @@ def dataset_setting(
         folders: a center folder, a folder of centers with ``centers.json``, or a list of either.
         key: ``"num_classes"`` or ``"image_channels"``.
         default: the value when no center declares it (or none is readable yet: the input checks report that).
-        label_mapping: the site's label value -> class (:py:func:`scripts.data.transforms.check_label_mapping`):
+        label_mapping: the site's label value -> class (:py:func:`scripts.data.checks.check_label_mapping`):
             ``num_classes`` is then the largest class the declared label values map to + 1.
 
     Raises:
         InputError: the centers declare different values (one line): one generator cannot serve both; or a
             malformed ``label_mapping``.
     """
-    from scripts.data.checks import InputError
-    from scripts.data.transforms import check_label_mapping
-
     mapping = check_label_mapping(label_mapping)
 
     if key not in DATASET_SETTINGS:
@@ -158,21 +148,6 @@ def center_name(center_dir: str | os.PathLike) -> str:
     return check_center_name(Path(os.path.normpath(center_dir)).name, f"center folder {center_dir}")
 
 
-def outside_problems(
-    center_dir: str | os.PathLike, items: list[dict[str, Any]], source: str | os.PathLike
-) -> list[str]:
-    """One line per ``image``/``label`` file of ``items`` (absolute paths, as MONAI's data list gives them) that does
-    not resolve, links followed, inside ``center_dir``: a center trains only on its own files."""
-    folder = Path(center_dir).resolve()
-    return [
-        f"{item[k]}: listed in {source} but resolves to {Path(item[k]).resolve()}, outside the center folder "
-        f"{folder}; expected files inside the center's own folder (relative paths, no links out of it)."
-        for item in items
-        for k in ("image", "label")
-        if isinstance(item.get(k), str) and not inside(item[k], folder)
-    ]
-
-
 def center_datalist(center_dir: str | os.PathLike, code: int, key: str = "training") -> list[dict[str, Any]]:
     """A center's data list (image/label file pairs) from its ``dataset.json``, each item tagged with its center code.
 
@@ -181,8 +156,6 @@ def center_datalist(center_dir: str | os.PathLike, code: int, key: str = "traini
         ValueError: the list under ``key`` is empty.
         InputError: a listed file resolves outside the center folder (one line per file).
     """
-    from scripts.data.checks import raise_if_problems
-
     meta = Path(center_dir) / "dataset.json"
     if not meta.is_file():
         raise FileNotFoundError(f"{meta}: not found; a center folder needs an MSD-style dataset.json.")
@@ -219,8 +192,6 @@ def center_subjects(center_dir: str | os.PathLike, key: str = "training") -> lis
         FileNotFoundError: no ``dataset.json``.
         InputError: a ``subject`` that is not a plain name (one line per entry).
     """
-    from scripts.data.checks import raise_if_problems, subject_problems
-
     meta = Path(center_dir) / "dataset.json"
     if not meta.is_file():
         raise FileNotFoundError(f"{meta}: not found; a center folder needs an MSD-style dataset.json.")
@@ -326,7 +297,6 @@ def read_label_maps_with_affines(
         InputError: a listed file resolves outside the center folder (one line per file), or holds a label value
             ``label_mapping`` does not name (one line).
     """
-    from scripts.data.checks import InputError, raise_if_problems
     from scripts.data.transforms import preprocessing
 
     center_dir = Path(center_dir)

@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from scripts.data.centers import outside_problems
-from scripts.files import CENTER_NAME, center_name_problem
+from scripts.files import CENTER_NAME, center_name_problem, inside
 
 __all__ = [
     "InputError",
@@ -34,6 +33,10 @@ __all__ = [
     "check_sequence_inputs",
     "check_dataset_settings",
     "check_known_centers",
+    "check_label_mapping",
+    "center_folders",
+    "outside_problems",
+    "unmapped_label_problem",
     "raise_if_problems",
     "subject_problems",
 ]
@@ -86,6 +89,64 @@ def subject_problems(items: Any, meta_path: str | os.PathLike, key: str = "train
     ]
 
 
+def integer_value(value: Any) -> int | None:
+    """``value`` as an int when it is one (an int, or a string of one: JSON object keys are strings), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    return None
+
+
+def check_label_mapping(
+    label_mapping: Mapping[Any, Any] | None, num_classes: int | None = None
+) -> dict[int, int] | None:
+    """A ``label_mapping`` setting (a site's label value -> the bundle's class) checked and normalised.
+
+    Args:
+        label_mapping: None (no mapping: label values are the classes), or a non-empty mapping whose keys are integer
+            label values (ints, or strings of ints as JSON object keys are) and whose values are integer classes.
+        num_classes: the configuration's classes, when known: every class must lie in ``0..num_classes-1``.
+
+    Returns:
+        None, or the mapping with int keys and values.
+
+    Raises:
+        InputError: not a mapping, empty, a key or value that is not an integer, or a class out of range (one line).
+    """
+    if label_mapping is None:
+        return None
+    expected = 'expected null or an object of integer label value -> class, e.g. {"0": 0, "1": 1, "2": 2, "4": 3}' + (
+        "" if num_classes is None else f" with classes in 0..{num_classes - 1}"
+    )
+    if not isinstance(label_mapping, Mapping) or not label_mapping:
+        raise InputError(f"label_mapping is {label_mapping!r:.120}; {expected}.")
+    mapping: dict[int, int] = {}
+    for key, value in label_mapping.items():
+        k, v = integer_value(key), None if isinstance(value, str) else integer_value(value)
+        if k is None or v is None or v < 0 or (num_classes is not None and v >= num_classes):
+            raise InputError(f"label_mapping maps {key!r:.40} to {value!r:.40}; {expected}.")
+        if k in mapping:
+            raise InputError(f"label_mapping names label value {k} twice; {expected}.")
+        mapping[k] = v
+    return mapping
+
+
+def unmapped_label_problem(source: Any, values: Sequence[float], label_mapping: Mapping[int, int]) -> str | None:
+    """The one line refusing a label map whose ``values`` include some that ``label_mapping`` does not name (None when
+    it names them all): the file, the values, the values the mapping names."""
+    unmapped = sorted({v for v in values if v not in label_mapping})
+    if not unmapped:
+        return None
+    shown = [int(v) if float(v).is_integer() else v for v in unmapped]
+    return (
+        f"{source}: label values {shown} are not in label_mapping (it maps {sorted(label_mapping)}); add them to "
+        "label_mapping, or fix the file."
+    )
+
+
 def _read_json(path: Path, problems: list[str]) -> Any:
     """The content of a JSON file, or None with a problem line."""
     try:
@@ -124,6 +185,33 @@ def center_order_problems(data_root: str | os.PathLike) -> tuple[list[str], list
         elif not (folder / "dataset.json").is_file():
             problems.append(f"{folder / 'dataset.json'}: not found; center {name!r} needs an MSD-style dataset.json.")
     return order, problems
+
+
+def center_folders(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Center folders: a folder with ``centers.json`` stands for its centers, any other folder for itself."""
+    out: list[Path] = []
+    for folder in [folders] if isinstance(folders, (str, os.PathLike)) else folders:
+        folder = Path(folder)
+        if (folder / "centers.json").is_file() and not (folder / "dataset.json").is_file():
+            out += [folder / name for name in center_order_problems(folder)[0]]
+        else:
+            out.append(folder)
+    return out
+
+
+def outside_problems(
+    center_dir: str | os.PathLike, items: list[dict[str, Any]], source: str | os.PathLike
+) -> list[str]:
+    """One line per ``image``/``label`` file of ``items`` (absolute paths, as MONAI's data list gives them) that does
+    not resolve, links followed, inside ``center_dir``: a center trains only on its own files."""
+    folder = Path(center_dir).resolve()
+    return [
+        f"{item[k]}: listed in {source} but resolves to {Path(item[k]).resolve()}, outside the center folder "
+        f"{folder}; expected files inside the center's own folder (relative paths, no links out of it)."
+        for item in items
+        for k in ("image", "label")
+        if isinstance(item.get(k), str) and not inside(item[k], folder)
+    ]
 
 
 def _declared_labels(
@@ -262,8 +350,6 @@ def _pair_problems(
         values = {int(v) for v in np.unique(label)}
         unmapped = None
         if label_mapping is not None:  # the line the preprocessing itself would refuse the file with
-            from scripts.data.transforms import unmapped_label_problem
-
             unmapped = unmapped_label_problem(paths["label"], sorted(values), label_mapping)
         if unmapped:
             problems.append(unmapped)
@@ -300,14 +386,12 @@ def center_problems(
         num_classes: label classes of the configuration.
         key: which list of ``dataset.json`` to check.
         read_files: read every listed file (otherwise only ``dataset.json`` and the files' presence are checked).
-        label_mapping: the site's label value -> class (:py:func:`scripts.data.transforms.check_label_mapping`), or
+        label_mapping: the site's label value -> class (:py:func:`check_label_mapping`), or
             None when the label values are the classes.
 
     Returns:
         one line per problem: the file, what is wrong, what was expected.
     """
-    from scripts.data.transforms import check_label_mapping
-
     mapping = check_label_mapping(label_mapping, num_classes)
     center_dir = Path(center_dir)
     meta_path = center_dir / "dataset.json"
@@ -380,9 +464,6 @@ def check_dataset_settings(
     Raises:
         InputError: a malformed ``label_mapping``, or one line per contradicting ``dataset.json``.
     """
-    from scripts.data.centers import center_folders
-    from scripts.data.transforms import check_label_mapping
-
     mapping = check_label_mapping(label_mapping, num_classes)
     problems: list[str] = []
     for folder in center_folders(folders):

@@ -33,62 +33,17 @@ from monai.transforms import (
     ScaleIntensityRanged,
 )
 
-from scripts.data.checks import InputError
+from scripts.data.checks import InputError, check_label_mapping, integer_value, unmapped_label_problem
 
 __all__ = [
     "EnsureSpatialDimsd",
     "LabelMappingd",
     "check_intensity_window",
-    "check_label_mapping",
+    "check_label_mapping",  # defined in scripts.data.checks, importable here as before
     "mapped_label_names",
     "preprocessing",
-    "unmapped_label_problem",
+    "unmapped_label_problem",  # defined in scripts.data.checks, importable here as before
 ]
-
-
-def _integer(value: Any) -> int | None:
-    """``value`` as an int when it is one (an int, or a string of one: JSON object keys are strings), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        return int(value)
-    return None
-
-
-def check_label_mapping(
-    label_mapping: Mapping[Any, Any] | None, num_classes: int | None = None
-) -> dict[int, int] | None:
-    """A ``label_mapping`` setting (a site's label value -> the bundle's class) checked and normalised.
-
-    Args:
-        label_mapping: None (no mapping: label values are the classes), or a non-empty mapping whose keys are integer
-            label values (ints, or strings of ints as JSON object keys are) and whose values are integer classes.
-        num_classes: the configuration's classes, when known: every class must lie in ``0..num_classes-1``.
-
-    Returns:
-        None, or the mapping with int keys and values.
-
-    Raises:
-        InputError: not a mapping, empty, a key or value that is not an integer, or a class out of range (one line).
-    """
-    if label_mapping is None:
-        return None
-    expected = 'expected null or an object of integer label value -> class, e.g. {"0": 0, "1": 1, "2": 2, "4": 3}' + (
-        "" if num_classes is None else f" with classes in 0..{num_classes - 1}"
-    )
-    if not isinstance(label_mapping, Mapping) or not label_mapping:
-        raise InputError(f"label_mapping is {label_mapping!r:.120}; {expected}.")
-    mapping: dict[int, int] = {}
-    for key, value in label_mapping.items():
-        k, v = _integer(key), None if isinstance(value, str) else _integer(value)
-        if k is None or v is None or v < 0 or (num_classes is not None and v >= num_classes):
-            raise InputError(f"label_mapping maps {key!r:.40} to {value!r:.40}; {expected}.")
-        if k in mapping:
-            raise InputError(f"label_mapping names label value {k} twice; {expected}.")
-        mapping[k] = v
-    return mapping
 
 
 def check_intensity_window(window: Sequence[float] | None) -> list[float] | None:
@@ -114,19 +69,6 @@ def check_intensity_window(window: Sequence[float] | None) -> list[float] | None
     return [float(window[0]), float(window[1])]
 
 
-def unmapped_label_problem(source: Any, values: Sequence[float], label_mapping: Mapping[int, int]) -> str | None:
-    """The one line refusing a label map whose ``values`` include some that ``label_mapping`` does not name (None when
-    it names them all): the file, the values, the values the mapping names."""
-    unmapped = sorted({v for v in values if v not in label_mapping})
-    if not unmapped:
-        return None
-    shown = [int(v) if float(v).is_integer() else v for v in unmapped]
-    return (
-        f"{source}: label values {shown} are not in label_mapping (it maps {sorted(label_mapping)}); add them to "
-        "label_mapping, or fix the file."
-    )
-
-
 def mapped_label_names(labels: Mapping[Any, Any], label_mapping: Mapping[Any, Any] | None) -> dict[str, str]:
     """A ``dataset.json``'s ``labels`` (label value -> name) as the names of the classes the label maps hold once read:
     as they are without ``label_mapping``; with it, each class named by the values mapped to it, joined by " + " (e.g.
@@ -137,7 +79,7 @@ def mapped_label_names(labels: Mapping[Any, Any], label_mapping: Mapping[Any, An
         return {str(k): str(v) for k, v in labels.items()}
     names: dict[int, list[str]] = {}
     for value, name in labels.items():
-        k = _integer(value)
+        k = integer_value(value)
         if k is not None and k in mapping and str(name) not in names.setdefault(mapping[k], []):
             names[mapping[k]].append(str(name))
     return {str(c): " + ".join(names[c]) for c in sorted(names)}
