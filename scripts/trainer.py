@@ -98,7 +98,7 @@ def retain_freed_memory_now() -> bool:
     glibc serves an allocation of 32 MB or more (its largest dynamic mmap threshold) with a fresh ``mmap`` and
     unmaps it on free, so a tensor that size is page-faulted and zero-filled by the kernel at every step: from the
     second center on at 128x128, batch 4, the generator's [batch; reminding batch] activations of 64 channels are
-    33.5 MB and a step faulted in about 1.2 GB (docs/benchmark.md). With these settings the heap keeps them; the
+    33.5 MB and a step faulted in about 1.2 GB (tools/docs/benchmark.md). With these settings the heap keeps them; the
     process's resident memory then stays at its peak instead of falling back between steps. PyTorch has no caching
     allocator on CPU (the fix it documents is an LD_PRELOADed jemalloc or tcmalloc), hence the direct call. A
     thread that glibc serves from a secondary arena still gets blocks above that arena's 64 MB heap by ``mmap``.
@@ -172,7 +172,7 @@ class TDGANTrainer(Trainer):
             ``"sum"`` (times the number of earlier centers reminded: the reference's one term per earlier center).
         reminding_batch_size: maps per reminding batch; None: one group's training batch size (the method's
             default). Smaller is cheaper (a method option: its effect on forgetting is measured by
-            ``scripts/tools/reminding_check.py``); not with DP (row i is patient i's own map).
+            ``tools/reminding_check.py``); not with DP (row i is patient i's own map).
         reminding_feature_cache_mb: memory the cached target features of the reminding batch may take (entries
             beyond it have theirs computed every step); 0: not cached. Only with a cached teacher and a feature-list
             perceptual network (``VGG16Features``).
@@ -317,7 +317,7 @@ class TDGANTrainer(Trainer):
             self._register_handlers(train_handlers)  # values) and the trainer's own parts (e.g. its precision)
 
     def _speed_setup(self, channels_last: bool, compile: bool) -> None:
-        """Memory format and compilation (see docs/benchmark.md); the reminder's teacher runs as the generator."""
+        """Memory format and compilation (see tools/docs/benchmark.md); the reminder's teacher runs as the generator."""
         self.memory_format = torch.preserve_format
         if channels_last:
             dims = _unwrap(self.g_network).settings.get("spatial_dims", 2)

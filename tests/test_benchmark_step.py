@@ -8,7 +8,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Tests of the step benchmark command line (scripts.tools.benchmark_step) on tiny networks; no timing is asserted."""
+"""Tests of the step benchmark command line (tools.benchmark_step) on tiny networks; no timing is asserted."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from scripts.precision import amp_supported
-from scripts.tools.benchmark_step import parse_overrides, peak_gflops
+from tools.benchmark_step import parse_overrides, peak_gflops
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("--set", "ngf=8", "--set", "num_blocks=1", "--set", "ndf=8")
@@ -29,7 +29,7 @@ TINY = ("--set", "ngf=8", "--set", "num_blocks=1", "--set", "ndf=8")
 
 def _bench(*args: str) -> tuple[list[dict], list[dict]]:
     """Run the benchmark on 32x32 demo centers, batch 2, one thread; return its case and summary records."""
-    cmd = [sys.executable, "-m", "scripts.tools.benchmark_step", "--sizes", "32", "--batch_size", "2", "--threads", "1"]
+    cmd = [sys.executable, "-m", "tools.benchmark_step", "--sizes", "32", "--batch_size", "2", "--threads", "1"]
     cmd += ["--device", "cpu", "--steps", "2", "--warmup", "1", *TINY, *args]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -160,7 +160,7 @@ def _fake_reference(root: Path) -> Path:
 
 
 def test_reference_path_that_is_not_a_copy_is_refused_with_one_line(tmp_path: Path, capsys) -> None:
-    from scripts.tools import benchmark_step, reference_step
+    from tools import benchmark_step, reference_step
 
     for main, argv in (
         (benchmark_step.main, ["--sizes", "32", "--reference", str(tmp_path / "missing")]),
@@ -197,7 +197,7 @@ def test_benchmark_times_the_reference_side_by_side_through_the_adapter(tmp_path
 
 
 def test_profile_attributes_the_whole_step_to_its_phases_with_backward_to_the_forward_that_made_it() -> None:
-    from scripts.tools.profile_step import PHASES, markdown_table, profile_case
+    from tools.profile_step import PHASES, markdown_table, profile_case
 
     torch.set_num_threads(1)
     record = profile_case(32, 2, 2, steps=1, warmup=1, device="cpu", extra={"ngf": 8, "num_blocks": 1, "ndf": 8})

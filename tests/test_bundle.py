@@ -106,20 +106,20 @@ def _imported_modules(folder: Path) -> dict[str, str]:
 
 
 NOT_PINNED = {
-    "torchvision": "scripts/tools/reference_step.py installs a stand-in when it is absent (it cannot be imported "
+    "torchvision": "tools/reference_step.py installs a stand-in when it is absent (it cannot be imported "
     "beside this torch, requirements.txt)",
-    "models": "the pix2pix reference's own package, imported from its checkout by scripts/tools/reference_step.py",
+    "models": "the pix2pix reference's own package, imported from its checkout by tools/reference_step.py",
 }
 """Imported, deliberately not pinned, and why."""
 
 
 def test_every_package_the_bundle_and_its_tests_import_is_pinned():
-    own = {"scripts", "tests", *(p.stem for p in (REPO / "tests").glob("*.py"))}  # the tests' own helpers too
+    own = {"scripts", "tests", "tools", *(p.stem for p in (REPO / "tests").glob("*.py"))}  # the tests' helpers too
     distributions = importlib.metadata.packages_distributions()
     runtime = _pins("requirements.txt", *(f"requirements-{n}.txt" for n in ("demo", "fl", "dp", "mlflow")))
     dev = runtime | _pins("requirements-dev.txt")
     unpinned = []
-    for folder, pins in (("scripts", runtime), ("tests", dev)):
+    for folder, pins in (("scripts", runtime), ("tests", dev), ("tools", dev)):
         for module, where in _imported_modules(REPO / folder).items():
             if module in sys.stdlib_module_names or module in own or module in NOT_PINNED:
                 continue
@@ -127,6 +127,52 @@ def test_every_package_the_bundle_and_its_tests_import_is_pinned():
             if not dists & set(pins):
                 unpinned.append(f"{module} (imported in {where}; distribution {sorted(dists)})")
     assert not unpinned, f"pin these in the requirement files: {unpinned}"
+
+
+def _package_modules() -> dict[str, Path]:
+    """Every module of the bundle's package (``scripts.data.centers``; a package by its ``__init__.py``) -> its file."""
+    modules = {}
+    for path in sorted((REPO / "scripts").rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def _imports_of(module: str, path: Path) -> set[str]:
+    """Every module ``path`` imports, at module level or inside a function: absolute names, relative imports resolved,
+    and ``from package import name`` also as ``package.name`` (it may be a module)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, *([node.module] if node.module else [])])
+            found |= {base, *(f"{base}.{a.name}" for a in node.names)}
+    return found
+
+
+def test_the_bundle_package_imports_nothing_from_the_repository_tools():
+    """scripts/ is what a model-zoo user downloads; tools/ (benchmarks, profilers, trials) is not in the download."""
+    offending = [
+        f"{path.relative_to(REPO)} imports {name}"
+        for module, path in _package_modules().items()
+        for name in sorted(_imports_of(module, path))
+        if name.split(".")[0] == "tools"
+    ]
+    assert not offending, offending
+
+
+def test_no_two_modules_of_the_bundle_package_import_each_other():
+    """One direction per pair of modules of scripts/, function-level imports included: a cycle hidden inside a
+    function still ties both modules' import order and design together."""
+    modules = _package_modules()
+    imports = {m: _imports_of(m, path) & set(modules) - {m} for m, path in modules.items()}
+    both_ways = sorted(f"{a} <-> {b}" for a in imports for b in imports[a] if a < b and a in imports[b])
+    assert not both_ways, f"these modules import each other: {both_ways}"
 
 
 def test_the_declared_python_floor_is_one_every_pinned_package_supports():

@@ -8,8 +8,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Every command in README.md and docs/*.md: what it names exists and parses, the cheap ones run as written (at a
-tiny size), and the others are listed here with the reason they are not run."""
+"""Every command in README.md, docs/*.md and the lab notebooks tools/docs/*.md: what it names exists and parses, the
+cheap ones run as written (at a tiny size), and the others are listed here with the reason they are not run."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import pytest
 from conftest import REPO
 from monai.bundle import ConfigParser
 
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "tools" / "docs").glob("*.md"))]
 FIRST_WORDS = ("python", "bash", "torchrun", "nvflare", "pip", "mlflow")
 BUNDLE_CLI = {"config_file", "meta_file", "logging_file", "run_id", "init_id", "final_id", "tracking", "args_file"}
 """Options of ``monai.bundle run`` itself; every other option overrides a config key."""
@@ -99,13 +99,14 @@ NOT_RUN = {
     "(tests/test_prepare_*.py run both on synthetic cases)",
     r"python -m scripts\.data\.demo .*--(anatomy mni152|volumetric)": "MNI152 and 3D demo data "
     "(tests/test_demo_anatomy.py, tests/test_train_3d.py)",
-    r"python -m scripts\.tools\.(benchmark_step|measure_label_maps|dp_tradeoff|profile_step|reminding_check)": (
-        "minutes of measurements (tests/test_benchmark_step.py, test_dp_tradeoff.py, test_reminding_check.py run them "
-        "small)"
+    r"python -m scripts\.tools\.measure_label_maps": "minutes of measurements (tests/test_label_maps.py runs it small)",
+    r"python -m tools\.(benchmark_step|reference_step|dp_tradeoff|profile_step|reminding_check|precision_check)\b": (
+        "the lab's minutes of measurements (tests/test_benchmark_step.py, test_dp_tradeoff.py, "
+        "test_reminding_check.py run them small)"
     ),
     r"python -m monai\.bundle run --config_file .*--output_dir output/site_a_(synthetic|segmentation)": "docs/"
     "segmentation.md's recipe: run as written at a tiny size in a fresh copy by tests/test_segmentation_journey.py",
-    r"python -m scripts\.tools\.segmentation_noise ": "needs a finished demo run (tests/test_segmentation_noise.py "
+    r"python -m tools\.segmentation_noise ": "needs a finished demo run (tests/test_segmentation_noise.py "
     "runs it on a real-image set at a tiny size)",
     r"python -m scripts\.tools\.export_generator ": "needs the demo's final hand-off (run_demo.sh)",
     r"python -m scripts\.fl\.job allow ": "edits an NVFlare POC workspace (tests/test_fl.py)",
@@ -113,8 +114,8 @@ NOT_RUN = {
     r"bash tools/venv\.sh": "installs the pinned requirements (network) into .venv, the script run_demo.sh and "
     "run_tests.sh source; the file is checked",
     r"python tools/zoo_submission\.py ": "tests/test_zoo_submission.py runs it",
-    r"python tools/training_curves\.py ": "needs a demo run's logs (tests/test_training_curves.py runs it on a tiny "
-    "visit's)",
+    r"python -m scripts\.tools\.training_curves ": "needs a demo run's logs (tests/test_training_curves.py runs it on "
+    "a tiny visit's)",
     r"nvflare ": "NVFlare's own CLI on a POC deployment",
     r"mlflow ui ": "starts MLflow's web server",
 }

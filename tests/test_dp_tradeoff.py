@@ -21,7 +21,7 @@ from tests.conftest import REPO, TINY
 
 pytest.importorskip("opacus", reason="the optional DP extra (requirements-dp.txt) is not installed")
 from scripts.handoff import load_handoff  # noqa: E402
-from scripts.tools.dp_tradeoff import main  # noqa: E402
+from tools.dp_tradeoff import main  # noqa: E402
 
 
 def test_the_tradeoff_command_runs_every_setting_through_the_protocol_and_tables_it(tmp_path: Path):

@@ -8,7 +8,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The reminding check (scripts.tools.reminding_check) end to end at a tiny size: both reductions, one table."""
+"""The reminding check (tools.reminding_check) end to end at a tiny size: both reductions, one table."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from scripts.handoff import load_handoff
-from scripts.tools.reminding_check import main
+from tools.reminding_check import main
 
 TINY_VISITS = [
     "spatial_size=[32, 32]",

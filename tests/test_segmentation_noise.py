@@ -20,8 +20,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from scripts.evaluation.segmentation_scores import center_scores
-from scripts.tools.segmentation_noise import CONFIGS, main, training_sets
 from tests.conftest import REPO
+from tools.segmentation_noise import CONFIGS, main, training_sets
 
 TINY = ["iterations=3", "batch_size=4", "progress_bar=false"]
 

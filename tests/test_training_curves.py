@@ -12,18 +12,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from scripts.handoff import load_handoff
-from tests.conftest import REPO, TINY, run_visit
-
-spec = importlib.util.spec_from_file_location("training_curves", REPO / "tools" / "training_curves.py")
-training_curves = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(training_curves)
+from scripts.tools import training_curves
+from tests.conftest import TINY, run_visit
 
 
 def test_the_figure_and_table_hold_each_visits_epoch_means_and_its_samples(

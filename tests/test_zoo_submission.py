@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -70,10 +71,16 @@ def test_the_command_writes_the_zoo_folder_and_every_zoo_check_passes_on_it(subm
     assert all(p.suffix == ".py" for p in (folder / "scripts").rglob("*") if p.is_file())
     repo_scripts = {str(p.relative_to(REPO)) for p in (REPO / "scripts").rglob("*.py") if "__pycache__" not in p.parts}
     written = {str(p.relative_to(folder)) for p in (folder / "scripts").rglob("*.py")}
-    tools = {s for s in repo_scripts if s.startswith("scripts/tools/")}
-    assert written == (repo_scripts if zoo.ship_scripts_tools() else repo_scripts - tools)
+    assert written == repo_scripts and "scripts/tools/export_generator.py" in written  # the package, user tools too
+    assert not [p for p in folder.rglob("*") if p.name in ("benchmark_step.py", "reference_step.py", "machine.py")]
     docs = {p.name for p in (folder / "docs").iterdir()}
     assert {"README.md", "figures", "data_license.txt"} <= docs and not {"benchmark.md", "demo_tuning.md"} & docs
+    for doc in (folder / "docs").rglob("*.md"):  # a link to a repository file the folder lacks became words
+        source = (REPO / doc.relative_to(folder)).parent
+        for match in zoo.LINK.finditer(doc.read_text()):
+            target = match.group(3)
+            if not re.match(r"[a-z]+:", target) and not (doc.parent / target).exists():
+                assert not (source / target).exists(), f"{doc.relative_to(folder)} links {target}"
     assert (folder / "models" / "sample_label_maps" / "centers.json").is_file()
 
     weights = (folder / "models" / "model.pt").read_bytes()
@@ -113,3 +120,26 @@ def test_weights_that_are_not_the_listed_ones_are_refused(submitted, tmp_path: P
     with pytest.raises(zoo.Refused, match="does not hold"):
         zoo.check_large_files(copy)
     zoo.check_large_files(folder)  # the written folder's own weights pass
+
+
+def test_a_user_doc_link_to_a_file_the_submission_does_not_hold_is_written_as_words(tmp_path: Path):
+    """A link to a lab notebook (tools/docs/, not shipped) reads as the repository's path; other links stay links."""
+    repo, folder = tmp_path / "repo", tmp_path / "folder"
+    for path in ("tools/docs/benchmark.md", "docs/data.md", "docs/figures/a.png"):
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text("x")
+    for path in ("docs/data.md", "docs/figures/a.png"):
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text("x")
+    doc = folder / "docs" / "guide.md"
+    doc.write_text(
+        "See [benchmark.md](../tools/docs/benchmark.md), [the fast demo](../tools/docs/benchmark.md#the-fast-demo), "
+        "[data](data.md#top), ![a figure](figures/a.png), [web](https://example.org) and [gone](gone.md).\n"
+    )
+    notes = zoo._links_as_words(folder, repo)
+    assert doc.read_text() == (
+        "See the repository's tools/docs/benchmark.md, the fast demo (the repository's tools/docs/benchmark.md), "
+        "[data](data.md#top), ![a figure](figures/a.png), [web](https://example.org) and [gone](gone.md).\n"
+    )
+    assert notes == ["docs/guide.md: links to tools/docs/benchmark.md (not in the submission) written as words"]
+    assert zoo._dangling_links(folder) == ["docs/guide.md links gone.md, which the submission does not hold"]

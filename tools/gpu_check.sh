@@ -35,7 +35,7 @@ print(f"visit: {v['iterations']} steps in {v['seconds']} s (training loop), {tim
 PY
 
 echo "== 2. step benchmark, ${size}², batch 8, centers 1 and 8, fp32 / bf16 / fp16"
-python -m scripts.tools.benchmark_step --device "$device" --sizes "$size" --batch_size 8 --centers 1 8 \
+python -m tools.benchmark_step --device "$device" --sizes "$size" --batch_size 8 --centers 1 8 \
     --precisions fp32 bf16 fp16 --steps 8 --warmup 2 2> "$out/benchmark.err" | tee "$out/benchmark.jsonl"
 
 echo "== 3. synthesis with configs/inference.json from the visit's hand-off (center_a's 48 label maps, ${size}²)"
@@ -52,9 +52,9 @@ torchrun --standalone --nproc_per_node=1 -m monai.bundle run \
 python -c "from scripts.handoff import load_handoff; h = load_handoff('$out/ddp/handoff.pt'); print('DDP visit: hand-off written,', h.visits[-1]['iterations'], 'steps')"
 
 echo "== 5. speed options side by side: step at ${size}², bf16, center 4 (reminding), each case its own process"
-# fraction_of_peak in each JSON line is the number to compare (docs/benchmark.md: about 0.12-0.135 at batch 8 before)
+# fraction_of_peak in each JSON line is the number to compare (tools/docs/benchmark.md: about 0.12-0.135 at batch 8 before)
 common=(--device "$device" --sizes "$size" --centers 4 --precisions bf16 --steps 8 --warmup 3)  # FLOPs counted: fraction_of_peak
-run_case() { name="$1"; shift; python -m scripts.tools.benchmark_step "${common[@]}" "$@" 2>> "$out/speed.err" \
+run_case() { name="$1"; shift; python -m tools.benchmark_step "${common[@]}" "$@" 2>> "$out/speed.err" \
     | python -c "import json,sys; [print('$name', json.dumps({k: r.get(k) for k in ('batch_size','step_s_median','images_per_s','fraction_of_peak','data_wait_share')})) for r in map(json.loads, sys.stdin) if 'summary' not in r]"; }
 run_case baseline --batch_size 8 | tee -a "$out/speed.txt"
 run_case channels_last --batch_size 8 --set channels_last=true | tee -a "$out/speed.txt"
@@ -62,7 +62,7 @@ run_case fused_adam --batch_size 8 --set fused_optimizers=true | tee -a "$out/sp
 run_case batch16_lr2x --batch_size 16 --set lr=0.0004 | tee -a "$out/speed.txt"
 run_case batch32_lr4x --batch_size 32 --set lr=0.0008 | tee -a "$out/speed.txt"
 run_case workers4 --batch_size 8 --set num_workers=4 | tee -a "$out/speed.txt"
-if [ "$device" = cuda ]; then  # compiling on a 2-core CPU takes minutes and did not pay off (docs/benchmark.md)
+if [ "$device" = cuda ]; then  # compiling on a 2-core CPU takes minutes and did not pay off (tools/docs/benchmark.md)
     run_case compile --batch_size 8 --set compile=true | tee -a "$out/speed.txt"
     run_case all --batch_size 32 --set lr=0.0008 --set channels_last=true --set fused_optimizers=true \
         --set compile=true --set num_workers=4 | tee -a "$out/speed.txt"

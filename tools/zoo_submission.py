@@ -13,14 +13,16 @@
     python tools/zoo_submission.py --output_dir <dir>
 
 writes ``<dir>/<name>/`` (``<name>``: configs/metadata.json's "name" in snake case, else ``tdgan_bundle``) holding
-configs/, scripts/ (the package, ``*.py`` only), models/model.pt, models/sample_label_maps/, large_files.yml (its
-sha256 checked against the written weights), docs/ (the model card and user docs, not benchmark or trial notes) and
-LICENSE; no tests, dev tools, data or outputs. Then (``--no_check`` skips it), with that folder as the working
-directory and ``--bundle_root``: verify_metadata against the zoo's schema, verify_net_in_out, ckpt_export, the
-package importing on its own, and ruff. One line per check, ``check <name>: pass|fail``; a check whose output says
-"deprecated" or "replacing" fails (MONAI read the metadata other than as written). Exit 0: written and every check
-passed; 1: a check failed; 2: refused (nothing changed). Writes nothing outside ``--output_dir`` except the
-TorchScript file of ckpt_export, in a temporary folder removed afterwards.
+configs/, scripts/ (the package, ``*.py`` only, its user tools in scripts/tools/ included), models/model.pt,
+models/sample_label_maps/, large_files.yml (its sha256 checked against the written weights), docs/ (the model card and
+user docs; a link of theirs to a file the folder does not hold, such as the lab notebooks of tools/docs/, is written as
+words: "the repository's tools/docs/benchmark.md") and LICENSE; no tests, tools/ (benchmarks, profilers, trials), data
+or outputs. Then (``--no_check`` skips it), with that folder as the working directory and ``--bundle_root``:
+verify_metadata against the zoo's schema, verify_net_in_out, ckpt_export, the package importing on its own, and ruff.
+One line per check, ``check <name>: pass|fail``; a check whose output says "deprecated" or "replacing" fails (MONAI read
+the metadata other than as written). Exit 0: written and every check passed; 1: a check failed; 2: refused (nothing
+changed). Writes nothing outside ``--output_dir`` except the TorchScript file of ckpt_export, in a temporary folder
+removed afterwards.
 """
 
 from __future__ import annotations
@@ -42,8 +44,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_NAME = "tdgan_bundle"
 DEFAULT_SCHEMA = REPO.parent / "shared" / "schemas" / "meta_schema_20240725.json"
-LEFT_OUT_DOCS = {"benchmark.md", "demo_tuning.md"}
-"""Benchmark and trial notes: measurements of this repository's development, not the bundle's user documentation."""
 TOP_LEVEL = {"configs", "scripts", "models", "large_files.yml", "docs", "LICENSE"}
 """Everything the submission folder holds at its top level."""
 WARNING = re.compile(r"deprecated|replacing", re.I)
@@ -64,30 +64,10 @@ def bundle_name(repo: Path = REPO) -> str:
     return slug or DEFAULT_NAME
 
 
-def ship_scripts_tools(repo: Path = REPO) -> list[str]:
-    """Why scripts/tools/ goes into the submission: the configs or documents shipped with it that use it (empty: it
-    is development tooling and stays out).
-
-    No config imports scripts.tools, but it is not only development tooling: the shipped model card exports the
-    released weights with ``python -m scripts.tools.export_generator``, docs/data.md and docs/privacy.md tell users
-    to run ``scripts.tools.measure_label_maps`` on their own data, docs/generator.md ``scripts.tools.reminding_check``
-    (which imports ``scripts.tools.benchmark_step``). Left out, those documented commands would fail in a downloaded
-    bundle, so the package goes in whole."""
-    if not (repo / "scripts" / "tools").is_dir():
-        return []
-    users = []
-    for config in sorted((repo / "configs").rglob("*")):
-        if config.is_file() and re.search(r"scripts\.tools\b", config.read_text(errors="replace")):
-            users.append(str(config.relative_to(repo)))
-    for doc in _shipped_docs(repo):
-        if doc.suffix == ".md" and re.search(r"scripts\.tools\.\w", doc.read_text(errors="replace")):
-            users.append(str(doc.relative_to(repo)))
-    return users
-
-
 def _shipped_docs(repo: Path) -> list[Path]:
+    """The model card and user docs (docs/; the lab notebooks are in tools/docs/, which is not shipped)."""
     docs = repo / "docs"
-    files = [p for p in sorted(docs.glob("*.md")) if p.name not in LEFT_OUT_DOCS]
+    files = sorted(docs.glob("*.md"))
     files += [p for p in [docs / "data_license.txt"] if p.is_file()]
     files += sorted(p for p in (docs / "figures").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     return files
@@ -108,14 +88,10 @@ def write_folder(dest: Path, repo: Path = REPO) -> list[str]:
     for src in sorted((configs / "baselines").rglob("*")):
         if src.is_file():
             _copy(src, dest / src.relative_to(repo))
-    tools_users = ship_scripts_tools(repo)
-    if tools_users:
-        notes.append(f"scripts/tools/ shipped: used by {', '.join(tools_users)}")
-    for src in sorted((repo / "scripts").rglob("*.py")):
+    for src in sorted((repo / "scripts").rglob("*.py")):  # the package whole: scripts/tools/ holds user commands
         rel = src.relative_to(repo)
-        if "__pycache__" in rel.parts or (rel.parts[1] == "tools" and not tools_users):
-            continue
-        _copy(src, dest / rel)
+        if "__pycache__" not in rel.parts:
+            _copy(src, dest / rel)
     models = repo / "models"
     if not (models / "model.pt").is_file():
         raise Refused(f"{models / 'model.pt'} does not exist: export the released weights first (docs/README.md)")
@@ -127,6 +103,7 @@ def write_folder(dest: Path, repo: Path = REPO) -> list[str]:
     for src in _shipped_docs(repo):
         _copy(src, dest / src.relative_to(repo))
     _copy(repo / "LICENSE", dest / "LICENSE")
+    notes += _links_as_words(dest, repo)
     notes += _dangling_links(dest)
     return notes
 
@@ -160,11 +137,50 @@ def check_large_files(folder: Path) -> list[dict]:
     return entries
 
 
+LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)#\s]+)(#[^)]*)?\)")
+"""A Markdown link or image: (``!`` or nothing, text, target, ``#anchor`` or None)."""
+
+
+def _links_as_words(folder: Path, repo: Path = REPO) -> list[str]:
+    """Rewrite, in the written docs, each link to a file of the repository that the folder does not hold (a lab
+    notebook of tools/docs/, say) as words: ``[benchmark.md](../tools/docs/benchmark.md)`` becomes "the repository's
+    tools/docs/benchmark.md"; a link with other text keeps it: "the fast demo (the repository's ...)". A user of the
+    downloaded bundle then reads where the file is instead of following a link that breaks. Returns one note per
+    rewritten doc."""
+    notes = []
+    root = repo.resolve()
+    for doc in sorted((folder / "docs").rglob("*.md")):
+        source = (repo / doc.relative_to(folder)).parent
+        rewritten: list[str] = []
+
+        def words(match: re.Match, doc: Path = doc, source: Path = source, rewritten: list[str] = rewritten) -> str:
+            bang, text, target = match.group(1), match.group(2), match.group(3)
+            if re.match(r"[a-z]+:", target) or (doc.parent / target).exists():
+                return match.group(0)
+            in_repo = (source / target).resolve()
+            if not in_repo.is_relative_to(root) or not in_repo.exists():
+                return match.group(0)  # broken in the repository too: _dangling_links reports it
+            rel = in_repo.relative_to(root).as_posix()
+            rewritten.append(rel)
+            plain = text.strip().strip("`")
+            if not bang and plain and (plain == Path(target).name or rel.endswith(plain)):
+                return f"the repository's {rel}"
+            return f"{text} (the repository's {rel})"
+
+        text = doc.read_text(errors="replace")
+        new = LINK.sub(words, text)
+        if new != text:
+            doc.write_text(new)
+            listed = ", ".join(sorted(set(rewritten)))
+            notes.append(f"{doc.relative_to(folder)}: links to {listed} (not in the submission) written as words")
+    return notes
+
+
 def _dangling_links(folder: Path) -> list[str]:
     """Relative Markdown links of the written docs that point at no file of the folder (notes, not failures)."""
     notes = []
     for doc in sorted((folder / "docs").rglob("*.md")):
-        for target in sorted(set(re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text(errors="replace")))):
+        for target in sorted({m.group(3) for m in LINK.finditer(doc.read_text(errors="replace"))}):
             if re.match(r"[a-z]+:", target) or (doc.parent / target).exists():
                 continue
             notes.append(f"{doc.relative_to(folder)} links {target}, which the submission does not hold")
@@ -191,8 +207,8 @@ def _run(cmd: list[str], cwd: Path) -> tuple[bool, str]:
 
 
 def _imports_check(folder: Path) -> tuple[bool, str]:
-    """``import scripts`` with the folder as working directory, and every ``scripts.*`` module its files import is
-    in the folder."""
+    """``import scripts`` with the folder as working directory, every ``scripts.*`` module its files import is in the
+    folder, and none imports the repository's ``tools`` (not shipped)."""
     ok, text = _run([sys.executable, "-c", "import scripts"], folder)
     if not ok:
         return False, text
@@ -204,6 +220,10 @@ def _imports_check(folder: Path) -> tuple[bool, str]:
                 names = [node.module]
             for name in names:
                 parts = name.split(".")
+                if parts[0] == "tools":
+                    missing.add(
+                        f"{path.relative_to(folder)} imports {name}, from the repository's tools/ (not shipped)"
+                    )
                 if parts[0] != "scripts":
                     continue
                 base = folder.joinpath(*parts)

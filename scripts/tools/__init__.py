@@ -8,4 +8,5 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Benchmarks and maintenance commands (step benchmark, precision check, weight export)."""
+"""Commands for the bundle's users: export the released weights, measure label maps, plot a run's training curves
+(the benchmarks and trials of its development are in the repository's tools/, not in this package)."""

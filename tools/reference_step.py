@@ -8,7 +8,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The reference TDGAN's training step, timed from an extracted copy of huiqu18/TDGAN-PyTorch (read-only)."""
+"""The reference TDGAN's training step, timed from an extracted copy of huiqu18/TDGAN-PyTorch (read-only).
+
+A development tool of the repository, not part of the bundle's package; run from the repository root as
+``python -m tools.reference_step`` (``python -m tools.benchmark_step --reference PATH`` runs it once per case).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from tools.machine import cpu_model, peak_rss_mb, reset_peak_rss, sync
 
 __all__ = ["REFERENCE_FILES", "check_reference", "reference_imports", "reference_options", "run_reference_case", "main"]
 
@@ -162,11 +168,6 @@ def _batch(task_num: int, batch_size: int, size: int, channels: int, device: tor
     return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_reference_case(
     path: str | os.PathLike,
     size: int,
@@ -185,8 +186,6 @@ def run_reference_case(
     Returns:
         one JSON-able record (``implementation``: ``reference``) with the benchmark's step fields.
     """
-    from scripts.tools.benchmark_step import _cpu_model, _peak_rss_mb, _reset_peak_rss
-
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     digest = hashlib.sha256((check_reference(path) / "models" / "TDGAN_model.py").read_bytes()).hexdigest()[:12]
     t_case = time.perf_counter()
@@ -200,11 +199,11 @@ def run_reference_case(
             if i == warmup:
                 if dev.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(dev)
-                rss_reset = _reset_peak_rss()
+                rss_reset = reset_peak_rss()
             t0, c0 = time.perf_counter(), time.process_time()
             model.set_input(batch)
             model.optimize_parameters()
-            _sync(dev)
+            sync(dev)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             if i >= warmup:
                 times.append(wall)
@@ -214,7 +213,7 @@ def run_reference_case(
         if dev.type == "cuda":
             peak_mb, kind = torch.cuda.max_memory_allocated(dev) / 2**20, "cuda_max_allocated"
         else:
-            peak_mb, kind = _peak_rss_mb(), "cpu_rss_during_steps" if rss_reset else "cpu_maxrss"
+            peak_mb, kind = peak_rss_mb(), "cpu_rss_during_steps" if rss_reset else "cpu_maxrss"
         step_flops = None
         if flops:
             from torch.utils.flop_counter import FlopCounterMode
@@ -251,7 +250,7 @@ def run_reference_case(
         "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
         "threads": torch.get_num_threads(),
         "torch": str(torch.__version__),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "ngf": opt.ngf,
         "ndf": opt.ndf,
         "image_channels": opt.output_nc,
@@ -263,7 +262,7 @@ def run_reference_case(
 
 def build_argparser() -> argparse.ArgumentParser:
     """The adapter's command line (one case per process, as the benchmark runs it)."""
-    p = argparse.ArgumentParser(prog="python -m scripts.tools.reference_step", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tools.reference_step", description=__doc__)
     p.add_argument("--reference", required=True, metavar="PATH", help=f"an extracted copy of {REFERENCE_REPO}")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--center", type=int, default=1, help="1-based task number (task t reminds t - 1 earlier ones)")

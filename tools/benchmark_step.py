@@ -8,7 +8,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Step benchmark: seconds and peak memory of one TDGAN training iteration of the real visit workflow, per case."""
+"""Step benchmark: seconds and peak memory of one TDGAN training iteration of the real visit workflow, per case.
+
+A development tool of the repository, not part of the bundle's package; run from the repository root as
+``python -m tools.benchmark_step``; its results: tools/docs/benchmark.md.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -36,27 +39,17 @@ from scripts.data.centers import read_label_maps
 from scripts.data.demo import center_name, make_demo_centers
 from scripts.handoff import Handoff, save_handoff
 from scripts.visit import software_versions, visit_workflow
+from tools.machine import cpu_model, peak_rss_mb, reset_peak_rss, sync
 
 __all__ = ["parse_overrides", "fabricate_handoff", "peak_gflops", "count_step_flops", "run_case", "summarize", "main"]
 
-BUNDLE_ROOT = Path(__file__).resolve().parents[2]
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CONFIG = BUNDLE_ROOT / "configs" / "train.json"
 
 
 def _log(message: str) -> None:
     """Progress message on stderr (stdout carries only the JSON lines)."""
     print(f"[benchmark_step] {message}", file=sys.stderr, flush=True)
-
-
-def _cpu_model() -> str:
-    """The CPU model name from ``/proc/cpuinfo``, else ``platform.processor()``, else ``"unknown"``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name") and ":" in line:
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
@@ -113,11 +106,6 @@ def fabricate_handoff(
         preprocessing={"spatial_size": [int(v) for v in spatial_size], "intensity_range": [-1.0, 1.0]},
     )
     return save_handoff(handoff, path)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # --- peak FLOP/s of the machine, for the precision a case runs in -------------------------------------------------
@@ -207,26 +195,6 @@ def peak_gflops(device: torch.device, precision: str, threads: int) -> tuple[flo
 
 
 # --- measurement helpers --------------------------------------------------------------------------------------------
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the process's peak resident set size (Linux ``clear_refs``); False where that is not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb() -> float:
-    """The process's peak resident set size in MB (``VmHWM``, else ``ru_maxrss``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def count_step_flops(trainer: Any, batch: Any) -> int:
@@ -367,10 +335,10 @@ def run_case(
     with prepared_case(size, center_index, batch_size, device, extra, precision, perceptual, configs) as case:
         trainer, parser, dev, reminder, dims = case.trainer, case.parser, case.device, case.reminder, case.dims
 
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         cached_maps = 0 if reminder is None else reminder.fill_cache()
-        _sync(dev)
+        sync(dev)
         fill_s = time.perf_counter() - t0
         cache_mb = 0.0 if reminder is None else reminder.cache_bytes / 2**20
 
@@ -381,13 +349,13 @@ def run_case(
             if i == warmup:
                 if dev.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(dev)
-                rss_reset = _reset_peak_rss()
+                rss_reset = reset_peak_rss()
                 faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t_wait = time.perf_counter()
             batch = next(source)
             t0, c0 = time.perf_counter(), time.process_time()
             trainer._iteration(trainer, batch)
-            _sync(dev)
+            sync(dev)
             t1 = time.perf_counter()
             if i >= warmup:
                 times.append(t1 - t0)
@@ -399,7 +367,7 @@ def run_case(
         if dev.type == "cuda":
             peak_mb, kind = torch.cuda.max_memory_allocated(dev) / 2**20, "cuda_max_allocated"
         else:
-            peak_mb = _peak_rss_mb()
+            peak_mb = peak_rss_mb()
             kind = "cpu_rss_during_steps" if rss_reset else "cpu_maxrss"
         step_flops = count_step_flops(trainer, batch) if flops else None
         median = statistics.median(times)
@@ -444,7 +412,7 @@ def run_case(
             "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
             "threads": torch.get_num_threads(),
             "torch": str(torch.__version__),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cpu_count": os.cpu_count(),
             "loadavg_1m_before": None if load_before is None else round(load_before, 2),
             "loadavg_1m_after": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
@@ -472,7 +440,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     sensitive to other processes on the machine; with ``--threads 1`` CPU seconds measure the work done):
     ``step(t) / step(1)`` for every measured ``t``, ``step(t_max) / step(2)``, and the peak-memory spread.
     A ``precision_speedup`` record compares each low precision with fp32 per (size, center); with reference records
-    (``implementation``: ``reference``, :py:mod:`scripts.tools.reference_step`), a ``vs_reference`` record gives
+    (``implementation``: ``reference``, :py:mod:`tools.reference_step`), a ``vs_reference`` record gives
     bundle step / reference step per (size, batch, center, precision).
     """
     out: list[dict[str, Any]] = []
@@ -562,7 +530,7 @@ def _precision_summaries(records: Sequence[dict[str, Any]]) -> list[dict[str, An
 
 def _build_argparser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m scripts.tools.benchmark_step",
+        prog="python -m tools.benchmark_step",
         description=__doc__
         + " Prints one JSON line per case (size x precision x center index), then summary lines, on stdout; progress "
         "on stderr.",
@@ -607,7 +575,7 @@ def _build_argparser() -> argparse.ArgumentParser:
         "--reference",
         default=None,
         metavar="PATH",
-        help="also time the reference TDGAN's own step (scripts/tools/reference_step.py) from an extracted copy of "
+        help="also time the reference TDGAN's own step (tools/reference_step.py) from an extracted copy of "
         "huiqu18/TDGAN-PyTorch at PATH (read-only), per size, batch and center, in float32 (it has no other precision)",
     )
     p.add_argument("--one-case", dest="one_case", action="store_true", help=argparse.SUPPRESS)
@@ -619,7 +587,7 @@ def _run_reference_cases(args: argparse.Namespace, records: list[dict[str, Any]]
     failed = 0
     for size, batch, center in itertools.product(args.sizes, args.batch_size, args.centers):
         _log(f"reference case size {size} batch {batch} center {center} ...")
-        cmd = [sys.executable, "-m", "scripts.tools.reference_step", "--reference", str(args.reference)]
+        cmd = [sys.executable, "-m", "tools.reference_step", "--reference", str(args.reference)]
         cmd += ["--size", str(size), "--batch_size", str(batch), "--center", str(center)]
         cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
         cmd += [] if args.threads is None else ["--threads", str(args.threads)]
@@ -663,7 +631,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error(f"--device cuda, but this torch ({torch.__version__}) sees no CUDA device.")
     if args.reference is not None:
-        from scripts.tools.reference_step import check_reference
+        from tools.reference_step import check_reference
 
         try:
             check_reference(args.reference)
@@ -705,7 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed, records = 0, []
     for size, batch, precision, center in itertools.product(args.sizes, args.batch_size, args.precisions, args.centers):
         _log(f"case size {size} batch {batch} {precision} center {center} ...")
-        cmd = [sys.executable, "-m", "scripts.tools.benchmark_step", "--one-case", "--sizes", str(size)]
+        cmd = [sys.executable, "-m", "tools.benchmark_step", "--one-case", "--sizes", str(size)]
         cmd += ["--batch_size", str(batch), "--precisions", precision, "--centers", str(center), *common]
         failed += _run_case_process(cmd, f"case size {size} batch {batch} {precision} center {center}", records)
     if args.reference is not None:

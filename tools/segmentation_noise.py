@@ -13,6 +13,9 @@ finished protocol run (same data, same seed) with each torch thread count, and p
 
 Everything but the order of the floating-point sums is the same between the runs, so the spread is the judge's own
 noise, the floor under any single-seed Dice difference in a report.
+
+A development tool of the repository, not part of the bundle's package; run from the repository root as
+``python -m tools.segmentation_noise``; its results: tools/docs/benchmark.md.
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ import torch
 from monai.bundle import ConfigParser
 
 from scripts.evaluation.protocol import Evaluation
-from scripts.tools.benchmark_step import parse_overrides
 from scripts.visit import BUNDLE_ROOT
+from tools.benchmark_step import parse_overrides
 
 __all__ = ["training_sets", "retrain", "main"]
 
-COMMAND = "python -m scripts.tools.segmentation_noise"
+COMMAND = "python -m tools.segmentation_noise"
 CONFIGS = [BUNDLE_ROOT / "configs" / "compare.json", BUNDLE_ROOT / "configs" / "demo.json"]
 
 

@@ -8,7 +8,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""What differential privacy costs: the evaluation protocol for TDGAN without DP and at target epsilons, one table."""
+"""What differential privacy costs: the evaluation protocol for TDGAN without DP and at target epsilons, one table.
+
+A development tool of the repository, not part of the bundle's package; run from the repository root as
+``python -m tools.dp_tradeoff``; its results: docs/privacy.md.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ __all__ = ["settings_for", "method_configs", "tradeoff_rows", "render_tradeoff",
 
 logger = logging.getLogger(__name__)
 
-COMMAND = "python -m scripts.tools.dp_tradeoff"
+COMMAND = "python -m tools.dp_tradeoff"
 
 
 def settings_for(epsilons: Sequence[float], max_grad_norm: float = 1.0, accountant: str = "rdp") -> dict[str, dict]:

@@ -8,7 +8,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""How much the first center is forgotten: the demo's TDGAN sequence on N demo centers per reminding reduction."""
+"""How much the first center is forgotten: the demo's TDGAN sequence on N demo centers per reminding reduction.
+
+A development tool of the repository, not part of the bundle's package; run from the repository root as
+``python -m tools.reminding_check``; its results: docs/generator.md.
+"""
 
 from __future__ import annotations
 
@@ -26,14 +30,14 @@ from monai.bundle import ConfigWorkflow
 
 from scripts.evaluation.image_quality import measured_forgetting, quality_matrix
 from scripts.reminding import REMINDING_REDUCTIONS
-from scripts.tools.benchmark_step import parse_overrides
 from scripts.visit import BUNDLE_ROOT
+from tools.benchmark_step import parse_overrides
 
 __all__ = ["run_sequence", "first_center_rows", "render_table", "main"]
 
 logger = logging.getLogger(__name__)
 
-COMMAND = "python -m scripts.tools.reminding_check"
+COMMAND = "python -m tools.reminding_check"
 CONFIGS = [BUNDLE_ROOT / "configs" / "train_sequential.json", BUNDLE_ROOT / "configs" / "demo.json"]
 
 

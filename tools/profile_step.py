@@ -8,7 +8,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Where a training step's time goes: torch.profiler over the benchmark's real visit step, per phase of the step."""
+"""Where a training step's time goes: torch.profiler over the benchmark's real visit step, per phase of the step.
+
+A development tool of the repository, not part of the bundle's package; run from the repository root as
+``python -m tools.profile_step``; its results: tools/docs/benchmark.md.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from scripts.tools.benchmark_step import PRECISIONS, _log, _sync, parse_overrides, prepared_case
+from tools.benchmark_step import PRECISIONS, _log, parse_overrides, prepared_case
+from tools.machine import sync
 
 __all__ = ["PHASES", "attribute", "profile_case", "markdown_table", "main"]
 
@@ -136,7 +141,7 @@ def profile_case(
     perceptual: str = "vgg16-random",
 ) -> dict[str, Any]:
     """Profile ``steps`` training steps (after ``warmup`` untimed ones and the teacher cache's fill) of the benchmark
-    case (:py:func:`scripts.tools.benchmark_step.prepared_case`), one profile each, and attribute the time of the
+    case (:py:func:`tools.benchmark_step.prepared_case`), one profile each, and attribute the time of the
     fastest (the one other processes on the machine disturbed least) to the step's phases.
 
     Returns:
@@ -157,7 +162,7 @@ def profile_case(
             with profile(activities=activities) as prof:
                 with record_function(STEP):
                     trainer._iteration(trainer, batch)
-                    _sync(dev)
+                    sync(dev)
             profiled.append(attribute(prof.events(), 1))
         phases = min(profiled, key=lambda p: p["step"]["total_ms"])
         totals = sorted(p["step"]["total_ms"] for p in profiled)
@@ -204,7 +209,7 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: one JSON line per center on stdout, then (``--markdown``) the table."""
-    p = argparse.ArgumentParser(prog="python -m scripts.tools.profile_step", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tools.profile_step", description=__doc__)
     p.add_argument("--size", type=int, default=64, help="image side (default 64)")
     p.add_argument("--centers", type=int, nargs="+", default=[1, 4], help="1-based center indices (default 1 4)")
     p.add_argument("--batch_size", type=int, default=4)

@@ -13,7 +13,7 @@ per visit) and the last samples it logged (real images above the generator's of 
 visit's first and last epoch means. Reads the event files the visits wrote (``<run>/visits/<visit>/tensorboard``);
 writes only ``--out``.
 
-    python tools/training_curves.py --run output/seed0/tdgan_bank --out docs/figures/training_curves.png
+    python -m scripts.tools.training_curves --run output/seed0/tdgan_bank --out docs/figures/training_curves.png
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def read_visit(folder: Path) -> tuple[dict[str, list[tuple[int, float]]], np.nda
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python tools/training_curves.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m scripts.tools.training_curves", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="a sequence's output folder (holds visits/)")
     p.add_argument("--out", required=True, help="the PNG to write")
     args = p.parse_args(argv)

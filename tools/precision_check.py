@@ -8,7 +8,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Does mixed precision still train? One demo-size visit per (precision, seed), scored on the center's test set."""
+"""Does mixed precision still train? One demo-size visit per (precision, seed), scored on the center's test set.
+
+A development tool of the repository, not part of the bundle's package; run from the repository root as
+``python -m tools.precision_check``; its results: tools/docs/benchmark.md.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from scripts.visit import visit_workflow
 
 __all__ = ["train_and_score", "main"]
 
-BUNDLE_ROOT = Path(__file__).resolve().parents[2]
+BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 DEMO = json.loads((BUNDLE_ROOT / "configs" / "demo.json").read_text())
 
 
@@ -69,7 +73,7 @@ def train_and_score(data_root: Path, out: Path, precision: str, seed: int, overr
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: one JSON line per (precision, seed) visit on stdout."""
-    p = argparse.ArgumentParser(prog="python -m scripts.tools.precision_check", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tools.precision_check", description=__doc__)
     p.add_argument("--data_root", default=None, help="demo centers folder (made if absent; default: a temp folder)")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="each precision is trained once per seed")
