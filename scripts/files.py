@@ -15,7 +15,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 __all__ = [
     "CENTER_NAME",
@@ -30,6 +33,8 @@ __all__ = [
     "make_private_tree",
     "owner_only_problem",
     "disk_full",
+    "atomic_write",
+    "sync_folder",
 ]
 
 CENTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -148,10 +153,59 @@ def make_private_tree(folder: str | os.PathLike) -> None:
 
 
 def disk_full(error: BaseException, path: str | os.PathLike) -> DiskFullError | None:
-    """The one-line error for ``error`` if it is a full disk (``ENOSPC``, also inside torch's writer errors), else
-    None."""
-    full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
-    full = full or "No space left on device" in str(error)  # torch.save wraps the OSError in a RuntimeError
-    if not full:
-        return None
-    return DiskFullError(errno.ENOSPC, f"no space left on device while writing {path}; free space and rerun")
+    """The one-line error (an ``OSError`` ENOSPC naming ``path``) if ``error`` is a full disk anywhere in its chain
+    (torch's writer wraps the ``OSError`` in a ``RuntimeError``), else None."""
+    seen: list[BaseException] = []
+    e: BaseException | None = error
+    while e is not None and all(e is not s for s in seen):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(e):
+            message = f"no space left on device while writing {path}; free space and rerun"
+            return DiskFullError(errno.ENOSPC, message, str(path))
+        seen.append(e)
+        e = e.__cause__ if e.__cause__ is not None else e.__context__
+    return None
+
+
+def sync_folder(folder: str | os.PathLike) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], mode: int = PRIVATE_FILE) -> Path:
+    """Write ``path`` whole or not at all: ``write(f)`` fills a temporary file beside it (owner-only from its
+    creation), which is synced to disk, given ``mode`` and renamed onto ``path``; the rename is synced too. The one
+    writer of every file the bundle must not leave half-written (hand-offs, checkpoints, receipts, records).
+
+    Raises:
+        DiskFullError: the disk filled up ("no space left on device while writing <path>; free space and rerun");
+            the temporary file is removed and ``path`` is as it was.
+    """
+    path = Path(path)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 0o600
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        tmp = None
+        sync_folder(path.parent)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        full = disk_full(e, path) if isinstance(e, Exception) else None
+        if full is not None:
+            raise full from e
+        raise
+    return path

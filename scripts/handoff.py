@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any
 
 import torch
 
-from scripts.files import center_name_problem, disk_full, owner_only_problem, private_dirs
+from scripts.files import atomic_write, center_name_problem, owner_only_problem, private_dirs
 from scripts.networks import CONDITIONING_MODES
 
 __all__ = [
@@ -666,40 +665,9 @@ def save_handoff(handoff: Handoff, path: str | os.PathLike, chain: Sequence[Mapp
         record["chain"] = _plain_json(list(chain))
     buffer = io.BytesIO()
     torch.save(record, buffer)
-    tmp = None
-    try:
-        private_dirs(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(buffer.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _sync_folder(path.parent)
-    except BaseException as e:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        full = disk_full(e, path)
-        if full is not None:
-            raise full from e
-        raise
+    private_dirs(path.parent)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
     return digest
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _archive_problem(path: Path) -> str | None:

@@ -22,7 +22,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scripts.files import private_dirs
+from scripts.files import atomic_write, make_private, private_dirs
 
 __all__ = [
     "RECEIPT",
@@ -45,7 +44,6 @@ __all__ = [
     "checkpoint_identity",
     "file_sha256",
     "latest_checkpoint",
-    "private_folder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,14 +78,6 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def private_folder(path: str | os.PathLike) -> Path:
-    """``path`` as a folder only its owner can enter (0o700 whatever the umask), created if needed."""
-    folder = Path(path)
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(folder, 0o700)
-    return folder
 
 
 def _plain(value: Any) -> Any:
@@ -228,26 +218,6 @@ def checkpoint_identity(path: str | os.PathLike) -> Any:
     return state.get("record") if isinstance(state, Mapping) else None
 
 
-def _no_space(e: BaseException) -> bool:
-    """Whether a write failed because the device is full (an ``OSError`` ENOSPC anywhere in the chain)."""
-    seen = []
-    while e is not None and all(e is not s for s in seen):
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            return True
-        seen.append(e)
-        e = e.__cause__ if e.__cause__ is not None else e.__context__
-    return False
-
-
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 class PrivateDiskSaver:
     """Ignite save handler: each checkpoint written atomically, owner-only, and the older ones removed only once the
     new one is in place.
@@ -268,24 +238,9 @@ class PrivateDiskSaver:
         self.dirname = Path(dirname)
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
-        folder = private_folder(self.dirname)
-        path = folder / filename
-        tmp = None
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=folder)  # mkstemp: mode 0o600
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as e:
-            if tmp is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-            if isinstance(e, Exception) and _no_space(e):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
-            raise
-        _fsync_folder(folder)
+        folder = private_dirs(self.dirname)
+        make_private(folder)  # the checkpoint folder is the visit's own, even when it existed
+        atomic_write(folder / filename, lambda f: torch.save(checkpoint, f))
         for old in folder.glob(CHECKPOINT_GLOB):
             if old.name != filename:
                 old.unlink(missing_ok=True)
@@ -466,21 +421,6 @@ class OutputLock:
             pass
 
 
-def _write_private_json(path: Path, content: Any) -> None:
-    """Write JSON atomically (temporary file in the same folder, then rename), owner-only."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(content, f, indent=4)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 class VisitGuard:
     """Decides, before anything is built or written, whether and how this visit may use its output folder.
 
@@ -620,7 +560,7 @@ class VisitGuard:
             "handoff_sha256": file_sha256(handoff),
         }
         private_dirs(self.output_dir)
-        _write_private_json(self.receipt, receipt)
+        atomic_write(self.receipt, lambda f: f.write(json.dumps(receipt, indent=4).encode()))
         if self.checkpoint_dir.is_dir():
             for pattern in (CHECKPOINT_GLOB, ".*.tmp", "tmp*"):
                 for p in self.checkpoint_dir.glob(pattern):

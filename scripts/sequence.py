@@ -24,7 +24,7 @@ from monai.bundle import ConfigParser
 
 from scripts.data.centers import read_center_order
 from scripts.data.checks import check_sequence_inputs
-from scripts.files import check_inside
+from scripts.files import atomic_write, check_inside
 from scripts.flags import flag
 from scripts.visit import BUNDLE_ROOT, run_visit
 
@@ -64,10 +64,7 @@ def write_summary(
         "visits": list(visits),
         "final_handoff": visits[-1]["handoff"] if visits else None,
     }
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=4))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(summary, indent=4).encode()))
     return summary
 
 

@@ -17,8 +17,7 @@ import json
 import logging
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from scripts.data.centers import center_subjects
 from scripts.data.checks import InputError
 from scripts.evaluation.image_quality import load_pairs
 from scripts.evaluation.memorisation import audit_center, source_pairs
-from scripts.files import inside, make_private, private_dirs
+from scripts.files import atomic_write, inside, private_dirs
 
 __all__ = ["EXIT_NEAR_COPIES", "VERDICT_FILE", "PAIRS_FILE", "audit_before_sharing", "gate"]
 
@@ -128,8 +127,8 @@ def audit_before_sharing(
         "summary": summary,
     }
     private_dirs(output_dir)
-    _write_private(output_dir / PAIRS_FILE, lambda f: _plot_pairs(f, synthetic, real, result, verdict))
-    _write_private(output_dir / VERDICT_FILE, lambda f: Path(f).write_text(json.dumps(verdict, indent=4) + "\n"))
+    atomic_write(output_dir / PAIRS_FILE, lambda f: _plot_pairs(f, synthetic, real, result, verdict))
+    atomic_write(output_dir / VERDICT_FILE, lambda f: f.write((json.dumps(verdict, indent=4) + "\n").encode()))
     logger.info(f"audit before sharing: {summary} ({output_dir / VERDICT_FILE})")
     return verdict
 
@@ -174,19 +173,6 @@ def _check_inputs(
         )
     if problems:
         raise InputError("audit before sharing: " + "; ".join(problems) + ".")
-
-
-def _write_private(path: Path, write: Callable[[str], Any]) -> None:
-    """``write(tmp)`` into an owner-only temporary file beside ``path``, then moved onto ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 0o600
-    os.close(fd)
-    try:
-        write(tmp)
-        make_private(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _display(image: torch.Tensor) -> np.ndarray:

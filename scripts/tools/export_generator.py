@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from monai.bundle import ConfigParser
 
+from scripts.files import atomic_write
 from scripts.handoff import load_handoff
 
 __all__ = ["export_generator"]
@@ -56,11 +56,7 @@ def export_generator(handoff: str | os.PathLike, output: str | os.PathLike, infe
         raise ValueError(f"{inference_config} does not build this generator; change: " + "; ".join(diffs) + ".")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-    os.close(fd)
-    torch.save({k: v.contiguous() for k, v in h.generator.items()}, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, output)
+    atomic_write(output, lambda f: torch.save({k: v.contiguous() for k, v in h.generator.items()}, f), mode=0o644)
     return hashlib.sha256(output.read_bytes()).hexdigest()
 
 
