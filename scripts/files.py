@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import tempfile
@@ -35,6 +36,8 @@ __all__ = [
     "disk_full",
     "atomic_write",
     "sync_folder",
+    "made_with",
+    "record_made",
 ]
 
 CENTER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -209,3 +212,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], mod
             raise full from e
         raise
     return path
+
+
+def made_with(record: str | os.PathLike, made: Any) -> bool:
+    """The one "finished, reuse it" rule (evaluation results, the demo data; a visit's receipt adds its hand-off's
+    hash): a result is reused only when the JSON record written beside it once it was finished equals ``made``, what
+    would make it now (an unreadable or missing record: made again)."""
+    try:
+        return json.loads(Path(record).read_text()) == made
+    except (OSError, ValueError):
+        return False
+
+
+def record_made(record: str | os.PathLike, made: Any) -> None:
+    """Write the record :py:func:`made_with` reads, once the result beside it is finished (atomically, owner-only)."""
+    atomic_write(record, lambda f: f.write((json.dumps(made, indent=2) + "\n").encode()))

@@ -497,6 +497,9 @@ def test_the_fast_demos_selection_trains_only_its_networks_and_one_is_reused_onl
     assert {"tdgan_bank", "finetune"} <= set(report["leakage"]["near_copies"])
     assert set(report["forgetting"]) == {"tdgan_bank", "finetune"}
     assert "finetune" in report["distribution"]["scores"]
+    # fine-tuning's set is made from new label maps: shareable in the near-copy table although it trained no UNet
+    md = (out / "report" / "report.md").read_text()
+    assert re.search(r"^\| Sequential fine-tuning \| yes \| ", md, re.M)
     # every stage's line says the time so far; once a generator was trained, the estimate of the time left
     stages = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[evaluate] seed 0: ")]
     assert stages and all(re.search(r"\((\d+ min )?\d+ s so far", m) for m in stages)

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from scripts.data.writer import CentersWriter
+from scripts.files import made_with, record_made
 
 __all__ = [
     "ANATOMY_SOURCES",
@@ -761,14 +762,14 @@ def ensure_demo_centers(output_dir: str | Path, **kwargs: Any) -> Path:
     arguments (recorded in ``output_dir/demo_data.json``); returns ``output_dir``."""
     output_dir = Path(output_dir)
     stamp = output_dir / "demo_data.json"
-    if stamp.is_file() and (output_dir / "centers.json").is_file() and json.loads(stamp.read_text()) == kwargs:
+    if (output_dir / "centers.json").is_file() and made_with(stamp, kwargs):
         logger.info(f"demo centers present in {output_dir}, reused.")
         return output_dir
     if stamp.is_file():  # demo data this function wrote with other arguments: made again, never mixed
         logger.warning(f"demo centers in {output_dir} were made with {stamp.read_text().strip()}; remaking them.")
         shutil.rmtree(output_dir)
     make_demo_centers(output_dir, **kwargs)
-    stamp.write_text(json.dumps(kwargs, indent=2) + "\n")
+    record_made(stamp, kwargs)
     logger.info(f"demo centers written to {output_dir}: {json.loads((output_dir / 'centers.json').read_text())}")
     return output_dir
 

@@ -66,6 +66,7 @@ from scripts.evaluation.report import (
 from scripts.evaluation.segmentation_scores import center_scores
 from scripts.evaluation.synthesis import generate_images
 from scripts.excepthook import one_line_reason
+from scripts.files import made_with, record_made
 from scripts.flags import flag
 from scripts.handoff import load_handoff
 from scripts.sequence import plan_visits
@@ -563,7 +564,7 @@ class Evaluation:
             "seed": seed,
         }
         record = out.with_name(f"{out.name}.made.json")
-        if self.resume and (out / "dataset.json").is_file() and _read_record(record) == made:
+        if self.resume and (out / "dataset.json").is_file() and made_with(record, made):
             logger.info(f"[evaluate] synthesis {name} ({label_source} label maps): reusing {out}.")
             return out
         workflow = ConfigWorkflow(
@@ -587,7 +588,7 @@ class Evaluation:
         workflow.initialize()
         workflow.run()
         workflow.finalize()
-        record.write_text(json.dumps(made, indent=2))
+        record_made(record, made)
         return out
 
     def train_segmentation(
@@ -625,12 +626,12 @@ class Evaluation:
         network = parser.get_parsed_content("segmentation_network")
         checkpoint = out / "segmentation.pt"
         reuse = self.resume or ("segmentation", name, seed) in self._prepared
-        if reuse and checkpoint.is_file() and _read_record(record) == made:
+        if reuse and checkpoint.is_file() and made_with(record, made):
             network.load_state_dict(torch.load(checkpoint, map_location=self.device, weights_only=True))
             logger.info(f"[evaluate] segmentation {name}: reusing {checkpoint}.")
         else:
             workflow.run()
-            record.write_text(json.dumps(made, indent=2))
+            record_made(record, made)
         info = {
             "pairs": len(parser.get_parsed_content("train#datalist")),
             "iterations": int(parser.get_parsed_content("iterations")),
@@ -1170,14 +1171,6 @@ def dataset_digest(dataset_dir: str | os.PathLike) -> dict[str, str]:
                 if isinstance(item, dict) and isinstance(item.get(key), str) and (folder / item[key]).is_file():
                     out[str(folder / item[key])] = file_digest(folder / item[key])
     return out
-
-
-def _read_record(path: Path) -> Any:
-    """A JSON record written beside a reusable result, or None."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _real_row_label(key: str) -> str:

@@ -287,7 +287,7 @@ def _leakage_section(report: dict[str, Any], label: dict[str, str], centers: Seq
             rows.append(
                 [
                     label.get(key, key),
-                    "yes" if sets.get(key, {}).get("shareable") else "no",
+                    "yes" if sets.get(key, {}).get("shareable") or key in report["methods"] else "no",
                     c,
                     f"{_fmt(r['flagged'])} / {_fmt(r['synthetic'])}",
                     _fmt(r["flagged_fraction"]),
