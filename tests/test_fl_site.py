@@ -133,9 +133,23 @@ def test_without_a_settings_file_a_site_keeps_the_bundles_allow_list_and_its_env
     assert settings.visit_overrides('{"reminding_source": "bank", "label_bank_size": 100000}')["label_bank_size"]
 
 
+def test_a_sites_label_mapping_reaches_its_visit_and_a_job_cannot_send_one(tmp_path: Path):
+    mapping = {"0": 0, "1": 1, "2": 2, "4": 3}  # BraTS-like label values: the site's data convention
+    settings = load_site_settings(None, _site_file(tmp_path, {**HOSPITAL_POLICY, "label_mapping": mapping}))
+    assert settings.visit_overrides('{"epochs_constant": 2}')["label_mapping"] == mapping
+    with pytest.raises(OverrideError, match="not a setting a job may choose"):
+        settings.visit_overrides(json.dumps({"label_mapping": {"0": 0, "1": 3}}))
+    plain = load_site_settings(None, _site_file(tmp_path, HOSPITAL_POLICY))
+    assert "label_mapping" not in plain.visit_overrides("{}")
+
+
 @pytest.mark.parametrize(
     "settings, refusal",
     [
+        ({"label_mapping": {"x": 1}}, "label_mapping maps 'x' to 1"),
+        ({"label_mapping": {"1": "$__import__('os').system('id')"}}, "label_mapping maps '1' to"),
+        ({"label_mapping": [0, 1]}, "label_mapping is [0, 1]"),
+        ({"label_mapping": {"1": -1}}, "label_mapping maps '1' to -1"),
         ({"job_settings": {"lr": {"high": 10}}}, "must lie within the bundle's"),
         ({"job_settings": {"device": True}}, "which are not job settings"),
         ({"server_url": "x"}, "unknown keys ['server_url']"),

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from scripts.data.checks import InputError, check_label_mapping
 from scripts.files import center_name_problem, owner_only_problem
 from scripts.fl.overrides import JOB_SETTINGS, OverrideError, Setting, job_overrides
 from scripts.handoff import HandoffError, Limits
@@ -66,6 +67,7 @@ CHAIN_LIMIT = 4096
 
 _SETTINGS_KEYS = (
     "center_dir",
+    "label_mapping",
     "work_dir",
     "job_settings",
     "fixed",
@@ -108,6 +110,8 @@ class SiteSettings:
     Attributes:
         path: the settings file, or None (environment and bundle defaults only).
         center_dir: the site's data folder.
+        label_mapping: the site's label value -> the bundle's class (its data's convention, so the site's to set,
+            never a job's), or None: the label values are the classes.
         work_dir: where the site's visits go; None: ``tdgan_<site>`` in the working folder.
         job_settings: the visit settings a job may choose, each with the site's bounds.
         fixed: visit settings the site sets itself; a job may not send another value.
@@ -119,6 +123,7 @@ class SiteSettings:
 
     path: Path | None = None
     center_dir: Path | None = None
+    label_mapping: dict[str, int] | None = None
     work_dir: Path | None = None
     job_settings: dict[str, Setting] = field(default_factory=lambda: dict(JOB_SETTINGS))
     fixed: dict[str, Any] = field(default_factory=dict)
@@ -134,7 +139,8 @@ class SiteSettings:
 
     def visit_overrides(self, requested: str | Mapping[str, Any] | None) -> dict[str, Any]:
         """The visit settings of a job's request under this site's policy: the bundle's allow-list first
-        (:py:func:`scripts.fl.overrides.job_overrides`), then the site's bounds, then its fixed values.
+        (:py:func:`scripts.fl.overrides.job_overrides`), then the site's bounds, then its fixed values and its
+        ``label_mapping``.
 
         Raises:
             OverrideError: a setting the site does not let a job choose, out of the site's bounds, or another value
@@ -160,7 +166,8 @@ class SiteSettings:
                     f"job override {key!r}={json.dumps(value)[:80]}: this site allows {setting.expected()} "
                     f"({self.source}); fix it in the job."
                 )
-        return {**checked, **self.fixed}
+        mapping = {} if self.label_mapping is None else {"label_mapping": dict(self.label_mapping)}
+        return {**checked, **self.fixed, **mapping}
 
     @property
     def source(self) -> str:
@@ -319,6 +326,12 @@ def load_site_settings(site: str | None = None, path: str | os.PathLike | None =
         settings.center_dir = _folder(data["center_dir"], base, "center_dir", source)
     elif env_center:
         settings.center_dir = Path(env_center).resolve()
+    if data.get("label_mapping") is not None:
+        try:
+            check_label_mapping(data["label_mapping"])
+        except InputError as e:
+            raise SiteError(f"{source}: {e}") from e
+        settings.label_mapping = {str(k): v for k, v in data["label_mapping"].items()}
     if "work_dir" in data:
         settings.work_dir = _folder(data["work_dir"], base, "work_dir", source)
     if "job_settings" in data:
@@ -506,7 +519,8 @@ def _main(argv: Sequence[str]) -> int:
         else:
             s = load_site_settings(argv[2] if len(argv) > 2 else None, argv[1])
             print(
-                f"{s.path}: data {s.center_dir}, work {s.work_dir or './tdgan_<site>'}, job may choose "
+                f"{s.path}: data {s.center_dir}, labels {s.label_mapping or 'as the classes'}, "
+                f"work {s.work_dir or './tdgan_<site>'}, job may choose "
                 f"{sorted(s.job_settings)}, fixed {s.fixed}, "
                 f"{'authenticated by federation ' + s.federation.name if s.federation else 'UNAUTHENTICATED'}"
             )
