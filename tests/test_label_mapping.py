@@ -219,6 +219,33 @@ def test_segmentation_evaluation_scores_a_site_coded_test_folder_through_the_map
         assert mapped[name]["hd95_per_image"] == plain[name]["hd95_per_image"]
 
 
+def test_the_hand_off_evaluation_scores_a_site_coded_test_folder_through_the_mapping(
+    demo_root: Path, brats: Path, tmp_path: Path
+):
+    run_visit([demo_root / "center_a"], tmp_path / "visit", epochs_constant=1, epochs_decay=0)
+
+    def metrics(dataset_dir: Path, out: Path, **settings) -> dict:
+        workflow = ConfigWorkflow(
+            config_file=str(REPO / "configs" / "evaluate.json"),
+            meta_file=META,
+            logging_file=False,
+            workflow_type=None,
+            bundle_root=str(REPO),
+            handoff=str(tmp_path / "visit" / "handoff.pt"),
+            dataset_dir=str(dataset_dir),
+            output_dir=str(out),
+            device="cpu",
+            **settings,
+        )
+        workflow.initialize()
+        workflow.run()
+        workflow.finalize()
+        return json.loads((out / "metrics.json").read_text())["metrics"]
+
+    plain = metrics(demo_root / "center_a", tmp_path / "plain")
+    assert metrics(brats, tmp_path / "mapped", label_mapping=BRATS_MAPPING) == plain
+
+
 def test_without_a_mapping_label_values_are_read_as_stored_and_the_chain_is_the_one_before(
     demo_root: Path, brats: Path
 ):
