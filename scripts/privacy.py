@@ -24,17 +24,20 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from scripts.flags import flag
-from scripts.reminding import Reminder, RemindingBatch
+from scripts.reminding import RemindingBatch
+from scripts.trainer import CenterBatch, TDGANTrainer
 
 __all__ = [
     "PrivacySettingError",
     "ACCOUNTANTS",
     "DP_DEFAULTS",
+    "PrivateTDGANTrainer",
     "PrivateVisit",
     "composed_noise_multiplier",
     "dp_settings",
     "epsilon_after",
     "privacy_records",
+    "visit_trainer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -157,10 +160,8 @@ class PrivateVisit:
       gets the generator's reflection-padded layers wrong, and functorch serves any layer type, e.g. per-center norms;
     - both optimizers become Opacus ``DPOptimizer`` s (flat clipping at ``max_grad_norm``, Gaussian noise of std
       ``noise_multiplier * max_grad_norm``, mean over the expected batch size);
-    - one record = one training pair (label map, image) of the center. The trainer keeps each patient's
-      contributions in one row of every per-sample gradient: the discriminator sees fakes and reals in two calls,
-      the generator its maps and the reminding maps in two calls, and local reminding uses row i's own map (see
-      :py:meth:`reminding_batch`); Opacus sums a layer's per-sample gradients row by row over its calls;
+    - one record = one training pair (label map, image) of the center; :py:class:`PrivateTDGANTrainer` keeps each
+      patient's contributions in one row of every per-sample gradient;
     - the accountant (Opacus ``rdp`` or ``prv``) takes ONE step per iteration with the noise multiplier of the two
       mechanisms composed on the same sample (:py:func:`composed_noise_multiplier`); with ``max_epsilon`` the visit
       stops (Ignite ``terminate``: COMPLETED still fires, so the hand-off is written) before the first iteration that
@@ -392,21 +393,6 @@ class PrivateVisit:
             opt.step()
         return {}
 
-    def discriminator_hooks(self, enabled: bool) -> None:
-        """Switch the discriminators' per-sample-gradient hooks (off in the generator step: its backward passes
-        through the frozen discriminators)."""
-        if self.enabled:
-            hooks = self.hooks["discriminator"]
-            hooks.enable_hooks() if enabled else hooks.disable_hooks()
-
-    @staticmethod
-    def reminding_batch(reminder: Reminder, label: torch.Tensor) -> RemindingBatch:
-        """``local`` reminding for DP: row i is the batch's row-i label map (the same patient) under an earlier
-        center's code drawn at random, so a patient's reminding gradient adds to their own row."""
-        codes = reminder.codes[torch.randint(len(reminder.codes), (label.shape[0],), generator=reminder.gen)]
-        codes = codes.to(label.device)
-        return RemindingBatch(label, codes, reminder.teach(label, codes))
-
     def record(self, engine: Any) -> dict[str, Any] | None:
         """What the hand-off records of this visit's privacy (None without DP): epsilon spent at delta, and the
         settings of the mechanism and the accountant."""
@@ -432,3 +418,58 @@ class PrivateVisit:
             "stopped_by_budget": self.stopped_by_budget,
             "opacus": self.opacus_version,
         }
+
+
+class PrivateTDGANTrainer(TDGANTrainer):
+    """The TDGAN trainer of a differentially private visit (``privacy``, enabled; the optimizers and data loader given
+    are its own): each patient's contributions stay in one row of the per-sample gradients (Opacus sums a layer's
+    rows over its calls), so the discriminators see fakes and reals in two calls, the generator the maps and the
+    reminding maps in two calls, and local reminding reuses row i's own map (completed to every class by a function
+    of that map alone, :py:func:`~scripts.reminding.complete_classes_fixed`). An empty Poisson-sampled batch takes a
+    noise-only step. ``reminding_batch_size`` is refused."""
+
+    def __init__(self, *args: Any, privacy: PrivateVisit, train_handlers: Sequence | None = None, **kwargs: Any):
+        if kwargs.get("reminding_batch_size") is not None:
+            raise ValueError(
+                "reminding_batch_size cannot be set with dp: under DP row i of the reminding batch is patient i's own "
+                "label map, so the reminding batch is the training batch; set reminding_batch_size null."
+            )
+        super().__init__(*args, **kwargs)
+        self.privacy = privacy
+        privacy.attach(self)
+        if train_handlers is not None:
+            self._register_handlers(train_handlers)
+
+    def _iteration(self, engine: PrivateTDGANTrainer, batchdata: Sequence[dict] | dict) -> dict[str, torch.Tensor]:
+        if batchdata is not None and engine.privacy.is_empty(batchdata):
+            return engine.privacy.noise_only_step()
+        return super()._iteration(engine, batchdata)
+
+    def reminding_batch(self, groups: list[CenterBatch]) -> RemindingBatch:
+        """``local`` reminding for DP: row i is patient i's own map, completed to every class by a function of that
+        map alone, under an earlier center's code drawn at random, so a patient's reminding gradient adds to their
+        own row."""
+        reminder, label = self.reminder, self.reminder.complete(groups[0].label)
+        codes = reminder.codes[torch.randint(len(reminder.codes), (label.shape[0],), generator=reminder.gen)]
+        codes = codes.to(label.device)
+        return RemindingBatch(label, codes, reminder.teach(label, codes))
+
+    def generator_calls(self, condition: torch.Tensor, maps: int) -> list[torch.Tensor]:
+        return [part for part in condition.split([maps, len(condition) - maps]) if len(part)]
+
+    def discriminate(
+        self, conditions: list[torch.Tensor], fakes: list[torch.Tensor], reals: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        fake_z, real_z = self.d_network(conditions, fakes), self.d_network(conditions, reals)  # row i: patient i
+        return [z.float() for z in fake_z], [z.float() for z in real_z]
+
+    def freeze_discriminators(self, frozen: bool) -> None:
+        super().freeze_discriminators(frozen)  # and their per-sample-gradient hooks: G's backward passes through them
+        hooks = self.privacy.hooks["discriminator"]
+        hooks.disable_hooks() if frozen else hooks.enable_hooks()
+
+
+def visit_trainer(privacy: PrivateVisit, **kwargs: Any) -> TDGANTrainer:
+    """The visit's trainer (configs/train.json): :py:class:`PrivateTDGANTrainer` when ``privacy`` is enabled, else
+    :py:class:`~scripts.trainer.TDGANTrainer`."""
+    return PrivateTDGANTrainer(privacy=privacy, **kwargs) if privacy.enabled else TDGANTrainer(**kwargs)

@@ -36,7 +36,14 @@ from tests.conftest import META, REPO, TINY, visit_workflow
 opacus = pytest.importorskip("opacus", reason="the optional DP extra (requirements-dp.txt) is not installed")
 from opacus.accountants import PRVAccountant, RDPAccountant  # noqa: E402
 
-from scripts.privacy import PrivateVisit, composed_noise_multiplier, dp_settings, epsilon_after  # noqa: E402
+from scripts.privacy import (  # noqa: E402
+    PrivateTDGANTrainer,
+    PrivateVisit,
+    composed_noise_multiplier,
+    dp_settings,
+    epsilon_after,
+    visit_trainer,
+)
 
 K, SIZE = 4, 32
 LOCAL = SimpleNamespace(reminding_source="local", center_names=["center_b"])
@@ -78,11 +85,11 @@ def _private(
 
 def _private_trainer(
     lr: float = 0.0, remind: bool = True, reminding_weight: float = 1.0, **dp: Any
-) -> tuple[TDGANTrainer, PrivateVisit]:
+) -> tuple[PrivateTDGANTrainer, PrivateVisit]:
     teacher = _networks(seed=1)[0]  # the generator as it arrived (another one, so reminding has a gradient)
     gen, disc = _networks()
     privacy = _private(gen, disc, lr=lr, **dp)
-    trainer = TDGANTrainer(
+    trainer = PrivateTDGANTrainer(
         device="cpu",
         max_epochs=1,
         train_data_loader=privacy.data_loader,
@@ -151,20 +158,11 @@ def test_a_patient_spread_over_two_rows_is_caught_by_that_check(layout: str, mon
     # the check above can fail: D seeing [fakes; reals] in one call (fake i and real i are two rows), or local
     # reminding that runs row i+1's label map in row i, spreads a patient over two clipped rows
     trainer, privacy = _private_trainer(noise_multiplier=1e-9, max_grad_norm=1e-3)
-    if layout.startswith("discriminator"):
-        backward_d = trainer.backward_d
-
-        def one_call_backward_d(groups: list, fakes: list) -> torch.Tensor:
-            trainer.privacy = None  # the non-private layout of the D step
-            try:
-                return backward_d(groups, fakes)
-            finally:
-                trainer.privacy = privacy
-
-        monkeypatch.setattr(trainer, "backward_d", one_call_backward_d)
+    if layout.startswith("discriminator"):  # the non-private layout of the D step
+        monkeypatch.setattr(trainer, "discriminate", TDGANTrainer.discriminate.__get__(trainer))
     else:
-        paired = privacy.reminding_batch
-        monkeypatch.setattr(privacy, "reminding_batch", lambda reminder, label: paired(reminder, label.roll(1, 0)))
+        complete = trainer.reminder.complete
+        monkeypatch.setattr(trainer.reminder, "complete", lambda label: complete(label).roll(1, 0))
     contributions = _contributions(trainer, privacy, _items(3, seed=1))
     name = layout.split(":")[0]
     assert not _one_clipped_row(contributions[name]), contributions
@@ -194,6 +192,19 @@ def test_per_sample_gradients_of_the_generator_equal_single_sample_backward_pass
         reference = torch.cat([p.grad.flatten() for p in gen.parameters()])
         ours = torch.cat([per_sample[n][i].flatten() for n, _ in gen.named_parameters()])
         assert (ours - reference).norm() <= tolerance * reference.norm()
+
+
+def test_the_config_picks_the_private_trainer_only_with_dp_and_it_refuses_reminding_batch_size():
+    gen, disc = _networks()
+    loader = DataLoader(OnlineCenters([_items(4)]), batch_size=2)
+    g_opt, d_opt = torch.optim.SGD(gen.parameters(), lr=0.1), torch.optim.SGD(disc.parameters(), lr=0.1)
+    off = PrivateVisit({"enabled": False}, LOCAL, gen, disc, g_opt, d_opt, loader, epochs=1)
+    nets = {"g_network": gen, "g_optimizer": off.g_optimizer, "d_network": disc, "d_optimizer": off.d_optimizer}
+    trainer = visit_trainer(off, device="cpu", max_epochs=1, train_data_loader=off.data_loader, **nets)
+    assert type(trainer) is TDGANTrainer and not hasattr(trainer, "privacy")
+    assert type(_private_trainer()[0]) is PrivateTDGANTrainer
+    with pytest.raises(ValueError, match="reminding_batch_size cannot be set with dp"):
+        PrivateTDGANTrainer(privacy=_private(*_networks()), reminding_batch_size=1)
 
 
 def test_an_empty_poisson_batch_takes_a_noise_only_step_on_both_networks():

@@ -183,14 +183,12 @@ def test_sum_reduction_weighs_the_reminding_batch_by_the_number_of_earlier_cente
         _tiny_trainer(_pool_reminder(), reminding_reduction="max")
 
 
-def test_reminding_batch_size_sets_the_reminding_rows_and_dp_refuses_it():
+def test_reminding_batch_size_sets_the_reminding_rows():  # the private trainer refuses it (tests/test_privacy.py)
     trainer = _tiny_trainer(_pool_reminder(), reminding_batch_size=1)
     rows: list[int] = []
     trainer.g_network.register_forward_hook(lambda m, args, out: rows.append(int(args[0].shape[0])))
     trainer._iteration(trainer, next(iter(trainer.data_loader)))
     assert rows == [2 + 1]  # the training batch and one reminding map, in one generator call
-    with pytest.raises(ValueError, match="reminding_batch_size cannot be set with dp"):
-        _tiny_trainer(_pool_reminder(), reminding_batch_size=1, privacy=object())
     with pytest.raises(ValueError, match="reminding_batch_size must be"):
         _tiny_trainer(_pool_reminder(), reminding_batch_size=0)
 

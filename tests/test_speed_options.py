@@ -24,7 +24,8 @@ from scripts.losses import PerceptualLoss
 from scripts.networks import TDGANGenerator, TemporaryDiscriminators, encode_condition
 from scripts.precision import amp_supported, resolve_amp_dtype
 from scripts.reminding import Reminder
-from scripts.trainer import TDGANTrainer, retain_freed_memory_now
+from scripts.speed import Speed, retain_freed_memory_now
+from scripts.trainer import TDGANTrainer
 
 K, SIZE, BATCH, EARLIER, PER_CENTER = 4, 32, 2, 3, 3
 
@@ -133,7 +134,7 @@ def test_amp_dtype_names_and_defaults():
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_amp_runs_where_supported_and_falls_back_to_fp32_elsewhere(dtype):
-    trainer = _trainer(amp=True, amp_dtype=dtype)
+    trainer = _trainer(speed=Speed("cpu", amp=True, amp_dtype=dtype))
     supported = amp_supported("cpu", getattr(torch, dtype))
     assert trainer.precision.name == ({"bfloat16": "bf16", "float16": "fp16"}[dtype] if supported else "fp32")
     assert trainer.precision.amp == supported
@@ -147,7 +148,7 @@ def test_amp_runs_where_supported_and_falls_back_to_fp32_elsewhere(dtype):
 
 
 def test_channels_last_gives_the_same_step():
-    plain, cl = _trainer(), _trainer(channels_last=True)
+    plain, cl = _trainer(), _trainer(speed=Speed("cpu", channels_last=True))
     assert cl.memory_format == torch.channels_last
     conv = next(p for p in cl.g_network.parameters() if p.dim() == 4)
     assert conv.is_contiguous(memory_format=torch.channels_last)
@@ -231,3 +232,12 @@ def test_retained_freed_memory_is_reused_without_page_faults():
     assert all(f < pages // 10 for f in faults[-5:]), (
         faults
     )  # the steady state reuses the kept memory  # the next one reuses it (without: about every page)
+
+
+def test_one_step_opens_every_profiler_scope_that_tools_profile_step_reads():
+    from tools.profile_step import PHASES
+
+    trainer = _trainer(perceptual_loss=PerceptualLoss(_TinyFeatures()))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        trainer._iteration(trainer, next(iter(trainer.data_loader)))
+    assert set(PHASES) <= {event.name for event in prof.events()}
