@@ -428,7 +428,7 @@ class PrivateTDGANTrainer(TDGANTrainer):
     of that map alone, :py:func:`~scripts.reminding.complete_classes_fixed`). An empty Poisson-sampled batch takes a
     noise-only step. ``reminding_batch_size`` is refused."""
 
-    def __init__(self, *args: Any, privacy: PrivateVisit, train_handlers: Sequence | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, privacy: PrivateVisit, **kwargs: Any):
         if kwargs.get("reminding_batch_size") is not None:
             raise ValueError(
                 "reminding_batch_size cannot be set with dp: under DP row i of the reminding batch is patient i's own "
@@ -436,9 +436,7 @@ class PrivateTDGANTrainer(TDGANTrainer):
             )
         super().__init__(*args, **kwargs)
         self.privacy = privacy
-        privacy.attach(self)
-        if train_handlers is not None:
-            self._register_handlers(train_handlers)
+        privacy.attach(self)  # after the train handlers: it starts counting once a resume's checkpoint has loaded
 
     def _iteration(self, engine: PrivateTDGANTrainer, batchdata: Sequence[dict] | dict) -> dict[str, torch.Tensor]:
         if batchdata is not None and engine.privacy.is_empty(batchdata):

@@ -307,9 +307,14 @@ def test_a_dp_visit_with_bank_reminding_is_refused_before_anything_is_written(de
     assert not (tmp_path / "handoff.pt").exists() and not (tmp_path / "checkpoints").exists()
 
 
-def _bundle_run(center: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    """``python -m monai.bundle run --config_file configs/train.json`` at the tiny size, as a subprocess."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(REPO / "configs" / "train.json")]
+def _bundle_run(center: Path, out: Path, *extra: str, fault: str | None = None) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run --config_file configs/train.json`` at the tiny size, as a subprocess (through
+    tests/visit_faults.py when ``fault`` is given)."""
+    cmd = [
+        sys.executable,
+        *([str(REPO / "tests" / "visit_faults.py"), fault, "--"] if fault else ["-m", "monai.bundle"]),
+    ]
+    cmd += ["run", "--config_file", str(REPO / "configs" / "train.json")]
     cmd += ["--meta_file", META, "--bundle_root", str(REPO), "--dataset_dir", str(center), "--output_dir", str(out)]
     for key in ("spatial_size", "ngf", "num_blocks", "ndf", "batch_size", "epochs_constant", "epochs_decay"):
         cmd += [f"--{key}", str(TINY[key]).replace(" ", "")]
@@ -363,3 +368,21 @@ def test_a_budget_overrun_stops_the_visit_with_one_line_and_a_valid_handoff(
     gen = TDGANGenerator(**handoff.network)
     gen.load_state_dict(handoff.generator)
     assert not (tmp_path / "checkpoints").exists()  # the visit finished: its resume checkpoints are gone
+
+
+def test_a_resumed_dp_visit_accounts_the_iterations_before_its_checkpoint(
+    demo_root: Path, dp_first_visit: Path, tmp_path: Path
+):
+    # killed just after epoch 1's checkpoint and run again: the accountant starts after the checkpoint has loaded, so
+    # the hand-off records what the whole visit spent (it once counted only the iterations after the resume)
+    killed = _bundle_run(demo_root / "center_a", tmp_path, fault="kill@checkpoint:1")
+    assert killed.returncode != 0 and not (tmp_path / "handoff.pt").exists()
+    done = _bundle_run(demo_root / "center_a", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed, whole = (load_handoff(path).visits[-1] for path in (tmp_path / "handoff.pt", dp_first_visit))
+    assert resumed["resumed_from_epoch"] == 1 and resumed["iterations"] == whole["iterations"] == 8
+    assert (
+        resumed["dp"]["epsilon"]
+        == whole["dp"]["epsilon"]
+        == pytest.approx(epsilon_after(8, 1 / math.sqrt(2), 0.25, 0.1 / 8))
+    )
