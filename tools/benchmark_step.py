@@ -328,7 +328,7 @@ def run_case(
         ``peak_gflops`` with ``peak_basis``; ``images_per_s`` (training images per second, data wait excluded);
         ``teacher_cache_fill_s``: the one-time teacher forwards over the label bank (or the local pool's entries);
         ``minor_page_faults_per_step``: pages the kernel mapped in for the process per timed step (memory the
-        allocator handed back and took again; see :py:func:`scripts.trainer.retain_freed_memory_now`).
+        allocator handed back and took again; see :py:func:`scripts.speed.retain_freed_memory_now`).
     """
     t_case = time.perf_counter()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
