@@ -8,31 +8,41 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Differentially private visits: Opacus clips and noises both optimizers' per-sample gradients; epsilon per center."""
+"""Differentially private visits: Opacus clips and noises the per-sample gradients of both optimizers (mode ``both``) or
+of the discriminator's alone, the generator then learning from public label maps (mode ``discriminator``); epsilon
+per center; public pretraining."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
+import time
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+from monai.utils import GanKeys
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from scripts.flags import flag
-from scripts.reminding import RemindingBatch
+from scripts.flags import FlagError, flag
+from scripts.reminding import Reminder, RemindingBatch, complete_classes_fixed
+from scripts.sequence import VisitSequence, write_summary
 from scripts.trainer import CenterBatch, TDGANTrainer
 
 __all__ = [
     "PrivacySettingError",
     "ACCOUNTANTS",
     "DP_DEFAULTS",
+    "MODES",
+    "PretrainedSequence",
     "PrivateTDGANTrainer",
     "PrivateVisit",
+    "is_public",
     "composed_noise_multiplier",
     "dp_settings",
     "epsilon_after",
@@ -59,11 +69,25 @@ DP_DEFAULTS: dict[str, Any] = {
     "delta": None,
     "accountant": "rdp",
     "max_epsilon": None,
+    "mode": "both",
+    "public_label_maps": None,
+    "public_data": False,
 }
 """The ``dp`` section of ``configs/train.json`` (see :py:func:`dp_settings`)."""
 
-MECHANISMS = ("discriminator", "generator")
-"""The updates privatised at every step, both on the same Poisson-sampled batch."""
+MODES: dict[str, tuple[str, ...]] = {"both": ("discriminator", "generator"), "discriminator": ("discriminator",)}
+"""``dp#mode`` -> the updates privatised at every iteration (the Gaussian mechanisms the accountant composes): in
+``both`` the discriminator's and the generator's, on the same Poisson-sampled batch; in ``discriminator`` the
+discriminator's alone, the generator's update being post-processing of it on public label maps."""
+
+MECHANISMS = MODES["both"]
+"""The updates privatised at every step in the default mode ``both``."""
+
+PUBLIC_RECORD_NOTE = (
+    "public data (no participating patient's): trained without DP; spends no center's epsilon and gives this "
+    "center's data no guarantee"
+)
+"""What a public visit's record says (:py:meth:`PrivateVisit.record` with ``dp#public_data``)."""
 
 _INSTALL = "install the optional extra: pip install -r requirements-dp.txt"
 
@@ -74,10 +98,16 @@ def dp_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     Keys: ``enabled``; exactly one of ``noise_multiplier`` (per optimizer) and ``target_epsilon`` (the noise is then
     chosen so that the whole visit spends it) when enabled; ``max_grad_norm`` (per-sample clipping bound C);
     ``delta`` (null: a tenth of 1/N, N the center's training pairs); ``accountant`` (``rdp`` or ``prv``);
-    ``max_epsilon`` (null: no budget; else the visit stops before the iteration that would spend more).
+    ``max_epsilon`` (null: no budget; else the visit stops before the iteration that would spend more); ``mode``
+    (:data:`MODES`: ``both`` or ``discriminator``); ``public_label_maps`` (a center folder whose training label maps
+    are public: what the generator learns from in mode ``discriminator``, which needs it; refused in mode ``both``);
+    ``public_data`` (the visit's centers hold public data: trained without DP, recorded as public; not with
+    ``enabled``). ``mode`` and ``public_label_maps`` are checked for their type only when DP is off.
 
     Raises:
-        ValueError: an unknown key, a value of the wrong type or range, or both or neither noise setting.
+        PrivacySettingError: an unknown key, a value of the wrong type or range, both or neither noise setting, a
+            ``discriminator`` mode without public label maps, public label maps in mode ``both``, or a public visit
+            with DP on.
     """
     settings = {k: v for k, v in (settings or {}).items() if k != "comment"}
     unknown = sorted(set(settings) - set(DP_DEFAULTS))
@@ -85,8 +115,21 @@ def dp_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
         raise PrivacySettingError(f"dp: unknown setting(s) {unknown}; expected only {list(DP_DEFAULTS)}.")
     out = {**DP_DEFAULTS, **settings}
     out["enabled"] = flag(out["enabled"], "dp#enabled")
+    try:
+        out["public_data"] = flag(out["public_data"], "dp#public_data")
+    except FlagError as e:
+        raise PrivacySettingError(str(e)) from None
     if out["accountant"] not in ACCOUNTANTS:
         raise PrivacySettingError(f"dp#accountant must be one of {list(ACCOUNTANTS)}, got {out['accountant']!r}.")
+    if not isinstance(out["mode"], str) or out["mode"] not in MODES:
+        raise PrivacySettingError(f"dp#mode must be one of {list(MODES)}, got {out['mode']!r}.")
+    maps = out["public_label_maps"]
+    if isinstance(maps, os.PathLike):
+        maps = out["public_label_maps"] = os.fspath(maps)
+    if maps is not None and (not isinstance(maps, str) or not maps.strip() or any(ord(c) < 32 for c in maps)):
+        raise PrivacySettingError(
+            f"dp#public_label_maps must be null or the path of a center folder of public label maps, got {maps!r}."
+        )
     for key in ("noise_multiplier", "target_epsilon", "max_grad_norm", "delta", "max_epsilon"):
         value = out[key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
@@ -99,10 +142,27 @@ def dp_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
         raise PrivacySettingError(
             f"dp#delta must be below 1 (at most 1/N of the center's training pairs), got {out['delta']}."
         )
-    if out["enabled"] and (out["noise_multiplier"] is None) == (out["target_epsilon"] is None):
+    if out["public_data"] and out["enabled"]:
+        raise PrivacySettingError(
+            "dp#public_data declares the visit's centers public (trained without DP, recorded as public): it cannot "
+            "go with dp#enabled true; a center holding any patient's data is not public."
+        )
+    if not out["enabled"]:
+        return out
+    if (out["noise_multiplier"] is None) == (out["target_epsilon"] is None):
         raise PrivacySettingError(
             "dp: set exactly one of dp#noise_multiplier and dp#target_epsilon, got "
             f"noise_multiplier={out['noise_multiplier']!r} and target_epsilon={out['target_epsilon']!r}."
+        )
+    if out["mode"] == "discriminator" and maps is None:
+        raise PrivacySettingError(
+            "dp#mode 'discriminator' needs dp#public_label_maps (a center folder of public label maps, from no "
+            "participating patient): the generator's step may read no private label map."
+        )
+    if out["mode"] == "both" and maps is not None:
+        raise PrivacySettingError(
+            "dp#public_label_maps is read only in dp#mode 'discriminator' (in 'both' the generator learns from the "
+            "private pairs): set dp#mode 'discriminator' or dp#public_label_maps null."
         )
     return out
 
@@ -116,6 +176,8 @@ def composed_noise_multiplier(noise_multipliers: Sequence[float]) -> float:
     """
     if not noise_multipliers or any(s <= 0 for s in noise_multipliers):
         raise ValueError(f"need positive noise multipliers, got {list(noise_multipliers)}.")
+    if len(noise_multipliers) == 1:  # one mechanism (mode discriminator): its own multiplier, bit for bit
+        return float(noise_multipliers[0])
     return sum(s**-2 for s in noise_multipliers) ** -0.5
 
 
@@ -133,9 +195,15 @@ def epsilon_after(
     return float(acc.get_epsilon(delta=delta))
 
 
+def is_public(record: Mapping[str, Any] | None) -> bool:
+    """Whether a visit's ``dp`` record is a public visit's (``dp#public_data``: public data, no DP)."""
+    return bool(record) and bool(record.get("public"))
+
+
 def privacy_records(handoff: str | os.PathLike) -> dict[str, dict[str, Any] | None]:
     """Per center of a hand-off, in registry order: the ``dp`` record of the visit that trained on it (None: trained
-    without DP), as the evaluation report shows it."""
+    without DP and not declared public; a public visit's record has ``public: true`` and ``epsilon: null``: it read
+    no participating patient's data), as the evaluation report shows it."""
     from scripts.handoff import load_handoff
 
     h = load_handoff(handoff)
@@ -151,31 +219,39 @@ class PrivateVisit:
     accountant around the visit's generator, discriminator, optimizers and data loader.
 
     When ``settings["enabled"]`` is false nothing is changed (``data_loader`` and the optimizers are the ones given)
-    and Opacus is not imported. When enabled:
+    and Opacus is not imported; with ``public_data`` the visit is recorded as a public one (:py:meth:`record`). When
+    enabled:
 
     - the data loader becomes Opacus' ``DPDataLoader`` (Poisson sampling with rate q = 1 / batches per epoch; a
       batch may be empty, and an empty batch still takes a noise-only step, see :py:meth:`noise_only_step`);
-    - Opacus' ``GradSampleHooks`` compute per-sample gradients of the generator and of the discriminator in
-      functorch mode (every layer through ``torch.func``): Opacus' own convolution sampler ignores ``padding_mode`` and
-      gets the generator's reflection-padded layers wrong, and functorch serves any layer type, e.g. per-center norms;
-    - both optimizers become Opacus ``DPOptimizer`` s (flat clipping at ``max_grad_norm``, Gaussian noise of std
+    - Opacus' ``GradSampleHooks`` compute per-sample gradients of the privatised networks (:data:`MODES`: the
+      discriminator, and in mode ``both`` the generator) in functorch mode (every layer through ``torch.func``):
+      Opacus' own convolution sampler ignores ``padding_mode`` and gets the generator's reflection-padded layers
+      wrong, and functorch serves any layer type, e.g. per-center norms;
+    - their optimizers become Opacus ``DPOptimizer`` s (flat clipping at ``max_grad_norm``, Gaussian noise of std
       ``noise_multiplier * max_grad_norm``, mean over the expected batch size);
     - one record = one training pair (label map, image) of the center; :py:class:`PrivateTDGANTrainer` keeps each
       patient's contributions in one row of every per-sample gradient;
-    - the accountant (Opacus ``rdp`` or ``prv``) takes ONE step per iteration with the noise multiplier of the two
-      mechanisms composed on the same sample (:py:func:`composed_noise_multiplier`); with ``max_epsilon`` the visit
-      stops (Ignite ``terminate``: COMPLETED still fires, so the hand-off is written) before the first iteration that
-      would spend more.
+    - in mode ``discriminator`` the generator keeps its own optimizer and learns from the public label maps
+      (``public_label_maps``, :py:meth:`public_batch`, :py:meth:`public_reminder`) through the DP discriminator:
+      post-processing, no mechanism of its own;
+    - the accountant (Opacus ``rdp`` or ``prv``) takes ONE step per iteration with the noise multiplier of the
+      privatised mechanisms composed on the same sample (:py:func:`composed_noise_multiplier`: sigma / sqrt(2) for
+      ``both``, sigma itself for ``discriminator``); with ``max_epsilon`` the visit stops (Ignite ``terminate``:
+      COMPLETED still fires, so the hand-off is written) before the first iteration that would spend more.
 
     Refused, with one line, before training: ``bank`` reminding (its hand-off carries label maps made from the
     patients' maps outside any DP mechanism, and reuses them at every later visit), more than one online group,
     a model wrapped for DistributedDataParallel, ``compile``, float16 autocast (its GradScaler unscales and
-    inf-checks the ordinary gradients, not the clipped and noised ones), and layers Opacus cannot handle (buffers,
-    e.g. BatchNorm).
+    inf-checks the ordinary gradients, not the clipped and noised ones), layers Opacus cannot handle (buffers,
+    e.g. BatchNorm: in mode ``discriminator`` the generator's forward on the private maps must leave nothing in it
+    either), public label maps that are one of the visit's center folders (or inside one, or hold one) or equal one
+    of its training label maps, and a center name the incoming hand-off records under the other kind of visit
+    (public vs private).
 
     Args:
         settings: the ``dp`` section (see :py:func:`dp_settings`).
-        visit: this visit (its reminding source and online centers).
+        visit: this visit (its reminding source, online centers, their folders and codes, the incoming hand-off).
         generator: the generator being trained.
         discriminators: the temporary discriminators.
         g_optimizer: the generator's optimizer.
@@ -187,7 +263,7 @@ class PrivateVisit:
         compile: whether the trainer compiles the networks (refused).
 
     Raises:
-        ValueError: a refused setting or combination, or a budget that not even one iteration fits.
+        PrivacySettingError: a refused setting or combination, or a budget that not even one iteration fits.
         ImportError: Opacus is not installed.
     """
 
@@ -207,11 +283,22 @@ class PrivateVisit:
     ) -> None:
         self.settings = dp_settings(settings)
         self.enabled = self.settings["enabled"]
+        self.public_data = self.settings["public_data"]
+        self.mode = self.settings["mode"]
+        self.mechanisms = MODES[self.mode]
         self.data_loader, self.g_optimizer, self.d_optimizer = data_loader, g_optimizer, d_optimizer
         self.stopped_by_budget = False
+        if self.enabled or self.public_data:
+            _refuse_mixed_kinds(visit, public=self.public_data)
         if not self.enabled:
             return
         self._refuse_unsupported(visit, generator, discriminators, data_loader, amp, amp_dtype, compile)
+        self.public_maps: torch.Tensor | None = None
+        if self.mode == "discriminator":
+            self.public_maps = _read_public_maps(self.settings["public_label_maps"], visit, generator)
+            self.public_digest = hashlib.sha256(self.public_maps.numpy().tobytes()).hexdigest()
+            self.center_code = int(visit.codes[0])
+            self.public_batch_size = int(getattr(data_loader, "batch_size", None) or 1)
         try:
             import opacus
             from opacus.accountants import create_accountant
@@ -231,9 +318,10 @@ class PrivateVisit:
         self.expected_batch_size = max(1, int(self.train_size * self.sample_rate))
         self.delta = float(s["delta"] if s["delta"] is not None else 0.1 / self.train_size)
         self.planned_iterations = int(epochs) * len(self.data_loader)
+        mechanisms = len(self.mechanisms)
         if s["noise_multiplier"] is not None:
             self.noise_multiplier = float(s["noise_multiplier"])
-            self.effective_noise_multiplier = composed_noise_multiplier([self.noise_multiplier] * len(MECHANISMS))
+            self.effective_noise_multiplier = composed_noise_multiplier([self.noise_multiplier] * mechanisms)
         else:
             self.effective_noise_multiplier = float(
                 get_noise_multiplier(
@@ -244,27 +332,35 @@ class PrivateVisit:
                     accountant=s["accountant"],
                 )
             )
-            self.noise_multiplier = self.effective_noise_multiplier * math.sqrt(len(MECHANISMS))
+            # each of the k mechanisms at sigma composes to sigma / sqrt(k): sigma = composed x sqrt(k)
+            self.noise_multiplier = self.effective_noise_multiplier * math.sqrt(mechanisms)
         self.max_iterations = self._iterations_within_budget()
-        self.hooks = {
-            "generator": GradSampleHooks(generator, force_functorch=True),
-            "discriminator": GradSampleHooks(discriminators, force_functorch=True),
-        }
-        self.g_optimizer, self.d_optimizer = (
-            DPOptimizer(
-                opt,
+        networks = {"discriminator": (discriminators, d_optimizer), "generator": (generator, g_optimizer)}
+        self.hooks = {name: GradSampleHooks(networks[name][0], force_functorch=True) for name in self.mechanisms}
+        private = {
+            name: DPOptimizer(
+                networks[name][1],
                 noise_multiplier=self.noise_multiplier,
                 max_grad_norm=float(s["max_grad_norm"]),
                 expected_batch_size=self.expected_batch_size,
             )
-            for opt in (g_optimizer, d_optimizer)
-        )
+            for name in self.mechanisms
+        }
+        self.d_optimizer = private["discriminator"]
+        self.g_optimizer = private.get("generator", g_optimizer)  # mode discriminator: the generator's own
+        self.private_optimizers = list(private.values())
         self.accountant = create_accountant(s["accountant"])
+        public = (
+            f"; the generator learns from {len(self.public_maps)} public label maps ({s['public_label_maps']})"
+            if self.public_maps is not None
+            else ""
+        )
         logger.info(
-            f"dp on: noise multiplier {self.noise_multiplier:.4g} per optimizer ({self.effective_noise_multiplier:.4g} "
-            f"composed), clipping {s['max_grad_norm']}, sample rate {self.sample_rate:.4g}, delta {self.delta:.3g}, "
-            f"{s['accountant']} accountant; the planned {self.planned_iterations} iterations spend epsilon "
-            f"{self.epsilon(self.planned_iterations):.4g}."
+            f"dp on, mode {self.mode} (privatised: {', '.join(self.mechanisms)}): noise multiplier "
+            f"{self.noise_multiplier:.4g} per optimizer ({self.effective_noise_multiplier:.4g} composed), clipping "
+            f"{s['max_grad_norm']}, sample rate {self.sample_rate:.4g}, delta {self.delta:.3g}, {s['accountant']} "
+            f"accountant; the planned {self.planned_iterations} iterations spend epsilon "
+            f"{self.epsilon(self.planned_iterations):.4g}{public}."
         )
 
     @staticmethod
@@ -384,27 +480,69 @@ class PrivateVisit:
         return not groups or any(not isinstance(g, Mapping) or len(g["label"]) == 0 for g in groups)
 
     def noise_only_step(self) -> dict[str, torch.Tensor]:
-        """Both optimizers' step for an empty batch: no clipped gradient, only the noise (skipping the step would
-        tell whether the batch was empty). Returns no losses."""
-        for opt in (self.d_optimizer, self.g_optimizer):
+        """The privatised optimizers' step for an empty batch: no clipped gradient, only the noise (skipping the step
+        would tell whether the batch was empty). Returns no losses."""
+        for opt in self.private_optimizers:
             opt.zero_grad(set_to_none=True)
             for p in opt.params:
                 p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
             opt.step()
         return {}
 
+    def public_batch(self, device: torch.device | str, discriminators: torch.nn.Module) -> CenterBatch:
+        """Mode ``discriminator``: the generator step's batch: public label maps drawn at random (the global torch
+        generator, which the visit's checkpoints keep) under this center's code, with the discriminators'
+        condition; no image (the generator reads none)."""
+        index = torch.randint(len(self.public_maps), (self.public_batch_size,))
+        label = self.public_maps[index].to(device).long()
+        center = torch.full((len(label),), self.center_code, dtype=torch.long, device=label.device)
+        condition = getattr(discriminators, "module", discriminators).condition(label, center)
+        return CenterBatch(label, condition, center, None)  # type: ignore[arg-type]
+
+    def public_reminder(self, reminder: Reminder) -> Reminder:
+        """Mode ``discriminator``: the visit's reminder (its teacher, earlier codes and sampler stream) drawing from the
+        public label maps, each completed to every class by :py:func:`~scripts.reminding.complete_classes_fixed` (a
+        function of the public map alone), never from the patients' maps."""
+        pool = complete_classes_fixed(self.public_maps, reminder.num_classes, reminder.hosts)
+        device = next(reminder.teacher.parameters()).device
+        public = Reminder(
+            "local", reminder.codes.tolist(), reminder.teacher, pool=pool.to(device), hosts=reminder.hosts
+        )
+        public.gen = reminder.gen  # the stream the visit's checkpoints keep (RandomStates holds the visit's reminder)
+        return public
+
     def record(self, engine: Any) -> dict[str, Any] | None:
-        """What the hand-off records of this visit's privacy (None without DP): epsilon spent at delta, and the
-        settings of the mechanism and the accountant."""
+        """What the hand-off records of this visit's privacy: None without DP; a public visit's record
+        (``public: true``, no epsilon: it read no participating patient's data); else epsilon spent at delta, and
+        the settings of the mechanism and the accountant."""
+        if self.public_data:
+            iterations = int(engine.state.iteration)
+            return {
+                "public": True,
+                "epsilon": None,
+                "delta": None,
+                "accountant": "none: public data, no DP",
+                "unit": None,
+                "mode": None,
+                "privatised": [],
+                "noise_multiplier": None,
+                "composed_noise_multiplier": None,
+                "max_grad_norm": None,
+                "iterations": iterations,
+                "planned_iterations": iterations,
+                "stopped_by_budget": False,
+                "note": PUBLIC_RECORD_NOTE,
+            }
         if not self.enabled:
             return None
         s = self.settings
-        return {
+        out = {
             "epsilon": round(self.epsilon(), 6),
             "delta": self.delta,
             "accountant": s["accountant"],
             "unit": "one training pair (label map and image) of the center",
-            "privatised": list(MECHANISMS),
+            "mode": self.mode,
+            "privatised": list(self.mechanisms),
             "noise_multiplier": self.noise_multiplier,
             "composed_noise_multiplier": self.effective_noise_multiplier,
             "max_grad_norm": float(s["max_grad_norm"]),
@@ -418,35 +556,138 @@ class PrivateVisit:
             "stopped_by_budget": self.stopped_by_budget,
             "opacus": self.opacus_version,
         }
+        if self.public_maps is not None:
+            out["public_label_maps"] = {
+                "folder": Path(s["public_label_maps"]).name,
+                "maps": len(self.public_maps),
+                "sha256": self.public_digest,
+            }
+        return out
+
+
+def _refuse_mixed_kinds(visit: Any, public: bool) -> None:
+    """One line when this visit's center is one the incoming hand-off trained as the other kind (a private center
+    under a public center's name would share its code and records; a public visit would hide a center's DP record)."""
+    incoming = getattr(visit, "incoming", None)
+    for record in getattr(incoming, "visits", None) or []:
+        for name in set(record.get("centers", [])) & set(visit.center_names):
+            if is_public(record.get("dp")) != public:
+                earlier = "public (dp#public_data)" if is_public(record.get("dp")) else "private"
+                raise PrivacySettingError(
+                    f"center {name!r} was trained as a {earlier} center by an earlier visit of the incoming hand-off; "
+                    f"a {'public' if public else 'private'} center needs a name of its own."
+                )
+
+
+def _read_public_maps(folder: str, visit: Any, generator: torch.nn.Module) -> torch.Tensor:
+    """Mode ``discriminator``: the public label maps (uint8 (N, 1, *spatial), the training list of ``folder``, read at
+    the visit's size), refused in one line when unreadable, outside the classes, or the visit's own center."""
+    from scripts.data.centers import read_label_maps
+
+    settings = getattr(generator, "settings", {})
+    dims, classes = settings.get("spatial_dims", 2), settings.get("num_classes")
+    size = (getattr(visit, "preprocessing", None) or {}).get("spatial_size")
+    where = Path(folder).resolve()
+    for center in getattr(visit, "center_dirs", None) or []:
+        center = Path(center).resolve()
+        if where == center or where.is_relative_to(center) or center.is_relative_to(where):
+            raise PrivacySettingError(
+                f"dp#public_label_maps {folder} is (or holds, or lies in) the visited center {center.name}: its label "
+                "maps are private; give a folder of public label maps (docs/privacy.md)."
+            )
+    try:
+        maps = read_label_maps(folder, dims, size)[0]
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PrivacySettingError(f"dp#public_label_maps {folder}: {first}") from None
+    if classes is not None and int(maps.max()) >= classes:
+        raise PrivacySettingError(
+            f"dp#public_label_maps {folder}: label value {int(maps.max())} is no class of this generator "
+            f"(num_classes {classes}); public maps must hold the bundle's classes."
+        )
+    digests = {hashlib.sha256(m.numpy().tobytes()).digest() for m in maps}
+    for center in getattr(visit, "center_dirs", None) or []:
+        private = read_label_maps(center, dims, size, label_mapping=getattr(visit, "label_mapping", None))[0]
+        if any(hashlib.sha256(m.numpy().tobytes()).digest() in digests for m in private):
+            raise PrivacySettingError(
+                f"dp#public_label_maps {folder}: a map equals a training label map of {Path(center).name}, so "
+                "the folder holds patients' maps; public maps come from no participating patient."
+            )
+    return maps
 
 
 class PrivateTDGANTrainer(TDGANTrainer):
     """The TDGAN trainer of a differentially private visit (``privacy``, enabled; the optimizers and data loader given
-    are its own): each patient's contributions stay in one row of the per-sample gradients (Opacus sums a layer's
+    are its own).
+
+    Mode ``both``: each patient's contributions stay in one row of the per-sample gradients (Opacus sums a layer's
     rows over its calls), so the discriminators see fakes and reals in two calls, the generator the maps and the
     reminding maps in two calls, and local reminding reuses row i's own map (completed to every class by a function
-    of that map alone, :py:func:`~scripts.reminding.complete_classes_fixed`). An empty Poisson-sampled batch takes a
-    noise-only step. ``reminding_batch_size`` is refused."""
+    of that map alone, :py:func:`~scripts.reminding.complete_classes_fixed`). ``reminding_batch_size`` is refused.
+
+    Mode ``discriminator``: the private batch feeds the discriminator step only (its fakes made from the batch's maps
+    without a gradient, fakes and reals in two calls); the generator step then runs on
+    :py:meth:`PrivateVisit.public_batch` under this center's code, its loss the adversarial term and the reminding
+    term on public maps (:py:meth:`PrivateVisit.public_reminder`), with no image term, and it runs at every
+    iteration, the empty Poisson batch included (skipping it would tell).
+
+    An empty Poisson-sampled batch takes a noise-only step of the privatised optimizers."""
 
     def __init__(self, *args: Any, privacy: PrivateVisit, **kwargs: Any):
-        if kwargs.get("reminding_batch_size") is not None:
+        if privacy.mode == "both" and kwargs.get("reminding_batch_size") is not None:
             raise ValueError(
                 "reminding_batch_size cannot be set with dp: under DP row i of the reminding batch is patient i's own "
                 "label map, so the reminding batch is the training batch; set reminding_batch_size null."
             )
+        if privacy.mode == "discriminator" and kwargs.get("reminder") is not None:
+            kwargs["reminder"] = privacy.public_reminder(kwargs["reminder"])
         super().__init__(*args, **kwargs)
         self.privacy = privacy
         privacy.attach(self)  # after the train handlers: it starts counting once a resume's checkpoint has loaded
 
     def _iteration(self, engine: PrivateTDGANTrainer, batchdata: Sequence[dict] | dict) -> dict[str, torch.Tensor]:
-        if batchdata is not None and engine.privacy.is_empty(batchdata):
-            return engine.privacy.noise_only_step()
-        return super()._iteration(engine, batchdata)
+        privacy = engine.privacy
+        if privacy.mode == "both":
+            if batchdata is not None and privacy.is_empty(batchdata):
+                return privacy.noise_only_step()
+            return super()._iteration(engine, batchdata)
+        if batchdata is None:
+            raise ValueError("must provide batch data for current iteration.")
+        losses: dict[str, torch.Tensor] = {}
+        if privacy.is_empty(batchdata):
+            privacy.noise_only_step()
+        else:
+            losses[GanKeys.DLOSS] = engine.private_discriminator_step(batchdata)
+        return {**losses, **engine.public_generator_step()}
+
+    def private_discriminator_step(self, batchdata: Sequence[dict] | dict) -> torch.Tensor:
+        """Mode ``discriminator``: the DP discriminator step on the private batch, its fakes made from the batch's
+        own maps by the generator without a gradient (no private map reaches a generator update)."""
+        groups = self.prepare_groups(batchdata)
+        with torch.no_grad():
+            fakes, _ = self.generate(groups)
+        return self.backward_d(groups, fakes)
+
+    def public_generator_step(self) -> dict[str, torch.Tensor]:
+        """Mode ``discriminator``: the generator step on public label maps only (post-processing of the DP
+        discriminator): adversarial term under this center's code, reminding on public maps under earlier codes."""
+        public = self.privacy.public_batch(self.state.device, self.d_network)
+        with self.speed.scope("reminding_batch"):
+            size = self.reminding_batch_size or len(public.label)
+            remind = self.reminder.batch([public.label], size) if self.reminding_on else None
+        fakes, remind_out = self.generate([public], remind)
+        return self.backward_g([public], fakes, remind_out, remind)
+
+    def image_terms(self, groups: list[CenterBatch], fakes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.privacy.mode == "discriminator":  # the generator reads no image
+            zero = torch.zeros((), device=fakes[0].device)
+            return zero, zero
+        return super().image_terms(groups, fakes)
 
     def reminding_batch(self, groups: list[CenterBatch]) -> RemindingBatch:
-        """``local`` reminding for DP: row i is patient i's own map, completed to every class by a function of that
-        map alone, under an earlier center's code drawn at random, so a patient's reminding gradient adds to their
-        own row."""
+        """``local`` reminding for DP mode ``both``: row i is patient i's own map, completed to every class by a
+        function of that map alone, under an earlier center's code drawn at random, so a patient's reminding gradient
+        adds to their own row."""
         reminder, label = self.reminder, self.reminder.complete(groups[0].label)
         codes = reminder.codes[torch.randint(len(reminder.codes), (label.shape[0],), generator=reminder.gen)]
         codes = codes.to(label.device)
@@ -471,3 +712,68 @@ def visit_trainer(privacy: PrivateVisit, **kwargs: Any) -> TDGANTrainer:
     """The visit's trainer (configs/train.json): :py:class:`PrivateTDGANTrainer` when ``privacy`` is enabled, else
     :py:class:`~scripts.trainer.TDGANTrainer`."""
     return PrivateTDGANTrainer(privacy=privacy, **kwargs) if privacy.enabled else TDGANTrainer(**kwargs)
+
+
+class PretrainedSequence(VisitSequence):
+    """:py:class:`~scripts.sequence.VisitSequence` that starts from a hand-off instead of from scratch: public
+    pretraining (a visit with ``dp#public_data`` on a public center, e.g. the demo's MNI152 maps and images), then
+    the (DP) visits of the centers from its hand-off. ``sequence.json`` lists the centers' visits only, and names the
+    starting hand-off (``pretrained_from``); the final hand-off records every visit, the public one included
+    (:py:func:`privacy_records`: ``public: true``, no epsilon).
+
+    Set it on ``configs/train_sequential.json`` with ``sequence#_target_`` and ``sequence#handoff_in``.
+
+    Args:
+        handoff_in: the starting hand-off (None: from scratch, as ``VisitSequence``).
+        *args, **kwargs: those of ``VisitSequence``.
+
+    Raises:
+        PrivacySettingError: the starting hand-off already holds a center of the sequence (a private center under a
+            public center's name would share its code and records).
+    """
+
+    def __init__(self, *args: Any, handoff_in: str | os.PathLike | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.handoff_in = str(handoff_in) if handoff_in else None
+
+    def check_inputs(self) -> None:
+        """``VisitSequence``'s checks, and the starting hand-off's centers apart from the sequence's."""
+        from scripts.handoff import load_handoff
+
+        super().check_inputs()
+        if self.handoff_in:
+            clash = sorted(set(load_handoff(self.handoff_in).codes) & set(self.order))
+            if clash:
+                raise PrivacySettingError(
+                    f"the starting hand-off {self.handoff_in} already holds center(s) {clash} of this sequence; a "
+                    "public center must be named apart from the private ones."
+                )
+
+    def run(self) -> list[str]:
+        """Check the inputs, then run every visit from the starting hand-off; returns the hand-off paths in order and
+        writes ``sequence.json`` (VisitSequence.run's loop, which always starts from scratch)."""
+        from scripts.visit import run_visit
+
+        self.check_inputs()
+        handoff_in, records = self.handoff_in, []
+        for i, names in enumerate(self.visits):
+            out = self.handoff_path(i)
+            logger.info(f"[{i + 1}/{len(self.visits)}] {out.stem}: visiting {names} from {handoff_in or 'scratch'}.")
+            t0 = time.perf_counter()
+            run_visit(
+                [self.data_root / n for n in names],
+                self.output_dir / "visits" / out.stem,
+                handoff_in,
+                out,
+                {"check_data": False, **self.visit_overrides, "overwrite": not self.resume},
+                self.visit_config,
+                self.bundle_root,
+            )
+            logger.info(f"[{i + 1}/{len(self.visits)}] {out.stem}: done in {time.perf_counter() - t0:.1f} s -> {out}")
+            records.append({"centers": names, "handoff": str(out)})
+            handoff_in = str(out)
+        write_summary(
+            self.output_dir / "sequence.json", str(self.data_root), self.order, records, pretrained_from=self.handoff_in
+        )
+        logger.info(f"sequence complete (from {self.handoff_in or 'scratch'}): final hand-off {handoff_in}")
+        return [r["handoff"] for r in records]

@@ -264,6 +264,14 @@ class TDGANTrainer(Trainer):
             self.speed.step(loss, self.d_optimizer)
         return loss.detach()
 
+    def image_terms(self, groups: list[CenterBatch], fakes: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """The digesting terms against the real images: L1 and perceptual, summed over the groups (``backward_g``;
+        the DP discriminator-only visit's generator reads no image)."""
+        l1 = sum(F.l1_loss(fake, g.image) for g, fake in zip(groups, fakes))
+        with self.speed.scope("g_step.perceptual_digesting"):
+            perceptual = sum(self.perceptual(fake, g.image) for g, fake in zip(groups, fakes))
+        return l1, perceptual
+
     def backward_g(
         self,
         groups: list[CenterBatch],
@@ -277,9 +285,7 @@ class TDGANTrainer(Trainer):
         with self.speed.scope("g_step.d_forward", autocast=True):  # the inner module: no D gradient, no DDP sync
             logits = [out.float() for out in _unwrap(self.d_network)([g.condition for g in groups], fakes)]
         gan = sum(self.adversarial(z, True, False) for z in logits)
-        l1 = sum(F.l1_loss(fake, g.image) for g, fake in zip(groups, fakes))
-        with self.speed.scope("g_step.perceptual_digesting"):
-            perceptual = sum(self.perceptual(fake, g.image) for g, fake in zip(groups, fakes))
+        l1, perceptual = self.image_terms(groups, fakes)
         reminding = torch.zeros((), device=gan.device)
         if remind is not None:
             reminding = self.l1_weight * F.l1_loss(remind_out, remind.target)
