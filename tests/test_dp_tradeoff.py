@@ -8,11 +8,13 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The DP trade-off command end to end at a tiny size: three settings through the evaluation protocol, one table."""
+"""The DP trade-off command end to end at a tiny size: one epsilon x one size x both DP modes x public pretraining
+off/on (and the runs without DP) through the evaluation protocol, one curve."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -21,46 +23,67 @@ from tests.conftest import REPO, TINY
 
 pytest.importorskip("opacus", reason="the optional DP extra (requirements-dp.txt) is not installed")
 from scripts.handoff import load_handoff  # noqa: E402
-from tools.dp_tradeoff import main  # noqa: E402
+from tools.dp_tradeoff import main, settings_for  # noqa: E402
+
+SETTINGS = ["no_dp", "no_dp_pre", "dp_eps10_both", "dp_eps10_both_pre", "dp_eps10_disc", "dp_eps10_disc_pre"]
 
 
-def test_the_tradeoff_command_runs_every_setting_through_the_protocol_and_tables_it(tmp_path: Path):
+def test_the_tradeoff_command_runs_the_grid_through_the_protocol_and_draws_one_curve(tmp_path: Path):
     out = tmp_path / "tradeoff"
     tiny = {
-        # the demo config with tiny demo centers (2 centers of 8 training slices of 32x32) and tiny networks
-        "demo_dir": str(tmp_path / "demo"),
-        "demo_data": {"num_centers": 2, "num_train": 8, "num_test": 2, "size": 32, "seed": 0, "anatomy": "procedural"},
+        # the demo config with tiny demo centers (2 centers of 32x32; --pairs sets their training slices) and tiny
+        # networks
+        "demo_data": {"num_centers": 2, "num_train": 4, "num_test": 2, "size": 32, "seed": 0, "anatomy": "procedural"},
         "visit_overrides": {"bundle_root": str(REPO), **TINY},
         "segmentation_overrides": {"iterations": 2, "batch_size": 4, "val_fraction": 0},
-        "evaluation#real_baselines": False,
+        "real_baselines": ["real_all"],
         "device": "cpu",
     }
-    argv = ["--output_dir", str(out), "--epsilons", "50", "10", "--no_training_maps"]
+    argv = ["--output_dir", str(out), "--epsilons", "10", "--pairs", "8", "--modes", "both", "discriminator"]
+    argv += ["--pretraining", "off", "on", "--seeds", "0", "--public_pairs", "8", "--no_training_maps"]
     main(argv + ["--set", *(f"{k}={json.dumps(v)}" for k, v in tiny.items())])
 
-    rows = json.loads((out / "report" / "tradeoff.json").read_text())
-    assert list(rows) == ["no_dp", "dp_eps50", "dp_eps10"]
-    assert set(rows["no_dp"]["epsilon"].values()) == {None}  # trained without DP: no guarantee
-    for name, target in (("dp_eps50", 50.0), ("dp_eps10", 10.0)):
-        spent = rows[name]["epsilon"]
-        assert list(spent) == ["center_a", "center_b"]
-        assert all(0.95 * target <= e <= target for e in spent.values()), spent  # each center spends its target
-    noise = [rows[n]["noise_multiplier"]["center_a"] for n in ("dp_eps50", "dp_eps10")]
-    assert noise[0] < noise[1]  # the smaller epsilon needs more noise
-    for r in rows.values():
-        assert 0.0 <= r["near_copy_rate"]["new_maps"] <= 1.0 and "training_maps" not in r["near_copy_rate"]
-        assert r["dice"] is not None and r["seconds_per_step"] > 0
-        assert r["first_center_forgetting_ssim"] is not None and r["memorisation_gap_ssim"] is not None
+    curve = json.loads((out / "curve.json").read_text())
+    assert curve["grid"]["pairs_per_center"] == [8] and curve["grid"]["modes"] == ["both", "discriminator"]
+    points = {p["method"]: p for p in curve["points"]}
+    assert list(points) == SETTINGS
+    for p in points.values():
+        assert p["pairs_per_center"] == 8 and p["seeds"] == [0]
+        assert -1 <= p["final_test_ssim"]["mean"] <= 1 and p["dice"] is not None and p["relative_dice"] is not None
+        if p["mode"] is None:
+            assert p["epsilon"] is None and p["target_epsilon"] is None
+        else:
+            assert 0.95 * 10 <= p["epsilon"] <= 10  # each private center spends its target, the public one nothing
+    # the same epsilon with one mechanism instead of two: sqrt(2) less noise per update
+    both, disc = points["dp_eps10_both"]["noise_multiplier"], points["dp_eps10_disc"]["noise_multiplier"]
+    assert both == pytest.approx(disc * math.sqrt(2))
+    assert (out / "curve.png").stat().st_size > 0 and "dp_eps10_disc_pre" in (out / "curve.md").read_text()
 
-    # each setting is its own sequence with local reminding, DP as configured
-    for name in rows:
-        visits = load_handoff(out / "seed0" / name / "handoffs" / "visit02_center_b.pt").visits
-        assert [v["reminding_source"] for v in visits] == ["local", "local"]
-        assert all((v["dp"] is None) == (name == "no_dp") for v in visits)
+    rows = json.loads((out / "n8" / "report" / "tradeoff.json").read_text())
+    assert list(rows) == SETTINGS
+    assert rows["dp_eps10_both_pre"]["epsilon"]["public_mni152"] is None  # the public visit: no DP, no epsilon
+    assert rows["dp_eps10_both_pre"]["epsilon"]["center_a"] == rows["dp_eps10_both"]["epsilon"]["center_a"]
+    report = json.loads((out / "n8" / "report" / "report.json").read_text())
+    assert report["privacy"]["dp_eps10_disc_pre"]["public_mni152"]["public"] is True
+    assert report["budget"]["methods"]["dp_eps10_disc_pre"]["public_generator_updates"] == 8  # 2 epochs of 8 / 2
+    assert "public data, no DP" in (out / "n8" / "report" / "report.md").read_text()
 
-    report = json.loads((out / "report" / "report.json").read_text())
-    md = (out / "report" / "report.md").read_text()
-    assert report["privacy"]["dp_eps10"]["center_b"]["epsilon"] == rows["dp_eps10"]["epsilon"]["center_b"]
-    assert "## Differential privacy" in md and str(rows["dp_eps10"]["epsilon"]["center_b"]) in md
-    table = (out / "report" / "tradeoff.md").read_text()
-    assert "TDGAN local, DP epsilon 10" in table and str(rows["dp_eps50"]["seconds_per_step"]) in table
+    # one public visit per seed, shared by every pretrained setting, which starts its centers' visits from it
+    public = out / "public_pretraining" / "seed0" / "handoff.pt"
+    for name in SETTINGS:
+        sequence = json.loads((out / "n8" / "seed0" / name / "sequence.json").read_text())
+        assert sequence.get("pretrained_from") == (str(public) if name.endswith("_pre") else None)
+        visits = load_handoff(sequence["final_handoff"]).visits
+        assert [v["centers"] for v in visits] == [["public_mni152"]] * name.endswith("_pre") + [
+            ["center_a"],
+            ["center_b"],
+        ]
+        assert [v["reminding_source"] for v in visits][-2:] == ["local", "local"]
+        assert all((v["dp"] or {}).get("mode") == points[name]["mode"] for v in visits[-2:])
+
+
+def test_the_settings_need_public_maps_for_the_discriminator_mode():
+    with pytest.raises(ValueError, match="discriminator with public label maps"):
+        settings_for([10.0], modes=["discriminator"])
+    names = list(settings_for([30.0, 3.0], modes=["both"], pretraining=[False]))
+    assert names == ["no_dp", "dp_eps30_both", "dp_eps3_both"]
