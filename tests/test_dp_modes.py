@@ -354,6 +354,8 @@ def test_discriminator_mode_accounts_the_discriminators_mechanism_alone(public_d
         acc.step(noise_multiplier=1.0, sample_rate=0.25)  # Opacus' accountant for the discriminator's steps alone
         engine.state.iteration = i
         privacy._iteration_completed(engine)
+        if i not in (1, privacy.planned_iterations // 2, privacy.planned_iterations):
+            continue  # each epsilon of the PRV accountant takes a second
         assert privacy.epsilon() == pytest.approx(acc.get_epsilon(privacy.delta), rel=1e-9)
         assert privacy.epsilon(i) == pytest.approx(acc.get_epsilon(privacy.delta), rel=1e-9)
         assert privacy.epsilon() < both.epsilon(i)  # at the same noise: one mechanism spends less than two
