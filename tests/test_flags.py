@@ -34,6 +34,7 @@ WORKFLOWS: dict[str, list[str]] = {
     "compare.json": ["compare.json"],
     "evaluate.json": ["evaluate.json"],
     "audit.json": ["audit.json"],
+    "dp.json": ["train.json", "dp.json"],
     "segmentation_evaluate.json": ["segmentation.json", "segmentation_evaluate.json"],
     "segmentation_inference.json": ["segmentation.json", "segmentation_inference.json"],
     "demo.json": ["compare.json", "demo.json"],
