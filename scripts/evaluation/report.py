@@ -384,21 +384,24 @@ def _privacy_section(report: dict[str, Any], label: dict[str, str]) -> list[str]
     out = ["## Differential privacy", ""]
     out += [
         "Per center, what its visit spent: (epsilon, delta)-DP for one training pair (label map and image) of that "
-        "center, both the discriminator's and the generator's updates privatised (docs/privacy.md). *Noise*: noise "
-        "multiplier per update; *Clip*: per-sample gradient bound; *Iterations*: done / planned (fewer when the "
-        "budget stopped the visit). A center trained without DP has no guarantee (–).",
+        "center (docs/privacy.md). *Mode*: which updates read the center's pairs under DP (both, or the "
+        "discriminator only, the generator then learning from public maps); *Noise*: noise multiplier per update; "
+        "*Clip*: per-sample gradient bound; *Iterations*: done / planned (fewer when the budget stopped the visit). "
+        "A center trained without DP has no guarantee (–); a public center needs none.",
         "",
     ]
     rows = []
     for name, per_center in records.items():
         for c, r in per_center.items():
-            if r is None:
-                rows.append([label.get(name, name), c, "–", "–", "no DP", "–", "–", "–", "–"])
+            if r is None or r.get("public"):
+                why = "public data" if r else "no DP"
+                rows.append([label.get(name, name), c, "–", "–", "–", why, "–", "–", "–", "–"])
                 continue
             rows.append(
                 [
                     label.get(name, name),
                     c,
+                    r.get("mode", "both"),
                     _fmt(r["epsilon"]),
                     _fmt(r["delta"]),
                     r["accountant"],
@@ -408,7 +411,8 @@ def _privacy_section(report: dict[str, Any], label: dict[str, str]) -> list[str]
                     "yes" if r["stopped_by_budget"] else "no",
                 ]
             )
-    header = ["Generator", "Center", "Epsilon", "Delta", "Accountant", "Noise", "Clip", "Iterations", "Budget stop"]
+    header = ["Generator", "Center", "Mode", "Epsilon", "Delta", "Accountant", "Noise", "Clip", "Iterations"]
+    header.append("Budget stop")
     return out + _table(header, rows)
 
 
