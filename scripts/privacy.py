@@ -18,7 +18,6 @@ import hashlib
 import logging
 import math
 import os
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -31,7 +30,6 @@ from torch.utils.data import DataLoader
 
 from scripts.flags import FlagError, flag
 from scripts.reminding import Reminder, RemindingBatch, complete_classes_fixed
-from scripts.sequence import VisitSequence, write_summary
 from scripts.trainer import CenterBatch, TDGANTrainer
 
 __all__ = [
@@ -39,7 +37,6 @@ __all__ = [
     "ACCOUNTANTS",
     "DP_DEFAULTS",
     "MODES",
-    "PretrainedSequence",
     "PrivateTDGANTrainer",
     "PrivateVisit",
     "is_public",
@@ -712,68 +709,3 @@ def visit_trainer(privacy: PrivateVisit, **kwargs: Any) -> TDGANTrainer:
     """The visit's trainer (configs/train.json): :py:class:`PrivateTDGANTrainer` when ``privacy`` is enabled, else
     :py:class:`~scripts.trainer.TDGANTrainer`."""
     return PrivateTDGANTrainer(privacy=privacy, **kwargs) if privacy.enabled else TDGANTrainer(**kwargs)
-
-
-class PretrainedSequence(VisitSequence):
-    """:py:class:`~scripts.sequence.VisitSequence` that starts from a hand-off instead of from scratch: public
-    pretraining (a visit with ``dp#public_data`` on a public center, e.g. the demo's MNI152 maps and images), then
-    the (DP) visits of the centers from its hand-off. ``sequence.json`` lists the centers' visits only, and names the
-    starting hand-off (``pretrained_from``); the final hand-off records every visit, the public one included
-    (:py:func:`privacy_records`: ``public: true``, no epsilon).
-
-    Set it on ``configs/train_sequential.json`` with ``sequence#_target_`` and ``sequence#handoff_in``.
-
-    Args:
-        handoff_in: the starting hand-off (None: from scratch, as ``VisitSequence``).
-        *args, **kwargs: those of ``VisitSequence``.
-
-    Raises:
-        PrivacySettingError: the starting hand-off already holds a center of the sequence (a private center under a
-            public center's name would share its code and records).
-    """
-
-    def __init__(self, *args: Any, handoff_in: str | os.PathLike | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.handoff_in = str(handoff_in) if handoff_in else None
-
-    def check_inputs(self) -> None:
-        """``VisitSequence``'s checks, and the starting hand-off's centers apart from the sequence's."""
-        from scripts.handoff import load_handoff
-
-        super().check_inputs()
-        if self.handoff_in:
-            clash = sorted(set(load_handoff(self.handoff_in).codes) & set(self.order))
-            if clash:
-                raise PrivacySettingError(
-                    f"the starting hand-off {self.handoff_in} already holds center(s) {clash} of this sequence; a "
-                    "public center must be named apart from the private ones."
-                )
-
-    def run(self) -> list[str]:
-        """Check the inputs, then run every visit from the starting hand-off; returns the hand-off paths in order and
-        writes ``sequence.json`` (VisitSequence.run's loop, which always starts from scratch)."""
-        from scripts.visit import run_visit
-
-        self.check_inputs()
-        handoff_in, records = self.handoff_in, []
-        for i, names in enumerate(self.visits):
-            out = self.handoff_path(i)
-            logger.info(f"[{i + 1}/{len(self.visits)}] {out.stem}: visiting {names} from {handoff_in or 'scratch'}.")
-            t0 = time.perf_counter()
-            run_visit(
-                [self.data_root / n for n in names],
-                self.output_dir / "visits" / out.stem,
-                handoff_in,
-                out,
-                {"check_data": False, **self.visit_overrides, "overwrite": not self.resume},
-                self.visit_config,
-                self.bundle_root,
-            )
-            logger.info(f"[{i + 1}/{len(self.visits)}] {out.stem}: done in {time.perf_counter() - t0:.1f} s -> {out}")
-            records.append({"centers": names, "handoff": str(out)})
-            handoff_in = str(out)
-        write_summary(
-            self.output_dir / "sequence.json", str(self.data_root), self.order, records, pretrained_from=self.handoff_in
-        )
-        logger.info(f"sequence complete (from {self.handoff_in or 'scratch'}): final hand-off {handoff_in}")
-        return [r["handoff"] for r in records]

@@ -23,9 +23,10 @@ from typing import Any
 from monai.bundle import ConfigParser
 
 from scripts.data.centers import read_center_order
-from scripts.data.checks import check_sequence_inputs
+from scripts.data.checks import InputError, check_sequence_inputs
 from scripts.files import atomic_write, check_inside
 from scripts.flags import flag
+from scripts.handoff import load_handoff
 from scripts.visit import BUNDLE_ROOT, run_visit
 
 __all__ = ["plan_visits", "handoff_name", "write_summary", "VisitSequence"]
@@ -87,6 +88,8 @@ class VisitSequence:
             continues where it stopped; an interrupted visit resumes from its own checkpoints; a hand-off some other
             run left is refused, see :py:class:`~scripts.resume.VisitGuard`); False retrains every visit and
             replaces its hand-off.
+        handoff_in: the hand-off the first visit starts from (None: from scratch), e.g. a generator pretrained on
+            public data (docs/privacy.md); it must not hold a center of this sequence already.
     """
 
     def __init__(
@@ -99,7 +102,9 @@ class VisitSequence:
         visit_overrides: dict[str, Any] | None = None,
         bundle_root: str | os.PathLike | None = None,
         resume: bool = True,
+        handoff_in: str | os.PathLike | None = None,
     ) -> None:
+        self.handoff_in = str(handoff_in) if handoff_in else None
         self.data_root = Path(data_root)
         self.output_dir = Path(output_dir)
         self.visit_config = visit_config
@@ -135,11 +140,18 @@ class VisitSequence:
         mapping = parser.get_parsed_content("label_mapping") if "label_mapping" in parser else None
         size = parser.get_parsed_content("spatial_size")
         check_sequence_inputs(self.data_root, self.order, settings, size, existing, label_mapping=mapping)
+        if self.handoff_in:
+            clash = sorted(set(load_handoff(self.handoff_in).codes) & set(self.order))
+            if clash:
+                raise InputError(
+                    f"the starting hand-off {self.handoff_in} already holds center(s) {clash} of this sequence; a "
+                    "center visited before must be named apart from the sequence's (e.g. a public center)."
+                )
 
     def run(self) -> list[str]:
         """Check the inputs, then run every visit; returns the hand-off paths in order and writes ``sequence.json``."""
         self.check_inputs()
-        handoff_in: str | None = None
+        handoff_in = self.handoff_in
         records = []
         for i, names in enumerate(self.visits):
             out = self.handoff_path(i)
@@ -160,6 +172,7 @@ class VisitSequence:
             logger.info(f"[{i + 1}/{len(self.visits)}] {tag}: done in {time.perf_counter() - t0:.1f} s -> {out}")
             records.append({"centers": names, "handoff": str(out)})
             handoff_in = str(out)
-        write_summary(self.output_dir / "sequence.json", str(self.data_root), self.order, records)
+        extra = {"pretrained_from": self.handoff_in} if self.handoff_in else {}
+        write_summary(self.output_dir / "sequence.json", str(self.data_root), self.order, records, **extra)
         logger.info(f"sequence complete: final hand-off {handoff_in}")
         return [r["handoff"] for r in records]

@@ -26,9 +26,11 @@ import torch
 from monai.data import DataLoader
 
 from scripts.data.centers import OnlineCenters
+from scripts.data.checks import InputError
 from scripts.handoff import load_handoff
 from scripts.networks import TDGANGenerator, TemporaryDiscriminators
 from scripts.reminding import Reminder
+from scripts.sequence import VisitSequence
 from scripts.trainer import CenterBatch, TDGANTrainer
 from tests.conftest import REPO, TINY, run_visit
 
@@ -37,7 +39,6 @@ from opacus.accountants import PRVAccountant, RDPAccountant  # noqa: E402
 from opacus.optimizers import DPOptimizer  # noqa: E402
 
 from scripts.privacy import (  # noqa: E402
-    PretrainedSequence,
     PrivacySettingError,
     PrivateTDGANTrainer,
     PrivateVisit,
@@ -519,7 +520,7 @@ def test_a_pretrained_sequence_refuses_a_starting_handoff_that_holds_one_of_its_
     root = tmp_path / "root"
     shutil.copytree(public_dir, root / "public_c")
     (root / "centers.json").write_text(json.dumps({"order": ["public_c"]}))
-    sequence = PretrainedSequence(
+    sequence = VisitSequence(
         root,
         tmp_path / "out",
         str(REPO / "configs" / "train.json"),
@@ -527,5 +528,5 @@ def test_a_pretrained_sequence_refuses_a_starting_handoff_that_holds_one_of_its_
         bundle_root=REPO,
         handoff_in=visits["public"],
     )
-    with pytest.raises(PrivacySettingError, match=r"already holds center\(s\) \['public_c'\]"):
+    with pytest.raises(InputError, match=r"already holds center\(s\) \['public_c'\]"):
         sequence.check_inputs()

@@ -119,8 +119,8 @@ def method_configs(
 ) -> dict[str, dict[str, Any]]:
     """Write one override file of the sequence config per setting (its visit overrides: local reminding and the
     ``dp`` section; a pretrained setting's sequence starts from ``<pretrained>/seed<seed>/handoff.pt``, the public
-    visit of its seed, through :py:class:`scripts.privacy.PretrainedSequence`) into ``folder``; returns the
-    evaluation's ``methods``."""
+    visit of its seed, as ``VisitSequence``'s ``handoff_in``) into ``folder``; returns the evaluation's
+    ``methods``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     methods = {}
@@ -135,7 +135,6 @@ def method_configs(
         if s.get("pretrained"):
             if pretrained is None:
                 raise ValueError(f"setting {name} is pretrained but no folder of public hand-offs was given.")
-            content["sequence#_target_"] = "scripts.privacy.PretrainedSequence"
             content["sequence#handoff_in"] = (
                 f"${str(Path(pretrained).resolve())!r} + '/seed' + str(@visit_overrides.get('seed', 0)) + '/handoff.pt'"
             )
