@@ -583,6 +583,7 @@ class HandoffSaver:
         bank = self._bank
         history = self.history.state_dict()["epochs"]
         dp = None if self.privacy is None else self.privacy.record(engine)
+        private = bool(dp) and not dp.get("public")
         summary = {
             "centers": self.visit.center_names,
             "codes": self.visit.codes,
@@ -605,8 +606,9 @@ class HandoffSaver:
                 if bank
                 else None
             ),
-            "final_losses": {} if dp else (history[-1] if history else {}),
-            "loss_history": [] if dp else history,
+            # a private visit's losses are not released (they are computed on the center's pairs without noise)
+            "final_losses": {} if private else (history[-1] if history else {}),
+            "loss_history": [] if private else history,
             "dp": dp,
         }
         out = self.visit.outgoing(bank, summary, software_versions(self.bundle_root))

@@ -399,6 +399,8 @@ def test_a_public_visit_is_recorded_as_public_and_spends_no_epsilon(visits: dict
     public = records["public_c"]
     assert public["public"] is True and public["epsilon"] is None and public["privatised"] == []
     assert public["iterations"] == load_handoff(visits["public"]).visits[-1]["iterations"] == 8
+    # a public visit's losses are released like any non-DP visit's (computed on public pairs)
+    assert len(load_handoff(visits["public"]).visits[-1]["loss_history"]) == 2
 
 
 @pytest.mark.parametrize("mode", ["both", "discriminator"])
