@@ -394,7 +394,7 @@ def _privacy_section(report: dict[str, Any], label: dict[str, str]) -> list[str]
     for name, per_center in records.items():
         for c, r in per_center.items():
             if r is None or r.get("public"):
-                why = "public data" if r else "no DP"
+                why = r.get("accountant", "public data") if r else "no DP"
                 rows.append([label.get(name, name), c, "–", "–", "–", why, "–", "–", "–", "–"])
                 continue
             rows.append(
