@@ -328,10 +328,10 @@ def load_site_settings(site: str | None = None, path: str | os.PathLike | None =
         settings.center_dir = Path(env_center).resolve()
     if data.get("label_mapping") is not None:
         try:
-            check_label_mapping(data["label_mapping"])
+            checked = check_label_mapping(data["label_mapping"])
         except InputError as e:
             raise SiteError(f"{source}: {e}") from e
-        settings.label_mapping = {str(k): v for k, v in data["label_mapping"].items()}
+        settings.label_mapping = {str(k): v for k, v in checked.items()}  # JSON's form: the visit identity's
     if "work_dir" in data:
         settings.work_dir = _folder(data["work_dir"], base, "work_dir", source)
     if "job_settings" in data:
