@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from monai.losses import PerceptualLoss as _MonaiPerceptualLoss
 from torch import nn
 
 __all__ = [
+    "ClassWeightedL1",
     "MonaiPerceptualNetwork",
     "PERCEPTUAL_HUB_REPO",
     "PerceptualLoss",
@@ -63,6 +64,46 @@ class PerceptualLoss(nn.Module):
             target_feats = self.features(target)
         pred_feats = self.features(prediction)
         return torch.stack([F.mse_loss(p, t) for p, t in zip(pred_feats, target_feats)]).mean()
+
+
+class ClassWeightedL1:
+    """The L1 term with each pixel weighted by its class in the label map: ``sum(w |p - t|) / sum(w)`` per image, then
+    the mean over images, so the term stays on the scale of the plain L1 and one image's value reads only its own
+    row (a per-sample loss, as a differentially private visit needs). Without weights it is ``F.l1_loss``.
+
+    pix2pix's L1 averages over pixels, so a small structure (a lesion of 1-2 % of the image) weighs little in it and
+    the generator under-renders its contrast; a weight above 1 for that class puts it back.
+
+    Args:
+        class_weights: class index -> weight (> 0; classes not named weigh 1), or None for the plain L1.
+        num_classes: the label maps' number of classes (each named class must be below it).
+    """
+
+    def __init__(self, class_weights: Mapping[int | str, float] | None, num_classes: int) -> None:
+        self.weights: torch.Tensor | None = None
+        if class_weights is None:
+            return
+        if not isinstance(class_weights, Mapping) or not class_weights:
+            raise ValueError(
+                f"l1_class_weights must be null or a non-empty {{class: weight}} map, got {class_weights!r}."
+            )
+        table = torch.ones(int(num_classes))
+        for key, value in class_weights.items():
+            cls = int(key) if isinstance(key, int | str) and str(key).strip().isdigit() else None
+            if cls is None or not 0 <= cls < num_classes:
+                raise ValueError(f"l1_class_weights: class {key!r} is not one of 0..{num_classes - 1}.")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < float(value) <= 1000:
+                raise ValueError(f"l1_class_weights: the weight of class {cls} must be in (0, 1000], got {value!r}.")
+            table[cls] = float(value)
+        self.weights = table
+
+    def __call__(self, prediction: torch.Tensor, target: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        if self.weights is None:
+            return F.l1_loss(prediction, target)
+        self.weights = self.weights.to(prediction.device)
+        w = self.weights[label.long()].expand_as(prediction)  # (B, 1, ...) label -> (B, C, ...) weights
+        per_image = (w * (prediction - target).abs()).flatten(1).sum(1) / w.flatten(1).sum(1)
+        return per_image.mean()
 
 
 PERCEPTUAL_HUB_REPO = "Project-MONAI/perceptual-models"

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from scripts.losses import ClassWeightedL1
 from scripts.networks import TemporaryDiscriminators, encode_condition
 from scripts.reminding import REMINDING_REDUCTIONS, Reminder, RemindingBatch
 from scripts.speed import Speed
@@ -91,10 +92,12 @@ class TDGANTrainer(Trainer):
         L_G = g_loss_scale * (digesting + w * reminding), discriminators frozen             backward_g
 
     with ``w = reminding_weight`` (``reminding_reduction`` ``mean``) or ``reminding_weight * (t - 1)`` (``sum``, over
-    the ``t - 1`` earlier centers). ``D_g`` sees ``y`` as ``D.condition(y, center)`` (with ``max_centers``, the label
-    x center one-hot). One reminding batch (a group's batch size or ``reminding_batch_size``) is drawn across all
-    earlier centers by the :py:class:`~scripts.reminding.Reminder`, which holds ``T``, so a step costs the same
-    however many centers came before. The settings and their measurements: docs/generator.md; speed switches:
+    the ``t - 1`` earlier centers); ``|.|`` is the mean absolute difference, each pixel weighted by its class in the
+    label map where ``l1_class_weights`` is set (:py:class:`~scripts.losses.ClassWeightedL1`). ``D_g`` sees ``y``
+    as ``D.condition(y, center)`` (with ``max_centers``, the label x center one-hot). One reminding batch (a group's
+    batch size or ``reminding_batch_size``) is drawn across all earlier centers by the
+    :py:class:`~scripts.reminding.Reminder`, which holds ``T``, so a step costs the same however many centers came
+    before. The settings and their measurements: docs/generator.md; speed switches:
     :py:class:`~scripts.speed.Speed`; the differentially private visit: ``scripts.privacy.PrivateTDGANTrainer``.
     """
 
@@ -111,6 +114,7 @@ class TDGANTrainer(Trainer):
         reminder: Reminder | None = None,  # None: nothing to remind (first visit, fine-tuning)
         gan_mode: str = "vanilla",  # or "lsgan" (see GAN_MODES)
         l1_weight: float = 100.0,
+        l1_class_weights: Mapping[int | str, float] | None = None,  # class -> weight in both L1 terms; None: plain L1
         perceptual_loss: torch.nn.Module | None = None,  # (pred, target) -> scalar; None: the term is off
         perceptual_weight: float = 10.0,
         reminding_weight: float = 1.0,  # 0: plain pix2pix fine-tuning
@@ -162,6 +166,7 @@ class TDGANTrainer(Trainer):
         self.reminder = reminder
         self.adversarial = PatchAdversarialLoss(criterion=GAN_MODES[gan_mode], no_activation_leastsq=True)
         self.l1_weight, self.perceptual_loss = l1_weight, perceptual_loss
+        self.l1 = ClassWeightedL1(l1_class_weights, self.num_classes)
         self.perceptual_weight = perceptual_weight if perceptual_loss is not None else 0.0
         self.reminding_weight, self.reminding_reduction = reminding_weight, reminding_reduction
         self.reminding_batch_size = reminding_batch_size
@@ -267,7 +272,7 @@ class TDGANTrainer(Trainer):
     def image_terms(self, groups: list[CenterBatch], fakes: list[Tensor]) -> tuple[Tensor, Tensor]:
         """The digesting terms against the real images: L1 and perceptual, summed over the groups (``backward_g``;
         the DP discriminator-only visit's generator reads no image)."""
-        l1 = sum(F.l1_loss(fake, g.image) for g, fake in zip(groups, fakes))
+        l1 = sum(self.l1(fake, g.image, g.label) for g, fake in zip(groups, fakes))
         with self.speed.scope("g_step.perceptual_digesting"):
             perceptual = sum(self.perceptual(fake, g.image) for g, fake in zip(groups, fakes))
         return l1, perceptual
@@ -288,7 +293,7 @@ class TDGANTrainer(Trainer):
         l1, perceptual = self.image_terms(groups, fakes)
         reminding = torch.zeros((), device=gan.device)
         if remind is not None:
-            reminding = self.l1_weight * F.l1_loss(remind_out, remind.target)
+            reminding = self.l1_weight * self.l1(remind_out, remind.target, remind.label)
             with self.speed.scope("g_step.perceptual_reminding"):  # T(y')'s features, cached where the reminder can
                 features = self.reminder.target_features(remind) if self.perceptual_weight != 0 else None
                 reminding = reminding + self.perceptual_weight * self.perceptual(remind_out, remind.target, features)

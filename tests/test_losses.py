@@ -21,7 +21,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.losses import PatchAdversarialLoss
 
-from scripts.losses import MonaiPerceptualNetwork, PerceptualLoss, VGG16Features
+from scripts.losses import ClassWeightedL1, MonaiPerceptualNetwork, PerceptualLoss, VGG16Features
 from scripts.trainer import GAN_MODES
 from tests.conftest import TRAIN
 from tests.random_weights_perceptual_hub import HUB_REPO_FOLDER, MARKER, write_random_weights_hub
@@ -194,3 +194,45 @@ def test_train_config_builds_the_perceptual_term_from_a_monai_perceptual_network
     assert isinstance(loss, PerceptualLoss) and loss.pairwise
     x = torch.rand(2, 1, 32, 32) * 2 - 1
     assert loss(x, x.flip(-1)).item() > 0
+
+
+def test_class_weighted_l1_is_the_plain_l1_without_weights_and_weighs_each_image_by_its_own_classes():
+    gen = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(3, 2, 6, 6, generator=gen), torch.rand(3, 2, 6, 6, generator=gen)
+    label = torch.randint(0, 4, (3, 1, 6, 6), generator=gen)
+    plain = torch.nn.functional.l1_loss(pred, target)
+    assert ClassWeightedL1(None, 4)(pred, target, label) == plain
+    assert torch.allclose(ClassWeightedL1({0: 1.0}, 4)(pred, target, label), plain)
+    weighted = ClassWeightedL1({"3": 5.0}, 4)
+    # by hand: per image sum(w |d|) / sum(w) over its channels and pixels, w = 5 on class 3 else 1; then the mean
+    w = torch.where(label == 3, 5.0, 1.0).expand_as(pred)
+    by_hand = torch.stack([(w[i] * (pred[i] - target[i]).abs()).sum() / w[i].sum() for i in range(3)]).mean()
+    assert torch.allclose(weighted(pred, target, label), by_hand)
+    assert not torch.allclose(weighted(pred, target, label), plain)
+    # one image's term reads only its own row: the batch's value is the mean of the images' values
+    alone = torch.stack([weighted(pred[i : i + 1], target[i : i + 1], label[i : i + 1]) for i in range(3)])
+    assert torch.allclose(weighted(pred, target, label), alone.mean())
+    # a larger error inside the weighted class costs more than the same error outside it
+    inside, outside = target.clone(), target.clone()
+    inside[label.expand_as(target) == 3] += 0.5
+    outside[(label.expand_as(target) == 1)] += 0.5
+    frac3, frac1 = (label == 3).float().mean(), (label == 1).float().mean()
+    assert weighted(target, inside, label) / frac3 > weighted(target, outside, label) / frac1
+
+
+@pytest.mark.parametrize(
+    "weights, match",
+    [
+        ({4: 2.0}, "class 4 is not one of 0..3"),
+        ({"lesion": 2.0}, "class 'lesion'"),
+        ({True: 2.0}, "class True"),
+        ({3: 0.0}, "weight of class 3"),
+        ({3: True}, "weight of class 3"),
+        ({3: 5000}, "weight of class 3"),
+        ([1, 1, 1, 5], "map"),
+        ({}, "map"),
+    ],
+)
+def test_class_weighted_l1_refuses_a_class_or_weight_it_cannot_use(weights, match):
+    with pytest.raises(ValueError, match=match):
+        ClassWeightedL1(weights, 4)

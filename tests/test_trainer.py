@@ -39,7 +39,7 @@ def _dataset(n: int, code: int, seed: int) -> list[dict]:
     ]
 
 
-def _trainer(reminder=None, reminding_weight=1.0, groups=1, seed=0) -> TDGANTrainer:
+def _trainer(reminder=None, reminding_weight=1.0, groups=1, seed=0, **kwargs) -> TDGANTrainer:
     torch.manual_seed(seed)
     gen = TDGANGenerator(spatial_dims=2, num_classes=K, max_centers=3, ngf=8, num_blocks=1)
     disc = TemporaryDiscriminators(count=groups, spatial_dims=2, num_classes=K, ndf=8)
@@ -54,6 +54,7 @@ def _trainer(reminder=None, reminding_weight=1.0, groups=1, seed=0) -> TDGANTrai
         d_optimizer=torch.optim.Adam(disc.parameters(), 2e-4, betas=(0.5, 0.999)),
         reminder=reminder,
         reminding_weight=reminding_weight,
+        **kwargs,
     )
 
 
@@ -154,6 +155,29 @@ def test_with_reminding_weight_zero_a_visit_is_plain_pix2pix_fine_tuning():
     reminded.run()
     diff = max((p - q).abs().max() for p, q in zip(reminded.g_network.parameters(), reference.parameters()))
     assert diff > 1e-6, "reminding weight 1 should change the update"
+
+
+def test_class_weights_reach_both_l1_terms_and_change_the_update():
+    """``l1_class_weights`` weighs the digesting L1 (against x) and the reminding L1 (against T(y')) by the label map's
+    classes; without it the trainer's terms are the plain L1."""
+    teacher = copy.deepcopy(_trainer(seed=1).g_network)
+    plain = _trainer(reminder=Reminder("local", [0], copy.deepcopy(teacher)))
+    weighted = _trainer(reminder=Reminder("local", [0], copy.deepcopy(teacher)), l1_class_weights={3: 10.0})
+    losses = {}
+    for name, trainer in (("plain", plain), ("weighted", weighted)):
+        g = trainer.prepare_groups(_first_batch(trainer))
+        remind = trainer.reminder.batch([b.label for b in g], BATCH)
+        fakes, r_out = trainer.generate(g, remind)
+        losses[name] = trainer.backward_g(g, fakes, r_out, remind)
+        if name == "plain":
+            assert torch.allclose(losses[name]["g_l1"], F.l1_loss(fakes[0], g[0].image))
+            assert torch.allclose(losses[name]["reminding"], 100 * F.l1_loss(r_out, remind.target), atol=1e-5)
+        else:
+            w = torch.where(g[0].label == 3, 10.0, 1.0)
+            by_hand = ((w * (fakes[0] - g[0].image).abs()).flatten(1).sum(1) / w.flatten(1).sum(1)).mean()
+            assert torch.allclose(losses[name]["g_l1"], by_hand)
+    for key in ("g_l1", "reminding"):
+        assert not torch.allclose(losses["plain"][key], losses["weighted"][key]), key
 
 
 def test_reminding_batch_has_constant_size_whatever_the_number_of_earlier_centers():
