@@ -89,7 +89,8 @@ class ClassWeightedL1:
             )
         table = torch.ones(int(num_classes))
         for key, value in class_weights.items():
-            cls = int(key) if isinstance(key, int | str) and str(key).strip().isdigit() else None
+            text = str(key).strip() if isinstance(key, int | str) and not isinstance(key, bool) else ""
+            cls = int(text) if text.isascii() and text.isdigit() else None
             if cls is None or not 0 <= cls < num_classes:
                 raise ValueError(f"l1_class_weights: class {key!r} is not one of 0..{num_classes - 1}.")
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < float(value) <= 1000:

@@ -180,6 +180,8 @@ class TDGANTrainer(Trainer):
         self.precision, self.memory_format = self.speed, self.speed.memory_format  # as tools/ and resume read them
         perceptual = f"on: weight {perceptual_weight}." if perceptual_loss else "off: no feature network configured."
         logger.info(f"perceptual term {perceptual}")
+        if l1_class_weights is not None:
+            logger.info(f"L1 terms weighted by the label map's class: {dict(l1_class_weights)} (other classes 1).")
         if not self.reminding_on:
             logger.info(f"reminding off ({'no earlier center' if reminder is None else 'reminding_weight 0'}).")
         else:

@@ -226,6 +226,7 @@ def test_class_weighted_l1_is_the_plain_l1_without_weights_and_weighs_each_image
         ({4: 2.0}, "class 4 is not one of 0..3"),
         ({"lesion": 2.0}, "class 'lesion'"),
         ({True: 2.0}, "class True"),
+        ({"\u00b3": 2.0}, "class"),
         ({3: 0.0}, "weight of class 3"),
         ({3: True}, "weight of class 3"),
         ({3: 5000}, "weight of class 3"),

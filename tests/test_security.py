@@ -145,6 +145,17 @@ def test_the_job_allow_list_holds_only_plain_settings_of_train_json_with_their_d
         ({"spatial_size": [32, 32, 32, 32]}, "spatial_size"),
         ('{"lr": NaN}', "NaN"),
         ("[1, 2]", "JSON object"),
+        ({"l1_class_weights": {"3": 0}}, "l1_class_weights"),
+        ({"l1_class_weights": {"3": 5000}}, "l1_class_weights"),
+        ({"l1_class_weights": {"3": True}}, "l1_class_weights"),
+        ({"l1_class_weights": {"lesion": 10}}, "l1_class_weights"),
+        ({"l1_class_weights": {"-1": 10}}, "l1_class_weights"),
+        ({"l1_class_weights": {"256": 10}}, "l1_class_weights"),
+        ({"l1_class_weights": {" 3": 10}}, "l1_class_weights"),
+        ({"l1_class_weights": {"3": {"_target_": "os.system"}}}, "l1_class_weights"),
+        ({"l1_class_weights": {}}, "l1_class_weights"),
+        ({"l1_class_weights": [1, 1, 1, 10]}, "l1_class_weights"),
+        ({"l1_class_weights": "$__import__('os')"}, "l1_class_weights"),
     ],
 )
 def test_a_job_setting_outside_the_allow_list_or_its_range_is_refused_in_one_line(overrides: Any, key: str):
@@ -158,6 +169,8 @@ def test_plain_settings_in_range_pass_and_are_normalised():
     got = job_overrides('{"ngf":8,"spatial_size":[32,32],"lr":1,"amp_dtype":null,"reminding_source":"local"}')
     assert got == {"ngf": 8, "spatial_size": [32, 32], "lr": 1.0, "amp_dtype": None, "reminding_source": "local"}
     assert isinstance(got["lr"], float)
+    assert job_overrides('{"l1_class_weights":{"3":10,"007":2.5}}') == {"l1_class_weights": {"3": 10.0, "7": 2.5}}
+    assert job_overrides('{"l1_class_weights":null}') == {"l1_class_weights": None}
 
 
 def test_the_site_refuses_a_hostile_job_before_nvflare_or_any_config_starts(

@@ -46,7 +46,8 @@ class Setting:
     """One setting the job may choose: its JSON kind and its allowed range.
 
     Attributes:
-        kind: ``"int"``, ``"float"``, ``"bool"``, ``"enum"`` or ``"int_list"``.
+        kind: ``"int"``, ``"float"``, ``"bool"``, ``"enum"``, ``"int_list"``, ``"object"`` or ``"class_weights"``
+            (null, or a JSON object of at most 64 class indices ``"0"``-``"255"`` -> a number in (0, ``high``]).
         low: smallest allowed number (ints, floats, list items).
         high: largest allowed number.
         low_open: ``low`` itself is excluded (e.g. a learning rate > 0).
@@ -70,6 +71,10 @@ class Setting:
             return "true or false"
         if self.kind == "enum":
             return "one of " + ", ".join(json.dumps(c) for c in self.choices)
+        if self.kind == "class_weights":
+            return (
+                f'null or an object of class indices to weights, e.g. {{"3": 10}}, each weight > 0 and <= {self.high:g}'
+            )
         if self.kind == "object":
             return f"an object with keys among {', '.join(self.keys)}, each a number, a boolean or a list of numbers"
         low = f"{'>' if self.low_open else '>='} {self.low:g}"
@@ -91,6 +96,12 @@ class Setting:
             return isinstance(value, bool)
         if self.kind == "enum":
             return any(value is c or (type(value) is type(c) and value == c) for c in self.choices)
+        if self.kind == "class_weights":
+            return value is None or (
+                isinstance(value, dict)
+                and 0 < len(value) <= 64
+                and all(_class_index(k) is not None and self._number_ok(v, integer=False) for k, v in value.items())
+            )
         if self.kind == "object":
             return (
                 isinstance(value, dict)
@@ -107,9 +118,18 @@ class Setting:
 
     def normalise(self, value: Any) -> Any:
         """The value as the visit config expects it (an integral number for a float setting becomes a float)."""
+        if self.kind == "class_weights":
+            return None if value is None else {str(_class_index(k)): float(v) for k, v in value.items()}
         if self.kind == "object":
             return {k: list(v) if isinstance(v, list) else v for k, v in value.items()}
         return float(value) if self.kind == "float" else list(value) if self.kind == "int_list" else value
+
+
+def _class_index(key: Any) -> int | None:
+    """A label class index 0-255 written as JSON object keys are (decimal digits only), else None."""
+    if not isinstance(key, str) or not key.isascii() or not key.isdigit() or len(key) > 3 or int(key) > 255:
+        return None
+    return int(key)
 
 
 def _plain_value(value: Any) -> bool:
@@ -153,6 +173,7 @@ JOB_SETTINGS: dict[str, Setting] = {
     "lr": _float(0.0, 1.0, low_open=True),
     "gan_mode": Setting("enum", choices=tuple(GAN_MODES)),
     "l1_weight": _float(0.0, 1e6),
+    "l1_class_weights": Setting("class_weights", 0.0, 1000.0, low_open=True),
     "perceptual_weight": _float(0.0, 1e6),
     "reminding_source": Setting("enum", choices=tuple(REMINDING_SOURCES)),
     "reminding_weight": _float(0.0, 1e6),
