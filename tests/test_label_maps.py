@@ -147,6 +147,35 @@ def test_stretched_lesions_change_shape_and_still_land_inside_the_host_class():
     assert "stretched by up to +-0.5" in made.provenance[0]["chain"][-1]
 
 
+def _thin_brain_maps() -> torch.Tensor:
+    """Two 32x32 maps whose brain is a band 4 pixels high with CSF above and below (background around): each holds
+    a 6x6 lesion that fits nowhere wholly inside the other's brain."""
+    maps = torch.zeros(2, 1, 32, 32, dtype=torch.uint8)
+    maps[:, 0, 6:26, 2:30] = 2  # CSF
+    maps[:, 0, 14:18, 2:30] = 1  # a thin brain band
+    maps[0, 0, 12:18, 4:10] = 3  # the lesions: over the band and the CSF above it, as at a ventricle's edge
+    maps[1, 0, 12:18, 20:26] = 3
+    return maps
+
+
+def test_a_lesion_that_fits_nowhere_inside_the_host_is_dropped_or_reaches_over_a_neighbouring_class():
+    src = _thin_brain_maps()
+    still = {"rotate": 0.0, "scale": 0.0, "translate": 0.0, "elastic_magnitude": 0.0, "lesion_stretch": 0.0}
+    dropped = new_label_maps(src, 6, seed=1, relocatable=[3], hosts=[1], ceiling=1.0, **still)
+    assert int((dropped.maps == 3).sum()) == 0  # the default: dropped, so large lesions go missing
+    assert "1 dropped: no such place" in dropped.provenance[0]["chain"][-1]
+    made = new_label_maps(src, 6, seed=1, relocatable=[3], hosts=[1], ceiling=1.0, lesion_spill=0.4, **still)
+    for m in made.maps[:, 0]:
+        lesion = m == 3
+        assert int(lesion.sum()) == 36  # placed whole
+        under = src[0, 0][lesion]  # both anatomies are alike once their lesion is filled: band 14-17, CSF around
+        brain_rows = lesion[14:18].sum()
+        assert brain_rows >= 0.6 * 36 and bool((under == 0).any()) is False  # at most 40 % outside, none on background
+    assert "reaching over neighbouring classes, at most 0.4" in made.provenance[0]["chain"][-1]
+    with pytest.raises(ValueError, match="lesion_spill must be a number in \\[0, 1\\)"):
+        new_label_maps(src, 1, relocatable=[3], hosts=[1], lesion_spill=1.0)
+
+
 def _top_half_lesions(n: int = 12) -> torch.Tensor:
     """``n`` 32x32 maps of one large brain square whose single 2x2 lesion always lies in its top rows."""
     maps = torch.zeros(n, 1, 32, 32, dtype=torch.uint8)

@@ -484,22 +484,30 @@ def _place(
     allowed: np.ndarray,
     rng: np.random.Generator,
     prior: np.ndarray | None = None,
-) -> bool:
+    spill: float = 0.0,
+) -> int:
     """Paste ``component`` (cropped, 0 outside it) into ``target`` at a random offset where all its pixels fall on
     ``allowed`` (uniformly among them, or with probability proportional to ``prior`` at the component's centre);
-    ``allowed`` loses the pasted pixels. False when no such offset exists."""
+    ``allowed`` loses the pasted pixels. Where no such offset exists and ``spill`` > 0: at an offset where at most
+    that fraction of it falls outside ``allowed``, all of it on non-background pixels of ``target`` (a large lesion
+    reaching into a neighbouring class, as real ones do, instead of being dropped). Returns 0 when it was not
+    placed, 1 when wholly inside, 2 when partly outside ``allowed``."""
     kernel = component > 0
     if any(k > s for k, s in zip(kernel.shape, allowed.shape)):
-        return False
+        return 0
     conv = F.conv2d if allowed.ndim == 2 else F.conv3d
-    # number of allowed pixels under the component at every offset (cross-correlation, no padding)
-    hits = conv(
-        torch.from_numpy(allowed.astype(np.float32))[None, None],
-        torch.from_numpy(kernel.astype(np.float32))[None, None],
-    )[0, 0]
-    offsets = (hits >= float(kernel.sum()) - 0.5).nonzero()
+    weights = torch.from_numpy(kernel.astype(np.float32))[None, None]
+
+    def under(mask: np.ndarray) -> torch.Tensor:  # pixels of ``mask`` under the component at every offset
+        return conv(torch.from_numpy(mask.astype(np.float32))[None, None], weights)[0, 0]
+
+    size = float(kernel.sum())
+    hits = under(allowed)
+    offsets, placed = (hits >= size - 0.5).nonzero(), 1
+    if len(offsets) == 0 and spill > 0:
+        offsets, placed = ((hits >= (1.0 - spill) * size - 0.5) & (under(target > 0) >= size - 0.5)).nonzero(), 2
     if len(offsets) == 0:
-        return False
+        return 0
     if prior is None:
         pick = int(rng.integers(len(offsets)))
     else:
@@ -510,7 +518,7 @@ def _place(
     box = tuple(slice(s, s + k) for s, k in zip(start, kernel.shape))
     target[box] = np.where(kernel, component, target[box])
     allowed[box] &= ~kernel
-    return True
+    return placed
 
 
 def _spatial_transforms(
@@ -587,17 +595,20 @@ def _with_lesions(
     rng: np.random.Generator,
     stretch: float,
     prior: np.ndarray | None,
+    spill: float = 0.0,
 ) -> tuple[np.ndarray, str]:
-    """``anatomy`` with ``parts`` (lesion components) each stretched, flipped/turned and placed inside ``hosts``;
-    and the chain's description of it."""
+    """``anatomy`` with ``parts`` (lesion components) each stretched, flipped/turned and placed inside ``hosts``
+    (up to ``spill`` of a component outside them where it fits nowhere wholly inside); and the chain's description."""
     out = anatomy.copy()
     allowed = np.isin(out, hosts)
-    placed = sum(_place(out, _turn(_stretch(p, stretch, rng), rng), allowed, rng, prior) for p in parts)
+    how = [_place(out, _turn(_stretch(p, stretch, rng), rng), allowed, rng, prior, spill) for p in parts]
+    placed, spilled = sum(h > 0 for h in how), sum(h == 2 for h in how)
     where = "where the center's smoothed lesion prior puts them" if prior is not None else "uniformly"
     shape = f"stretched by up to +-{stretch} along each axis, " if stretch > 0 else ""
     return out, (
         f"{placed} connected component(s) of classes {list(relocatable)} from {origin}, each {shape}flipped/turned at "
         f"random and moved to a random place ({where}) inside classes {list(hosts)}"
+        + (f" ({spilled} reaching over neighbouring classes, at most {spill:g} of each)" if spilled else "")
         + (f" ({len(parts) - placed} dropped: no such place)" if placed < len(parts) else "")
     )
 
@@ -623,6 +634,7 @@ def new_label_maps(
     lesion_stretch: float = 0.2,
     lesion_prior_sigma: float | None = 0.1,
     ceiling_by_content: bool = True,
+    lesion_spill: float = 0.0,
 ) -> NewLabelMaps:
     """``count`` new label maps made from a center's own maps, each within the ceiling of every source map.
 
@@ -630,7 +642,8 @@ def new_label_maps(
     each of ``flip_axes`` (MONAI ``RandFlip``), one elastic + affine deformation (``Rand2DElastic`` /
     ``Rand3DElastic``, nearest-neighbour, background outside); then the connected components of the relocatable
     classes of another source map, each flipped/turned at random and moved to a random offset where it lies wholly
-    inside the ``hosts`` classes of the new anatomy (a component with no such place is dropped), optionally stretched
+    inside the ``hosts`` classes of the new anatomy (a component with no such place is placed partly over neighbouring
+    non-background classes with ``lesion_spill``, else dropped), optionally stretched
     along each axis (``lesion_stretch``) and placed where the center's lesions occur (``lesion_prior_sigma``:
     :func:`lesion_prior`). A candidate closer to any source than the ceiling allows (:meth:`Ceiling.excess`: in the
     mean foreground Dice or in one class's Dice) gets its lesions placed again (up to ``lesion_placements`` placements
@@ -676,6 +689,9 @@ def new_label_maps(
         lesion_prior_sigma: None: lesions go anywhere inside the hosts (uniformly); a number: placed with
             probability following :func:`lesion_prior` of the sources, smoothed by this fraction of the side.
         ceiling_by_content: calibrate the mean ceiling per set of classes a map holds (:func:`calibrate_ceiling`).
+        lesion_spill: 0 (default): a component that fits nowhere wholly inside the hosts is dropped, which drops the
+            largest lesions most often; in (0, 1): it is placed where at most this fraction of it lies outside the
+            hosts (over other non-background classes, which it then covers).
 
     Returns:
         the maps (uint8 (count, 1, *spatial)), their similarity to their nearest source, and their provenance.
@@ -696,6 +712,8 @@ def new_label_maps(
         raise ValueError(f"lesion_placements must be an integer >= 1, got {lesion_placements!r}.")
     if not 0.0 <= float(lesion_stretch) < 1.0:
         raise ValueError(f"lesion_stretch must be in [0, 1), got {lesion_stretch!r}.")
+    if isinstance(lesion_spill, bool) or not isinstance(lesion_spill, int | float) or not 0.0 <= lesion_spill < 1.0:
+        raise ValueError(f"lesion_spill must be a number in [0, 1), got {lesion_spill!r}.")
     if lesion_prior_sigma is not None and not 0.0 < float(lesion_prior_sigma) <= 1.0:
         raise ValueError(f"lesion_prior_sigma must be null (uniform) or in (0, 1], got {lesion_prior_sigma!r}.")
     relocatable, hosts = [int(c) for c in relocatable], [int(c) for c in hosts]
@@ -748,7 +766,15 @@ def new_label_maps(
                 candidate, placed = anatomy, []
                 if relocatable:
                     candidate, described_lesions = _with_lesions(
-                        anatomy, parts, origin, relocatable, hosts, rng, float(lesion_stretch), prior
+                        anatomy,
+                        parts,
+                        origin,
+                        relocatable,
+                        hosts,
+                        rng,
+                        float(lesion_stretch),
+                        prior,
+                        float(lesion_spill),
                     )
                     placed = [described_lesions]
                 candidate_t = torch.from_numpy(candidate[None])[None]
