@@ -424,19 +424,18 @@ def test_a_dp_visit_after_public_pretraining_spends_exactly_what_it_spends_from_
 
 
 def test_configs_dp_json_is_the_recommended_setting_and_runs_a_visit_after_public_pretraining(
-    demo_root: Path, public_dir: Path, visits: dict[str, Path], tmp_path: Path
+    demo_root: Path, visits: dict[str, Path], tmp_path: Path
 ):
     from scripts.visit import run_visit as bundle_visit
 
     recommended = json.loads((REPO / "configs" / "dp.json").read_text())
-    assert recommended["dp#mode"] == "discriminator" and recommended["dp#target_epsilon"] == 10.0
-    assert "provisional" in recommended["comment"]
+    assert recommended["dp#mode"] == "both" and recommended["dp#target_epsilon"] == 10.0
+    assert "provisional" in recommended["comment"] and recommended["reminding_source"] == "local"
     configs = [str(REPO / "configs" / f) for f in ("train.json", "dp.json")]
-    settings = {**TINY, "dp#public_label_maps": str(public_dir)}  # the test's public maps for the demo's MNI152 ones
-    bundle_visit([demo_root / "center_b"], tmp_path, visits["public"], None, settings, configs, REPO)
+    bundle_visit([demo_root / "center_b"], tmp_path, visits["public"], None, TINY, configs, REPO)
     records = privacy_records(tmp_path / "handoff.pt")
     assert records["public_c"]["public"] is True
-    assert records["center_b"]["mode"] == "discriminator" and 9.5 <= records["center_b"]["epsilon"] <= 10.0
+    assert records["center_b"]["mode"] == "both" and 9.5 <= records["center_b"]["epsilon"] <= 10.0
 
 
 # --- refusals ---------------------------------------------------------------------------------------------------------
