@@ -71,8 +71,8 @@ class ClassWeightedL1:
     the mean over images, so the term stays on the scale of the plain L1 and one image's value reads only its own
     row (a per-sample loss, as a differentially private visit needs). Without weights it is ``F.l1_loss``.
 
-    pix2pix's L1 averages over pixels, so a small structure (a lesion of 1-2 % of the image) weighs little in it and
-    the generator under-renders its contrast; a weight above 1 for that class puts it back.
+    pix2pix's L1 averages over pixels, so a small structure (a lesion of 1-2 % of the image) weighs little in it; a
+    weight above 1 for its class makes it count more (what that did on the demo: docs/generator.md).
 
     Args:
         class_weights: class index -> weight (> 0; classes not named weigh 1), or None for the plain L1.
