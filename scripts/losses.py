@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from monai.losses import PerceptualLoss as _MonaiPerceptualLoss
 from torch import nn
 
+from scripts.data.checks import InputError
+
 __all__ = [
     "ClassWeightedL1",
     "MonaiPerceptualNetwork",
@@ -77,6 +79,9 @@ class ClassWeightedL1:
     Args:
         class_weights: class index -> weight (> 0; classes not named weigh 1), or None for the plain L1.
         num_classes: the label maps' number of classes (each named class must be below it).
+
+    Raises:
+        InputError: not a map, a class outside 0..num_classes - 1, or a weight outside (0, 1000] (one line).
     """
 
     def __init__(self, class_weights: Mapping[int | str, float] | None, num_classes: int) -> None:
@@ -84,7 +89,7 @@ class ClassWeightedL1:
         if class_weights is None:
             return
         if not isinstance(class_weights, Mapping) or not class_weights:
-            raise ValueError(
+            raise InputError(
                 f"l1_class_weights must be null or a non-empty {{class: weight}} map, got {class_weights!r}."
             )
         table = torch.ones(int(num_classes))
@@ -92,9 +97,9 @@ class ClassWeightedL1:
             text = str(key).strip() if isinstance(key, int | str) and not isinstance(key, bool) else ""
             cls = int(text) if text.isascii() and text.isdigit() else None
             if cls is None or not 0 <= cls < num_classes:
-                raise ValueError(f"l1_class_weights: class {key!r} is not one of 0..{num_classes - 1}.")
+                raise InputError(f"l1_class_weights: class {key!r} is not one of 0..{num_classes - 1}.")
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < float(value) <= 1000:
-                raise ValueError(f"l1_class_weights: the weight of class {cls} must be in (0, 1000], got {value!r}.")
+                raise InputError(f"l1_class_weights: the weight of class {cls} must be in (0, 1000], got {value!r}.")
             table[cls] = float(value)
         self.weights = table
 

@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from scripts.data.checks import InputError
 from scripts.losses import ClassWeightedL1
 from scripts.networks import TemporaryDiscriminators, encode_condition
 from scripts.reminding import REMINDING_REDUCTIONS, Reminder, RemindingBatch
@@ -131,14 +132,14 @@ class TDGANTrainer(Trainer):
         **workflow: Any,  # the rest of MONAI's Trainer: epoch_length, non_blocking, iteration_update, ...
     ) -> None:
         if gan_mode not in GAN_MODES:
-            raise ValueError(f"gan_mode must be one of {sorted(GAN_MODES)}, got {gan_mode!r}.")
+            raise InputError(f"gan_mode must be one of {sorted(GAN_MODES)}, got {gan_mode!r}.")
         if reminding_reduction not in REMINDING_REDUCTIONS:
-            raise ValueError(
+            raise InputError(
                 f"reminding_reduction must be one of {REMINDING_REDUCTIONS}, got {reminding_reduction!r}: 'mean' "
                 "weighs the one reminding batch by reminding_weight, 'sum' by reminding_weight x earlier centers."
             )
         if reminding_batch_size is not None and (isinstance(reminding_batch_size, bool) or reminding_batch_size < 1):
-            raise ValueError(f"reminding_batch_size must be null or an integer >= 1, got {reminding_batch_size!r}.")
+            raise InputError(f"reminding_batch_size must be null or an integer >= 1, got {reminding_batch_size!r}.")
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -151,7 +152,7 @@ class TDGANTrainer(Trainer):
             **workflow,
         )
         if self.state.epoch_length == 0:
-            raise ValueError(
+            raise InputError(
                 f"no full training batch: each center online has fewer training items than batch_size="
                 f"{getattr(train_data_loader, 'batch_size', '?')} (the last incomplete batch is dropped)."
             )

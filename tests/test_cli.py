@@ -61,6 +61,10 @@ def runs(demo_root: Path, finished: Path, tmp_path_factory: pytest.TempPathFacto
     commands = {
         "bad_boolean": (visit_command(dataset_dir=center_a, output_dir=tmp / "b", amp="maybe", **SHORT), {}),
         "missing_center": (visit_command(dataset_dir=tmp / "center_x", output_dir=tmp / "m", **SHORT), {}),
+        "bad_loss_setting": (
+            visit_command(dataset_dir=center_a, output_dir=tmp / "w", l1_class_weights='{"9":2}', **SHORT),
+            {},
+        ),
         "overwrite_false": (visit_command(inference, overwrite="false", **synthesis), {}),
         "finished": (visit_command(dataset_dir=center_a, output_dir=finished, **TINY), {}),
     }
@@ -86,6 +90,15 @@ def test_a_bad_boolean_is_refused_in_one_line_before_anything_is_written(runs: d
     )
     assert "Traceback" not in done.stderr and "Failed to evaluate" not in done.stderr
     assert not (runs["tmp"] / "b").exists()
+
+
+def test_a_training_setting_the_trainer_refuses_ends_in_its_one_line(runs: dict):
+    """A loss setting checked where the trainer is built (here a class the label maps do not have) is the last line,
+    not MONAI's wrapping traceback."""
+    done = runs["results"]["bad_loss_setting"]
+    assert done.returncode != 0
+    assert _last_line(done) == "error: l1_class_weights: class '9' is not one of 0..3."
+    assert "Traceback" not in done.stderr and "Failed to instantiate" not in done.stderr
 
 
 def test_a_missing_center_folder_is_the_last_line(runs: dict):
