@@ -65,6 +65,15 @@ def runs(demo_root: Path, finished: Path, tmp_path_factory: pytest.TempPathFacto
             visit_command(dataset_dir=center_a, output_dir=tmp / "w", l1_class_weights='{"9":2}', **SHORT),
             {},
         ),
+        "bad_label_map_setting": (
+            visit_command(
+                dataset_dir=center_a,
+                output_dir=tmp / "l",
+                label_map_settings='{"relocatable":[3],"hosts":[1],"lesion_spill":1.5}',
+                **SHORT,
+            ),
+            {},
+        ),
         "overwrite_false": (visit_command(inference, overwrite="false", **synthesis), {}),
         "finished": (visit_command(dataset_dir=center_a, output_dir=finished, **TINY), {}),
     }
@@ -92,13 +101,17 @@ def test_a_bad_boolean_is_refused_in_one_line_before_anything_is_written(runs: d
     assert not (runs["tmp"] / "b").exists()
 
 
-def test_a_training_setting_the_trainer_refuses_ends_in_its_one_line(runs: dict):
-    """A loss setting checked where the trainer is built (here a class the label maps do not have) is the last line,
-    not MONAI's wrapping traceback."""
+def test_a_training_setting_the_trainer_or_the_label_bank_refuses_ends_in_its_one_line(runs: dict):
+    """A loss setting checked where the trainer is built (here a class the label maps do not have), and a label-map
+    setting out of range, are the last line, not MONAI's wrapping traceback."""
     done = runs["results"]["bad_loss_setting"]
     assert done.returncode != 0
     assert _last_line(done) == "error: l1_class_weights: class '9' is not one of 0..3."
     assert "Traceback" not in done.stderr and "Failed to instantiate" not in done.stderr
+    done = runs["results"]["bad_label_map_setting"]  # checked where the visit makes its label bank, before training
+    assert done.returncode != 0
+    assert _last_line(done) == "error: lesion_spill must be a number in [0, 1), got 1.5."
+    assert "Traceback" not in done.stderr and "Epoch[1]" not in done.stderr
 
 
 def test_a_missing_center_folder_is_the_last_line(runs: dict):

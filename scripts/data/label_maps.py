@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from monai.transforms import Rand2DElastic, Rand3DElastic, RandFlip
 from scipy import ndimage
 
+from scripts.data.checks import InputError
+
 __all__ = [
     "DEFAULT_QUANTILE",
     "DEFAULT_CLASS_QUANTILE",
@@ -331,7 +333,7 @@ def calibrate_ceiling(
     """
     for name, value in (("ceiling_quantile", quantile), ("ceiling_class_quantile", class_quantile)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
-            raise ValueError(f"{name} must be a number in (0, 1], got {value!r}.")
+            raise InputError(f"{name} must be a number in (0, 1], got {value!r}.")
     nearest, per_class = nearest_other_subject(maps, subjects)
     groups = _subject_groups(subjects, maps.shape[0])
     mean = _quantile(nearest, quantile)
@@ -376,7 +378,7 @@ def resolve_ceiling(
     if ceiling is None:
         return calibrate_ceiling(sources, subjects, ceiling_quantile, ceiling_class_quantile, ceiling_by_content)
     if isinstance(ceiling, bool) or not isinstance(ceiling, (int, float)) or not 0.0 < float(ceiling) <= 1.0:
-        raise ValueError(f"ceiling must be null (calibrated) or a number in (0, 1], got {ceiling!r}.")
+        raise InputError(f"ceiling must be null (calibrated) or a number in (0, 1], got {ceiling!r}.")
     return Ceiling(float(ceiling))
 
 
@@ -697,33 +699,33 @@ def new_label_maps(
         the maps (uint8 (count, 1, *spatial)), their similarity to their nearest source, and their provenance.
 
     Raises:
-        ValueError: malformed sources or settings.
+        ValueError: malformed sources; InputError (a ValueError, one line): a setting out of range.
         LabelMapTooCloseError: ``max_draws`` candidates in a row were all closer to a source than the ceiling allows,
             naming the ceiling and the best similarity reached; or a calibration from maps of fewer than 2 subjects.
     """
     _check_maps(sources, "new_label_maps sources")
     if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}.")
+        raise InputError(f"count must be >= 0, got {count}.")
     if max_draws < 1:
-        raise ValueError(f"max_draws must be >= 1, got {max_draws}.")
+        raise InputError(f"max_draws must be >= 1, got {max_draws}.")
     if not isinstance(ceiling_by_content, bool):
-        raise ValueError(f"ceiling_by_content must be true or false, got {ceiling_by_content!r}.")
+        raise InputError(f"ceiling_by_content must be true or false, got {ceiling_by_content!r}.")
     if isinstance(lesion_placements, bool) or not isinstance(lesion_placements, int) or lesion_placements < 1:
-        raise ValueError(f"lesion_placements must be an integer >= 1, got {lesion_placements!r}.")
+        raise InputError(f"lesion_placements must be an integer >= 1, got {lesion_placements!r}.")
     if not 0.0 <= float(lesion_stretch) < 1.0:
-        raise ValueError(f"lesion_stretch must be in [0, 1), got {lesion_stretch!r}.")
+        raise InputError(f"lesion_stretch must be in [0, 1), got {lesion_stretch!r}.")
     if isinstance(lesion_spill, bool) or not isinstance(lesion_spill, int | float) or not 0.0 <= lesion_spill < 1.0:
-        raise ValueError(f"lesion_spill must be a number in [0, 1), got {lesion_spill!r}.")
+        raise InputError(f"lesion_spill must be a number in [0, 1), got {lesion_spill!r}.")
     if lesion_prior_sigma is not None and not 0.0 < float(lesion_prior_sigma) <= 1.0:
-        raise ValueError(f"lesion_prior_sigma must be null (uniform) or in (0, 1], got {lesion_prior_sigma!r}.")
+        raise InputError(f"lesion_prior_sigma must be null (uniform) or in (0, 1], got {lesion_prior_sigma!r}.")
     relocatable, hosts = [int(c) for c in relocatable], [int(c) for c in hosts]
     if relocatable and not hosts:
-        raise ValueError(f"relocatable classes {relocatable} need host classes to move them into (e.g. hosts=[1]).")
+        raise InputError(f"relocatable classes {relocatable} need host classes to move them into (e.g. hosts=[1]).")
     if set(relocatable) & set(hosts) or 0 in relocatable:
-        raise ValueError(f"relocatable classes {relocatable} must exclude 0 and the host classes {hosts}.")
+        raise InputError(f"relocatable classes {relocatable} must exclude 0 and the host classes {hosts}.")
     spatial_dims, spatial_size = sources.ndim - 2, tuple(sources.shape[2:])
     if any(not 0 <= int(a) < spatial_dims for a in flip_axes):
-        raise ValueError(f"flip_axes {list(flip_axes)} must be spatial axes 0..{spatial_dims - 1}.")
+        raise InputError(f"flip_axes {list(flip_axes)} must be spatial axes 0..{spatial_dims - 1}.")
     rng = np.random.default_rng(seed)
     transforms, described = _spatial_transforms(
         spatial_dims, spatial_size, flip_axes, rotate, scale, translate, elastic_spacing, elastic_magnitude
