@@ -29,7 +29,7 @@ from monai.bundle import ConfigWorkflow
 from torch.utils.data import Dataset
 
 from scripts.data.centers import center_subjects, read_label_maps, seeded_subset
-from scripts.data.label_maps import LabelMapTooCloseError, new_label_bank
+from scripts.data.label_maps import LabelMapTooCloseError, check_settings, new_label_bank
 from scripts.data.transforms import check_label_mapping
 from scripts.files import check_center_name
 from scripts.handoff import Handoff, HandoffError, load_handoff, save_handoff
@@ -194,7 +194,7 @@ class CenterVisit:
         self.handoff_in = str(handoff_in) if handoff_in else None
         self.center_dirs = [str(d) for d in center_dirs]
         self.reminding_pool_size = int(reminding_pool_size)
-        self.label_map_settings = dict(label_map_settings or {})
+        self.label_map_settings = check_settings(label_map_settings)
         self.label_mapping = check_label_mapping(label_mapping, self.settings["num_classes"])
         self.preprocessing = {
             "spatial_size": [int(v) for v in spatial_size] if spatial_size is not None else None,
@@ -466,7 +466,7 @@ def center_label_bank(
         return seeded_subset(maps, count, seed), None
     name = Path(os.path.normpath(folder)).name
     try:
-        made = new_label_bank(maps, count, seed, center_subjects(folder), **dict(label_map_settings or {}))
+        made = new_label_bank(maps, count, seed, center_subjects(folder), **check_settings(label_map_settings))
     except LabelMapTooCloseError as e:
         raise LabelMapTooCloseError(
             f"center {name}: the label bank cannot be made of new label maps: {e} Or remind without a bank "
@@ -536,7 +536,7 @@ class HandoffSaver:
         self.center_dirs = [str(d) for d in center_dirs]
         self.spatial_size = spatial_size
         self.bank_maps = bank_maps
-        self.label_map_settings = dict(label_map_settings or {})
+        self.label_map_settings = check_settings(label_map_settings)
         self.privacy = privacy
         self._t0 = 0.0
         self._first_epoch = 0

@@ -19,12 +19,14 @@ import pytest
 import torch
 from scipy import ndimage
 
+from scripts.data.checks import InputError
 from scripts.data.demo import procedural_anatomy
 from scripts.data.label_maps import (
     MIN_STRATUM_MAPS,
     LabelMapTooCloseError,
     calibrate_ceiling,
     check_far_from_sources,
+    check_settings,
     label_map_similarity,
     lesion_prior,
     new_label_bank,
@@ -174,6 +176,18 @@ def test_a_lesion_that_fits_nowhere_inside_the_host_is_dropped_or_reaches_over_a
     assert "reaching over neighbouring classes, at most 0.4" in made.provenance[0]["chain"][-1]
     with pytest.raises(ValueError, match="lesion_spill must be a number in \\[0, 1\\)"):
         new_label_maps(src, 1, relocatable=[3], hosts=[1], lesion_spill=1.0)
+
+
+def test_an_unknown_label_map_setting_is_refused_in_one_line_naming_the_known_ones():
+    assert check_settings(None) == {} and check_settings({"hosts": [1], "lesion_spill": 0.2}) == {
+        "hosts": [1],
+        "lesion_spill": 0.2,
+    }
+    with pytest.raises(InputError, match=r"unknown setting\(s\) \['lesion_spil'\]; known: relocatable, hosts, ") as e:
+        check_settings({"hosts": [1], "lesion_spil": 0.2})
+    assert "lesion_spill" in str(e.value) and "sources" not in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(InputError, match="unknown setting"):  # the visit's label bank checks it before drawing a map
+        new_label_bank(_thin_brain_maps(), 2, hosts=[1], **{"relocatable": [3], "subject": "x"})
 
 
 def _top_half_lesions(n: int = 12) -> torch.Tensor:

@@ -21,6 +21,7 @@ maps (a quantile of each map's similarity to its nearest map of ANOTHER subject)
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ __all__ = [
     "lesion_prior",
     "new_label_maps",
     "new_label_bank",
+    "check_settings",
 ]
 
 DEFAULT_QUANTILE = 0.5
@@ -807,6 +809,19 @@ def new_label_maps(
     )
 
 
+def check_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """``settings`` (a config's ``label_map_settings``) as a dict, refused in one line (:class:`InputError`) when a
+    key is not one of :func:`new_label_maps`' settings (a typo would otherwise be a ``TypeError`` traceback)."""
+    settings = dict(settings or {})
+    known = [
+        n for n in inspect.signature(new_label_maps).parameters if n not in ("sources", "count", "seed", "subjects")
+    ]
+    unknown = sorted(str(k) for k in settings if k not in known)
+    if unknown:
+        raise InputError(f"label_map_settings: unknown setting(s) {unknown}; known: {', '.join(known)}.")
+    return settings
+
+
 def new_label_bank(
     sources: torch.Tensor, count: int, seed: int = 0, subjects: Sequence[str] | None = None, **settings: Any
 ) -> NewLabelMaps:
@@ -817,6 +832,6 @@ def new_label_bank(
     Returns:
         the :class:`NewLabelMaps` (``maps``: uint8 (count, 1, *spatial); ``ceiling``: what they were checked against).
     """
-    made = new_label_maps(sources, count, seed, subjects=subjects, **settings)
+    made = new_label_maps(sources, count, seed, subjects=subjects, **check_settings(settings))
     check_far_from_sources(made.maps, sources, made.ceiling)
     return made

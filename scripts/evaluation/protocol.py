@@ -39,7 +39,7 @@ from scripts.data.centers import (
     read_label_maps,
 )
 from scripts.data.checks import InputError, center_problems, raise_if_problems
-from scripts.data.label_maps import LabelMapTooCloseError, check_far_from_sources, new_label_maps
+from scripts.data.label_maps import LabelMapTooCloseError, check_far_from_sources, check_settings, new_label_maps
 from scripts.evaluation.distribution_metrics import (
     FEATURES,
     distribution_scores,
@@ -228,7 +228,7 @@ class Evaluation:
         self.real_baselines = real_sets(real_baselines)
         self.grid_samples = grid_samples
         self.quantile = quantile
-        self.label_map_settings = dict(label_map_settings or {})
+        self.label_map_settings = check_settings(label_map_settings)
         self.new_maps_per_center = None if new_maps_per_center is None else int(new_maps_per_center)
         self.segmentation_sets = list(methods if segmentation_sets is None else segmentation_sets)
         self.training_map_sets = list(methods if training_map_sets is None else training_map_sets)
@@ -365,7 +365,7 @@ class Evaluation:
                 "count": int(visit.get_parsed_content("label_bank_size")),
                 "spatial_dims": int(visit.get_parsed_content("spatial_dims")),
                 "spatial_size": [int(v) for v in visit.get_parsed_content("spatial_size")],
-                "label_map_settings": dict(visit.get_parsed_content("label_map_settings") or {}),
+                "label_map_settings": check_settings(visit.get_parsed_content("label_map_settings")),
             },
             "shared_discriminator": shared,
             "discriminator_center_code": bool(visit.get_parsed_content("discriminator_center_code")),

@@ -28,7 +28,7 @@ from monai.data import NibabelWriter
 from monai.transforms import MapTransform
 
 from scripts.data.centers import center_subjects, read_center_order, read_label_maps_with_affines
-from scripts.data.label_maps import check_far_from_sources, new_label_maps
+from scripts.data.label_maps import check_far_from_sources, check_settings, new_label_maps
 from scripts.data.transforms import check_label_mapping, mapped_label_names
 from scripts.files import check_center_name, check_inside, make_private, private_dirs
 from scripts.handoff import HandoffError, load_handoff
@@ -252,7 +252,7 @@ def synthesis_datalist(
             folders += [d.name] * len(maps)
             continue
         sources, subjects = stacked, center_subjects(d, data_list_key)
-        settings = dict(label_map_settings or {})
+        settings = check_settings(label_map_settings)
         made = new_label_maps(
             sources, new_maps_per_center or len(maps), seed=seed + index, subjects=subjects, **settings
         )
@@ -410,7 +410,7 @@ class SyntheticDatasetWriter:
         self.description = description
         self.overwrite = overwrite
         self.label_source = label_source
-        self.label_map_settings = dict(label_map_settings or {})
+        self.label_map_settings = check_settings(label_map_settings)
         self.shareable = label_source == "new" if shareable is None else bool(shareable)
         self._tmp: Path | None = None
         self.items: list[dict[str, Any]] = []
