@@ -243,3 +243,34 @@ def test_evaluate_defaults_to_the_final_hand_off_and_the_centers_the_demo_writes
     final = run / "handoffs" / f"{handoff_name(len(centers) - 1, centers[-1:])}.pt"  # one center per TDGAN visit
     assert Path(evaluate.get_parsed_content("handoff")) == final
     assert Path(evaluate.get_parsed_content("dataset_dir")) == Path(demo.get_parsed_content("demo_dir"))
+
+
+def test_each_demo_option_adds_its_override_and_its_own_output_folder_and_the_report_records_it():
+    """run_demo.sh's options (--full, --shareable, --mni152) each add configs/demo_<option>.json in one order; the
+    output folder and the command the report records follow from the options, so two choices never share a folder."""
+    script = (REPO / "run_demo.sh").read_text()
+    assert re.search(r"\^--\(full\|shareable\|mni152\)\$", script) and "for flag in full shareable mni152" in script
+    seen = {}
+    for options in ([], ["full"], ["shareable"], ["mni152"], ["shareable", "mni152"], ["full", "mni152"]):
+        parser = ConfigParser()
+        parser.read_config(
+            [REPO / "configs" / n for n in ["compare.json", "demo.json"] + [f"demo_{o}.json" for o in options]]
+        )
+        parser["bundle_root"] = "/b"
+        out = parser.get_parsed_content("output_dir")
+        assert out == "/b/output" + "".join(f"_{o}" for o in options)
+        assert parser.get_parsed_content("report_command") == " ".join(
+            ["bash run_demo.sh", *(f"--{o}" for o in options)]
+        )
+        seen[out] = options
+    assert len(seen) == 6
+    shareable = ConfigParser()
+    shareable.read_config([REPO / "configs" / n for n in ("compare.json", "demo.json", "demo_shareable.json")])
+    assert list(shareable.get_parsed_content("methods")) == ["tdgan_bank"]
+    assert (
+        shareable.get_parsed_content("new_maps_per_center")
+        == 4 * shareable.get_parsed_content("demo_data")["num_train"]
+    )
+    assert shareable.get_parsed_content("segmentation_overrides")["iterations"] == 3200
+    visit = shareable.get_parsed_content("visit_overrides")
+    assert (visit["epochs_constant"], visit["epochs_decay"]) == (34, 32)

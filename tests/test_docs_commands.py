@@ -208,8 +208,8 @@ def _check(doc: str, command: str) -> None:
         assert (REPO / tokens[1]).is_file(), f"{where}: {tokens[1]} does not exist"
         if tokens[1] == "run_demo.sh" and len(tokens) > 2:  # its options go to monai.bundle run of the demo configs
             configs = ["configs/compare.json", "configs/demo.json"]
-            if tokens[2] == "--full":  # run_demo.sh's own option: the full comparison's overlay
-                configs, tokens = [*configs, "configs/demo_full.json"], tokens[:2] + tokens[3:]
+            while len(tokens) > 2 and tokens[2] in ("--full", "--shareable", "--mni152"):  # run_demo.sh's own options
+                configs, tokens = [*configs, f"configs/demo_{tokens[2][2:]}.json"], tokens[:2] + tokens[3:]
             _check_bundle_command("run", {"config_file": str(configs), **_options(tokens[2:])}, where)
         return
     if "-r" in tokens:  # pip install -r <files>

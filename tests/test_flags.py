@@ -40,6 +40,7 @@ WORKFLOWS: dict[str, list[str]] = {
     "demo.json": ["compare.json", "demo.json"],
     "demo_full.json": ["compare.json", "demo.json", "demo_full.json"],
     "demo_mni152.json": ["compare.json", "demo.json", "demo_mni152.json"],
+    "demo_shareable.json": ["compare.json", "demo.json", "demo_shareable.json"],
     **{
         f"baselines/{p.name}": ["train_sequential.json", f"baselines/{p.name}"]
         for p in CONFIGS.glob("baselines/*.json")
