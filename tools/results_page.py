@@ -144,7 +144,9 @@ def render_report(report: dict[str, Any], path: Path, page_dir: Path) -> list[st
     cls = CLASS if CLASS in seg.get("classes", [CLASS]) else seg["classes"][-1]
     rel = Path(os.path.relpath(path.parent, page_dir)).as_posix()
     methods = report["methods"]
-    out = [f"## {len(methods)} generators over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}: `{path.as_posix()}`"]
+    plural = {"generator": len(methods) > 1, "seed": len(seeds) > 1}
+    count = {w: f"{w}s" if many else w for w, many in plural.items()}
+    out = [f"## {len(methods)} {count['generator']} over {len(seeds)} {count['seed']}: `{path.as_posix()}`"]
     details = f"[report.md]({rel}/report.md)" if (path.parent / "report.md").is_file() else "report.md"
     figures = [(k, v) for k, v in _figures(report.get("figures", {})) if (path.parent / v).is_file()]
     links = ", ".join(f"[{k.replace('_', ' ')}]({rel}/{v})" for k, v in figures)
@@ -238,9 +240,9 @@ def render_page(reports: Sequence[Path], output: Path, command: str) -> str:
         f"*Generated: do not edit. Made by `{command}` from {names}; every number below is in those reports. "
         "To change it, make the reports again and rerun the command.*",
         "",
-        "Measured on the built-in demo data only (procedural images, not patients): the numbers show what the method "
-        "does on it, not how it performs on real data. What each number means: [evaluation.md](evaluation.md); "
-        "near copies and what leaks: [privacy.md](privacy.md).",
+        "Measured on the built-in demo data only (synthetic images of procedural or MNI152 atlas anatomy, not "
+        "patients): the numbers show what the method does on it, not how it performs on real data. What each "
+        "number means: [evaluation.md](evaluation.md); near copies and what leaks: [privacy.md](privacy.md).",
         "",
     ]
     for path, report in loaded:
