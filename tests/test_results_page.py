@@ -24,7 +24,15 @@ from tests.conftest import REPO
 from tools import results_page
 
 FAST = REPO / "docs" / "figures" / "fast" / "report.json"
-PAGE_ARGS = ["--report", "docs/figures/fast/report.json", "docs/figures/report.json", "--output", "docs/results.md"]
+PAGE_ARGS = [
+    "--report",
+    "docs/figures/fast/report.json",
+    "docs/figures/report.json",
+    "docs/figures/shareable/report.json",
+    "docs/figures/shareable_mni152/report.json",
+    "--output",
+    "docs/results.md",
+]
 """The command docs/results.md says made it (README.md and docs/README.md link the page)."""
 
 

@@ -12,7 +12,7 @@
 alone, so that the project's results are written down once and every number on the page is a report's:
 
     python -m tools.results_page --report docs/figures/fast/report.json docs/figures/report.json \\
-        --output docs/results.md
+        docs/figures/shareable/report.json docs/figures/shareable_mni152/report.json --output docs/results.md
 
 Per report: the command and seeds that made it, forgetting (SSIM), the downstream lesion Dice of every training set,
 the shareable sets' lesion Dice as a fraction of the real-trained UNet's, near copies, and the run's time per seed.
