@@ -466,7 +466,7 @@ def center_label_bank(
         return seeded_subset(maps, count, seed), None
     name = Path(os.path.normpath(folder)).name
     try:
-        made = new_label_bank(maps, count, seed, center_subjects(folder), **check_settings(label_map_settings))
+        made = new_label_bank(maps, count, seed, center_subjects(folder), **dict(label_map_settings or {}))
     except LabelMapTooCloseError as e:
         raise LabelMapTooCloseError(
             f"center {name}: the label bank cannot be made of new label maps: {e} Or remind without a bank "

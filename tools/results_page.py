@@ -137,6 +137,10 @@ def ratios(report: dict[str, Any]) -> tuple[dict[str, Any], str]:
     )
 
 
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
 def render_report(report: dict[str, Any], path: Path, page_dir: Path) -> list[str]:
     """One report's section of the page; links are relative to ``page_dir``."""
     centers, seeds = report["centers"], report["seeds"]
@@ -144,9 +148,7 @@ def render_report(report: dict[str, Any], path: Path, page_dir: Path) -> list[st
     cls = CLASS if CLASS in seg.get("classes", [CLASS]) else seg["classes"][-1]
     rel = Path(os.path.relpath(path.parent, page_dir)).as_posix()
     methods = report["methods"]
-    plural = {"generator": len(methods) > 1, "seed": len(seeds) > 1}
-    count = {w: f"{w}s" if many else w for w, many in plural.items()}
-    out = [f"## {len(methods)} {count['generator']} over {len(seeds)} {count['seed']}: `{path.as_posix()}`"]
+    out = [f"## {_count(len(methods), 'generator')} over {_count(len(seeds), 'seed')}: `{path.as_posix()}`"]
     details = f"[report.md]({rel}/report.md)" if (path.parent / "report.md").is_file() else "report.md"
     figures = [(k, v) for k, v in _figures(report.get("figures", {})) if (path.parent / v).is_file()]
     links = ", ".join(f"[{k.replace('_', ' ')}]({rel}/{v})" for k, v in figures)

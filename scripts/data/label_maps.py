@@ -53,6 +53,7 @@ __all__ = [
     "new_label_maps",
     "new_label_bank",
     "check_settings",
+    "SETTINGS",
 ]
 
 DEFAULT_QUANTILE = 0.5
@@ -809,16 +810,19 @@ def new_label_maps(
     )
 
 
+SETTINGS = tuple(
+    p for p in inspect.signature(new_label_maps).parameters if p not in ("sources", "count", "seed", "subjects")
+)
+"""The keys a ``label_map_settings`` object may hold: :func:`new_label_maps`' settings."""
+
+
 def check_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
     """``settings`` (a config's ``label_map_settings``) as a dict, refused in one line (:class:`InputError`) when a
-    key is not one of :func:`new_label_maps`' settings (a typo would otherwise be a ``TypeError`` traceback)."""
+    key is not one of :data:`SETTINGS` (a typo would otherwise be a ``TypeError`` traceback)."""
     settings = dict(settings or {})
-    known = [
-        n for n in inspect.signature(new_label_maps).parameters if n not in ("sources", "count", "seed", "subjects")
-    ]
-    unknown = sorted(str(k) for k in settings if k not in known)
+    unknown = sorted(str(k) for k in settings if k not in SETTINGS)
     if unknown:
-        raise InputError(f"label_map_settings: unknown setting(s) {unknown}; known: {', '.join(known)}.")
+        raise InputError(f"label_map_settings: unknown setting(s) {unknown}; known: {', '.join(SETTINGS)}.")
     return settings
 
 

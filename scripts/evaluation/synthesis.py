@@ -240,6 +240,7 @@ def synthesis_datalist(
     if label_source not in LABEL_SOURCES:
         raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}.")
     mapping = check_label_mapping(label_mapping, source.generator.settings["num_classes"])
+    settings = check_settings(label_map_settings)
     items, folders, ceilings = SynthesisItems(), [], {}
     for index, d in enumerate(map(Path, label_dirs)):
         stacked, names, affines = read_label_maps_with_affines(d, spatial_dims, spatial_size, data_list_key, mapping)
@@ -252,7 +253,6 @@ def synthesis_datalist(
             folders += [d.name] * len(maps)
             continue
         sources, subjects = stacked, center_subjects(d, data_list_key)
-        settings = check_settings(label_map_settings)
         made = new_label_maps(
             sources, new_maps_per_center or len(maps), seed=seed + index, subjects=subjects, **settings
         )

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scripts.data.augmentation import paired_augmentation
-from scripts.data.label_maps import new_label_maps
+from scripts.data.label_maps import SETTINGS as LABEL_MAP_SETTINGS
 from scripts.reminding import REMINDING_SOURCES
 from scripts.trainer import GAN_MODES
 
@@ -188,7 +188,7 @@ JOB_SETTINGS: dict[str, Setting] = {
     "checkpoint_interval": _int(0, 100_000),
     "tensorboard_sample_interval": _int(1, 100_000),  # display only: the samples stay in the site's own logs
     "num_workers": _int(0, 64),
-    "label_map_settings": Setting("object", keys=_keywords(new_label_maps, ("sources", "count", "seed", "subjects"))),
+    "label_map_settings": Setting("object", keys=LABEL_MAP_SETTINGS),
     "augmentation_settings": Setting(
         "object", keys=_keywords(paired_augmentation, ("spatial_dims", "spatial_size", "image_key", "label_key"))
     ),
