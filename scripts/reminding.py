@@ -205,7 +205,7 @@ class Reminder:
 
     The teacher is the generator as it arrived, in eval mode, without gradients. Bank maps and pool maps under a
     code are fixed *entries* (a bank map under its center's code; each pool map under each earlier code), so with
-    ``cache`` the teacher's output for an entry is computed once, the first time it is drawn, and reused
+    ``cache`` the teacher's output for every entry is computed once, at the visit's first reminding batch, and reused
     (``4 * image_channels * pixels`` bytes per entry); and, once the trainer configures a feature network, so are
     that output's perceptual features, for the entries that fit in the feature budget.
 
@@ -264,13 +264,11 @@ class Reminder:
             self.starts = torch.cumsum(self.counts, 0) - self.counts
             self.entry_codes = torch.repeat_interleave(self.codes, self.counts).to(self.maps.device)
         self.cache = bool(cache) and self.maps is not None
-        self._outputs: torch.Tensor | None = None  # teacher output per entry, allocated at first use
-        self._cached: torch.Tensor | None = None  # which entries have their output in ``_outputs``
+        self._outputs: torch.Tensor | None = None  # teacher output per entry, filled at the first batch
         self._features_fn: Callable[[torch.Tensor], list[torch.Tensor]] | None = None
         self._feature_budget = 0
-        self._features: list[torch.Tensor] | None = None  # per feature layer, one row per cacheable entry
-        self._featured: torch.Tensor | None = None  # which cacheable entries have their features
-        self._feature_entries = 0  # entries 0 .. _feature_entries - 1 may keep their features
+        self._features: list[torch.Tensor] | None = None  # per feature layer, one row per cached entry
+        self._feature_entries = 0  # entries 0 .. _feature_entries - 1 keep their features
 
     @property
     def pool(self) -> torch.Tensor | None:
@@ -354,70 +352,46 @@ class Reminder:
         with self.precision.autocast():
             return self.teacher(cond.contiguous(memory_format=self.memory_format)).float()
 
-    def _blocks(self, index: torch.Tensor, done: torch.Tensor, end: int) -> list[torch.Tensor]:
-        """The aligned blocks of ``chunk`` entries (block ``b`` = entries ``b * chunk`` to ``(b + 1) * chunk - 1``, cut
-        at ``end``) that hold an entry of ``index`` not ``done``."""
-        blocks = (index[~done[index]] // self.chunk).unique()
-        return [torch.arange(b * self.chunk, min((b + 1) * self.chunk, end), device=index.device) for b in blocks]
+    def fill_cache(self) -> int:
+        """Compute the teacher's output for every entry, once per visit (the first reminding batch calls it), and
+        the target features of the first entries the feature budget holds.
 
-    def fill_cache(self, index: torch.Tensor | None = None) -> int:
-        """Compute and keep the teacher outputs of the entries ``index`` (all when None) not cached yet, and their
-        target features where the feature cache holds them.
-
-        The teacher (and the feature network) runs on whole aligned blocks of ``chunk`` entries that hold a missing
-        one: a network's output for one map can differ in the last bits with the batch it runs in, so an entry's
-        cached output never depends on which entries were drawn with it, and a resumed visit rebuilds exactly the
-        cache of the uninterrupted one.
+        Both run in consecutive blocks of ``chunk`` entries, whatever is drawn first: a network's output for one map
+        can differ in the last bits with the batch it runs in, so the cache must not depend on the draws, and a
+        resumed visit rebuilds exactly the cache of the uninterrupted one. Every entry is drawn many times in a
+        visit (a bank holds a few dozen maps per center), so filling it at once costs what filling it lazily would.
 
         Returns:
-            the number of entries the teacher ran on (0 without the cache).
+            the number of entries the teacher ran on (0 without the cache, or when it is already filled).
         """
-        if not self.cache:
+        if not self.cache or self._outputs is not None:
             return 0
         device = next(self.teacher.parameters()).device
-        mdev = self.maps.device
-        if self._cached is None:
-            self._cached = torch.zeros(self.entries, dtype=torch.bool, device=mdev)
-        index = torch.arange(self.entries, device=mdev) if index is None else index.to(mdev)
-        taught = 0
-        for part in self._blocks(index, self._cached, self.entries):
-            out = self.teach(self._entry_maps(part).to(device).long(), self.entry_codes[part].to(device))
-            if self._outputs is None:
-                self._outputs = torch.empty((self.entries, *out.shape[1:]), dtype=out.dtype, device=out.device)
-            self._outputs[part.to(out.device)] = out
-            self._cached[part] = True
-            taught += len(part)
+        blocks = torch.arange(self.entries, device=self.maps.device).split(self.chunk)
+        self._outputs = torch.cat(
+            [self.teach(self._entry_maps(b).to(device).long(), self.entry_codes[b].to(device)) for b in blocks]
+        )
         if self._features_fn is not None:
-            self._fill_features(index)
-        return taught
+            self._fill_features()
+        return self.entries
 
-    def _fill_features(self, index: torch.Tensor) -> None:
-        """Keep the target features of the entries of ``index`` that the feature budget holds (aligned blocks)."""
-        if self._features is None:
-            sample = self._features_fn(self._outputs[:1])
-            per_entry = sum(f[0].numel() * f.element_size() for f in sample)
-            self._feature_entries = min(self.entries, self._feature_budget // max(1, per_entry))
-            if self._feature_entries == 0:
-                self._features_fn = None
-                return
-            odev = self._outputs.device
-            self._features = [
-                torch.empty((self._feature_entries, *f.shape[1:]), dtype=f.dtype, device=odev) for f in sample
-            ]
-            self._featured = torch.zeros(self._feature_entries, dtype=torch.bool, device=odev)
-        index = index.to(self._featured.device)
-        index = index[index < self._feature_entries]
-        for part in self._blocks(index, self._featured, self._feature_entries):
-            for layer, f in zip(self._features, self._features_fn(self._outputs[part])):
-                layer[part] = f
-            self._featured[part] = True
+    def _fill_features(self) -> None:
+        """Keep the target features of the first entries that fit in the feature budget."""
+        sample = self._features_fn(self._outputs[:1])
+        per_entry = sum(f[0].numel() * f.element_size() for f in sample)
+        self._feature_entries = min(self.entries, self._feature_budget // max(1, per_entry))
+        if self._feature_entries == 0:
+            self._features_fn = None
+            return
+        blocks = torch.arange(self._feature_entries, device=self._outputs.device).split(self.chunk)
+        self._features = [torch.cat(layer) for layer in zip(*(self._features_fn(self._outputs[b]) for b in blocks))]
 
     def target_features(self, batch: RemindingBatch) -> list[torch.Tensor] | None:
         """The perceptual term's target features of a reminding batch, rows of cached entries from the feature
         cache and the others computed on their targets; None when features are not cached."""
         if self._features_fn is None or batch.index is None or self._features is None:
             return None
-        index = batch.index.to(self._featured.device)
+        index = batch.index.to(self._features[0].device)
         kept = index < self._feature_entries
         if bool(kept.all()):
             return [layer[index].to(batch.target.device) for layer in self._features]
@@ -437,25 +411,19 @@ class Reminder:
         return outputs + sum(f.numel() * f.element_size() for f in self._features or [])
 
     def batch(self, labels: Sequence[torch.Tensor], batch_size: int) -> RemindingBatch:
-        """One step's reminding batch with its targets (with the cache, the teacher runs only on entries never drawn
-        before in this visit).
+        """One step's reminding batch with its targets (with the cache, looked up; without, the teacher runs on it).
 
         Args:
             labels: this step's label maps, one (B, 1, *spatial) tensor per online group.
             batch_size: reminding batch size.
         """
-        if not self.cache:
-            if self.maps is None:
-                label, center = self.sample(labels, batch_size)
-                return RemindingBatch(label, center, self.teach(label, center))
-            idx = self.sample_index(batch_size)
-            label, center = (
-                self._entry_maps(idx).to(labels[0].device).long(),
-                self.entry_codes[idx].to(labels[0].device),
-            )
-            return RemindingBatch(label, center, self.teach(label, center), idx)
+        if self.maps is None:
+            label, center = self.sample(labels, batch_size)
+            return RemindingBatch(label, center, self.teach(label, center))
         device = labels[0].device
         idx = self.sample_index(batch_size)
-        self.fill_cache(idx)
-        target = self._outputs[idx.to(self._outputs.device)].to(device)
-        return RemindingBatch(self._entry_maps(idx).to(device).long(), self.entry_codes[idx].to(device), target, idx)
+        label, center = self._entry_maps(idx).to(device).long(), self.entry_codes[idx].to(device)
+        if not self.cache:
+            return RemindingBatch(label, center, self.teach(label, center), idx)
+        self.fill_cache()
+        return RemindingBatch(label, center, self._outputs[idx.to(self._outputs.device)].to(device), idx)

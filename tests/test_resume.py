@@ -314,13 +314,14 @@ def test_the_teacher_cache_does_not_depend_on_which_bank_maps_were_drawn_first()
     torch.manual_seed(0)
     teacher = TDGANGenerator(2, num_classes=4, max_centers=4, out_channels=1, ngf=4, num_blocks=1)
     bank = torch.randint(0, 4, (7, 1, 16, 16), dtype=torch.uint8)
-    caches = []
-    for order in ([0], [6, 3], [5, 1, 2]):
-        reminder = Reminder("bank", [0, 1], teacher, bank, [4, 3], seed=0, cache=True)
+    labels = [torch.zeros(2, 1, 16, 16, dtype=torch.long)]
+    caches, draws = [], []
+    for seed in (0, 1, 2):  # other maps drawn first, in other batch sizes
+        reminder = Reminder("bank", [0, 1], teacher, bank, [4, 3], seed=seed, cache=True)
         reminder.configure(reminder.precision, torch.preserve_format, chunk=2)
-        reminder.fill_cache(torch.tensor(order))
-        reminder.fill_cache()
+        draws.append(reminder.batch(labels, seed + 2).index.tolist())
         caches.append(reminder._outputs)
+    assert len({tuple(d) for d in draws}) == 3
     assert all(torch.equal(c, caches[0]) for c in caches[1:])
 
 
