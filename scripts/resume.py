@@ -13,6 +13,7 @@ carries, owner-only atomic checkpoint files, the output folder's lock, and finis
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import fcntl
@@ -22,6 +23,7 @@ import logging
 import os
 import random
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -428,6 +430,8 @@ class VisitGuard:
     writer calls :py:meth:`finish` once the hand-off is written. The rules:
 
     - the folder is locked (:py:class:`OutputLock`) while the run uses it; a second run refuses at once;
+    - a folder the check made is removed again at exit when training never started (:py:meth:`started` not
+      called: the trainer, its settings or the label bank refused), so a refusal leaves nothing behind;
     - a checkpoint is resumed only when it records this visit's identity, else the visit is refused;
     - when the hand-off exists and the receipt (``<output_dir>/visit.json``) says this same visit wrote it, unchanged
       since, the visit is finished: reused (:py:class:`VisitFinished`, status 0) or, with ``overwrite``, retrained;
@@ -458,6 +462,7 @@ class VisitGuard:
         self.overwrite = overwrite
         self.lock = OutputLock(output_dir) if lock else None
         self.receipt = self.output_dir / RECEIPT
+        self._created: list[Path] = []  # the folders check() made, nearest first, until training starts
 
     def lock_existing(self) -> None:
         """Lock the output folder if it exists (refuse at once when another run holds it); a missing folder is
@@ -507,7 +512,11 @@ class VisitGuard:
 
     def _check(self) -> str:
         if self.lock is not None:
+            missing = [p for p in [self.output_dir, *self.output_dir.parents] if not p.exists()]
             self.lock.acquire(create=True)
+            if missing:  # refused while the trainer is built (a setting, the data, the label bank): leave nothing
+                self._created = missing
+                atexit.register(self._remove_unstarted)
             self._remove_partial_writes()
         checkpoint = latest_checkpoint(self.checkpoint_dir)
         if checkpoint is not None:
@@ -549,6 +558,27 @@ class VisitGuard:
                 "--overwrite true to replace it."
             )
         return "fresh"
+
+    def started(self) -> None:
+        """Training started (called once the visit is built and its label bank made): what the run writes from now
+        on is kept, whatever happens."""
+        if self._created:
+            atexit.unregister(self._remove_unstarted)
+            self._created = []
+
+    def _remove_unstarted(self) -> None:
+        """At exit of a run that made the output folder but never started training: remove the folder (its lock,
+        an empty TensorBoard log) and the parents it made, so that a refusal leaves nothing behind."""
+        if not self._created:
+            return
+        self.release()
+        shutil.rmtree(self._created[0], ignore_errors=True)
+        for parent in self._created[1:]:
+            try:
+                parent.rmdir()  # only while empty
+            except OSError:
+                break
+        self._created = []
 
     def finish(self, handoff: str | os.PathLike) -> None:
         """After the hand-off is written: record the receipt, then remove the resume checkpoints."""

@@ -556,6 +556,8 @@ class HandoffSaver:
         # made before the first step (a map that cannot be made far from every patient's stops the visit before it
         # trains) and seeded, so a resumed visit carries the same bank
         self._bank = self.label_bank()
+        if self.guard is not None:
+            self.guard.started()
 
     def label_bank(self) -> dict[str, torch.Tensor]:
         """The label maps this visit's centers add to the bank (``bank`` reminding), read from their folders; the

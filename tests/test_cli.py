@@ -62,7 +62,7 @@ def runs(demo_root: Path, finished: Path, tmp_path_factory: pytest.TempPathFacto
         "bad_boolean": (visit_command(dataset_dir=center_a, output_dir=tmp / "b", amp="maybe", **SHORT), {}),
         "missing_center": (visit_command(dataset_dir=tmp / "center_x", output_dir=tmp / "m", **SHORT), {}),
         "bad_loss_setting": (
-            visit_command(dataset_dir=center_a, output_dir=tmp / "w", l1_class_weights='{"9":2}', **SHORT),
+            visit_command(dataset_dir=center_a, output_dir=tmp / "w" / "v", l1_class_weights='{"9":2}', **SHORT),
             {},
         ),
         "bad_label_map_setting": (
@@ -103,7 +103,8 @@ def test_a_bad_boolean_is_refused_in_one_line_before_anything_is_written(runs: d
 
 def test_a_training_setting_the_trainer_or_the_label_bank_refuses_ends_in_its_one_line(runs: dict):
     """A loss setting checked where the trainer is built (here a class the label maps do not have), and a label-map
-    setting out of range, are the last line, not MONAI's wrapping traceback."""
+    setting out of range, are the last line, not MONAI's wrapping traceback; neither leaves a folder behind (the
+    output folder, its parent, its lock and TensorBoard log were made before the refusal)."""
     done = runs["results"]["bad_loss_setting"]
     assert done.returncode != 0
     assert _last_line(done) == "error: l1_class_weights: class '9' is not one of 0..3."
@@ -112,6 +113,7 @@ def test_a_training_setting_the_trainer_or_the_label_bank_refuses_ends_in_its_on
     assert done.returncode != 0
     assert _last_line(done) == "error: lesion_spill must be a number in [0, 1), got 1.5."
     assert "Traceback" not in done.stderr and "Epoch[1]" not in done.stderr
+    assert not (runs["tmp"] / "w").exists() and not (runs["tmp"] / "l").exists()
 
 
 def test_a_missing_center_folder_is_the_last_line(runs: dict):
