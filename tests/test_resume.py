@@ -316,12 +316,12 @@ def test_the_teacher_cache_does_not_depend_on_which_bank_maps_were_drawn_first()
     bank = torch.randint(0, 4, (7, 1, 16, 16), dtype=torch.uint8)
     labels = [torch.zeros(2, 1, 16, 16, dtype=torch.long)]
     caches, draws = [], []
-    for seed in (0, 1, 2):  # other maps drawn first, in other batch sizes
+    for seed in (0, 1, 2):  # other maps drawn first
         reminder = Reminder("bank", [0, 1], teacher, bank, [4, 3], seed=seed, cache=True)
         reminder.configure(reminder.precision, torch.preserve_format, chunk=2)
-        draws.append(reminder.batch(labels, seed + 2).index.tolist())
+        draws.append(sorted(reminder.batch(labels, 3).index.tolist()))
         caches.append(reminder._outputs)
-    assert len({tuple(d) for d in draws}) == 3
+    assert len({tuple(d) for d in draws}) == 3, draws  # the seeds drew different first maps
     assert all(torch.equal(c, caches[0]) for c in caches[1:])
 
 
