@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -477,6 +482,49 @@ def test_parallel_workers_train_every_generator_and_network_once_and_the_report_
         others = sum(item["center"] != c for item in synthetic["training"])
         assert sets[f"tdgan_bank_site_{c}"]["pairs"] == real + others and others < len(synthetic["training"])
         assert sets[f"tdgan_bank_site_{c}"]["site"] == c and not sets[f"tdgan_bank_site_{c}"]["shareable"]
+
+
+_ORPHAN_PARENT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from scripts.evaluation.protocol import _worker_setup
+if __name__ == "__main__":
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(1, mp_context=context, initializer=_worker_setup, initargs=(1, os.getpid()))
+    print(pool.submit(os.getpid).result(), flush=True)
+    pool.submit(time.sleep, 300)  # a long job, as a generator's training is
+    time.sleep(300)
+"""
+
+
+def test_a_protocol_worker_ends_when_the_protocol_process_is_killed(tmp_path: Path):
+    """Killing the protocol (SIGKILL: no shutdown) must not leave its workers training on as orphans."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_PARENT], cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    worker = int(parent.stdout.readline())
+    try:
+        time.sleep(1)
+        assert _alive(worker), "the worker should run its job while the protocol runs"
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _alive(worker), "the worker outlived the protocol process"
+    finally:
+        parent.kill()
+        if _alive(worker):  # the test failed: do not leave the orphan behind
+            os.kill(worker, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie waiting for its reaper counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
 
 
 def test_the_fast_demos_selection_trains_only_its_networks_and_one_is_reused_only_for_the_same_data(
