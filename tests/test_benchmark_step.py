@@ -49,9 +49,18 @@ def test_parse_overrides() -> None:
         parse_overrides(["ngf"])
 
 
-def test_benchmark_reports_flat_reminding_flops_data_wait_and_peak_per_center() -> None:
+@pytest.fixture(scope="module")
+def beside_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], list[dict]]:
+    """One run of the benchmark at centers 1, 2, 4 with a stand-in reference beside it (one process start per case:
+    a second run for the bundle alone would time the same cases again)."""
+    fake = _fake_reference(tmp_path_factory.mktemp("bench") / "tdgan_ref")
+    return _bench("--centers", "1", "2", "4", "--reference", str(fake))
+
+
+def test_benchmark_reports_flat_reminding_flops_data_wait_and_peak_per_center(beside_reference) -> None:
     """Centers 1, 2, 4: one JSON line each, then a summary; the step's FLOPs do not grow after the second center."""
-    cases, summaries = _bench("--centers", "1", "2", "4")
+    cases = [r for r in beside_reference[0] if r["implementation"] == "bundle"]
+    summaries = [s for s in beside_reference[1] if s["summary"] == "centers" and "implementation" not in s]
     assert [r["center_index"] for r in cases] == [1, 2, 4]
     assert [r["earlier_centers"] for r in cases] == [0, 1, 3]
     assert [r["reminding"] for r in cases] == [False, True, True]
@@ -177,21 +186,20 @@ def test_reference_path_that_is_not_a_copy_is_refused_with_one_line(tmp_path: Pa
         reference_step.build_argparser().parse_args(["--size", "32"])  # --reference is required
 
 
-def test_benchmark_times_the_reference_side_by_side_through_the_adapter(tmp_path: Path) -> None:
+def test_benchmark_times_the_reference_side_by_side_through_the_adapter(beside_reference) -> None:
     """With --reference, one reference record per center (its step, built with .cuda() patched and random VGG
     weights), a centers summary of its own and a vs_reference ratio per bundle case."""
-    fake = _fake_reference(tmp_path / "tdgan_ref")
-    cases, summaries = _bench("--centers", "1", "3", "--no_flops", "--reference", str(fake))
+    cases, summaries = beside_reference
     bundle = [r for r in cases if r["implementation"] == "bundle"]
     reference = [r for r in cases if r["implementation"] == "reference"]
-    assert [r["center_index"] for r in bundle] == [1, 3] and [r["center_index"] for r in reference] == [1, 3]
+    assert [r["center_index"] for r in bundle] == [1, 2, 4] and [r["center_index"] for r in reference] == [1, 2, 4]
     for r in reference:
         assert r["device"] == "cpu" and r["precision"] == "fp32" and len(r["step_s"]) == 2 and r["step_s_median"] > 0
         assert "random weights" in r["reference_patches"] and r["reminding"] == (r["center_index"] > 1)
     centers = {s.get("implementation", "bundle"): s for s in summaries if s["summary"] == "centers"}
     assert set(centers) == {"bundle", "reference"}
     vs = [s for s in summaries if s["summary"] == "vs_reference"]
-    assert [s["center_index"] for s in vs] == [1, 3]
+    assert [s["center_index"] for s in vs] == [1, 2, 4]
     for s, b, r in zip(vs, bundle, reference):
         assert s["bundle_over_reference_median"] == pytest.approx(b["step_s_median"] / r["step_s_median"], abs=0.002)
 

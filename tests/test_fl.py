@@ -192,10 +192,11 @@ def test_every_handoff_is_signed_by_the_site_that_made_it_and_the_server_holds_n
 
 
 def _failing_relay(demo_root: Path, tmp_path: Path, fault: str) -> tuple[Path, Path, RuntimeError]:
-    """Run 3 tiny sites where the second one fails (``missing`` data folder, or a ``corrupt`` generator on the wire)."""
+    """Run tiny sites where the second one fails (``missing`` data folder, or a ``corrupt`` or ``forged`` generator on
+    the wire): three sites for ``missing`` (the third must never train), two for the others (each a process start)."""
     from scripts.fl.job import simulate
 
-    order = ["center_a", "center_b", "center_c"]
+    order = ["center_a", "center_b", "center_c"] if fault == "missing" else ["center_a", "center_b"]
     sites = {"center_b": {"center_dir": str(tmp_path / "no_such_center")}} if fault == "missing" else {}
     if fault == "forged":
         sites = _signing_federation(tmp_path / "keys", order)
@@ -236,7 +237,6 @@ def test_a_generator_changed_in_transit_is_refused_by_the_site_and_the_relay_sto
     assert not list((ws / "center_b").rglob("handoff_*.pt"))  # nothing trained, nothing sent
     assert [p.name for p in (out / "handoffs").glob("*.pt")] == ["visit01_center_a.pt"]
     assert not (out / "sequence.json").exists()
-    assert not (ws / "center_c" / "tdgan_center_c").exists()
 
 
 @pytest.fixture(scope="module")
