@@ -273,4 +273,4 @@ def test_each_demo_option_adds_its_override_and_its_own_output_folder_and_the_re
     )
     assert shareable.get_parsed_content("segmentation_overrides")["iterations"] == 3200
     visit = shareable.get_parsed_content("visit_overrides")
-    assert (visit["epochs_constant"], visit["epochs_decay"]) == (34, 32)
+    assert (visit["epochs_constant"], visit["epochs_decay"]) == (68, 64)
