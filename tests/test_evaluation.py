@@ -490,7 +490,7 @@ from concurrent.futures import ProcessPoolExecutor
 from scripts.evaluation.protocol import _worker_setup
 if __name__ == "__main__":
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(1, mp_context=context, initializer=_worker_setup, initargs=(1, os.getpid()))
+    pool = ProcessPoolExecutor(1, mp_context=context, initializer=_worker_setup, initargs=(1,))
     print(pool.submit(os.getpid).result(), flush=True)
     pool.submit(time.sleep, 300)  # a long job, as a generator's training is
     time.sleep(300)

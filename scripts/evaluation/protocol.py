@@ -285,9 +285,7 @@ class Evaluation:
             return False
         threads = max(1, (os.cpu_count() or 1) // workers)
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_worker_setup, initargs=(threads, os.getpid())
-        ) as pool:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_setup, initargs=(threads,)) as pool:
             futures = {
                 pool.submit(_worker_job, self, method, args): (what, name, seed) for what, name, seed, args in jobs
             }
@@ -1088,22 +1086,22 @@ def expected_images(plan: Mapping[str, Any]) -> int:
     return int(plan["generator_updates"] * plan["batch_size"] * per_update)
 
 
-def _worker_setup(threads: int, parent: int) -> None:
+def _worker_setup(threads: int) -> None:
     """A protocol worker process: its share of the CPU threads, log lines tagged with its pid, and a watchdog that ends
-    it when the protocol process ``parent`` is gone (killed, not shut down: a job would otherwise train on for an
-    hour as an orphan that nobody reads)."""
+    it when the protocol process is gone (killed, not shut down: a job would otherwise train on for an hour as an
+    orphan that nobody reads)."""
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [worker {os.getpid()}] %(message)s")
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="parent-watchdog").start()
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="parent-watchdog").start()
 
 
-def _exit_with(parent: int, every: float = 1.0) -> None:
-    """End this process (exit status 1, no cleanup: the parent that would read its results is gone) once its parent
-    process ``parent`` has ended, checked every ``every`` seconds (an orphan is re-parented, so its parent pid
-    changes)."""
-    while os.getppid() == parent:
-        time.sleep(every)
-    logging.getLogger(__name__).error(f"[evaluate] worker {os.getpid()}: the protocol process {parent} ended; stopping")
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    """End this process (exit status 1, no cleanup: the process that would read its results is gone) once
+    ``parent`` has ended (``join`` waits on multiprocessing's sentinel of the parent, no polling)."""
+    parent.join()
+    logging.getLogger(__name__).error(f"[evaluate] worker {os.getpid()}: the protocol process {parent.pid} ended")
     os._exit(1)
 
 
