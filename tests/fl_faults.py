@@ -8,7 +8,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Faults injected on the wire in tests of the federated relay: an NVFlare filter that corrupts the generator."""
+"""Faults injected on the wire in tests of the federated relay: an NVFlare filter that forges the generator."""
 
 from __future__ import annotations
 
@@ -16,30 +16,6 @@ from nvflare.apis.dxo import from_shareable
 from nvflare.apis.filter import Filter
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
-
-
-class CorruptGenerator(Filter):
-    """Task-data filter of a site: adds ``delta`` to one weight of the generator the site receives (if any).
-
-    Args:
-        delta: added to the first element of the first parameter tensor.
-    """
-
-    def __init__(self, delta: float = 0.5) -> None:
-        super().__init__()
-        self.delta = delta
-
-    def process(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
-        """Corrupt the first parameter of a non-empty generator."""
-        dxo = from_shareable(shareable)
-        if not dxo.data:
-            return shareable
-        key = next(iter(dxo.data))
-        weight = dxo.data[key].clone()
-        weight.view(-1)[0] += self.delta
-        dxo.data[key] = weight
-        self.log_warning(fl_ctx, f"test fault: corrupted {key} of the generator in transit")
-        return dxo.update_shareable(shareable)
 
 
 class ForgeGenerator(Filter):

@@ -192,22 +192,21 @@ def test_every_handoff_is_signed_by_the_site_that_made_it_and_the_server_holds_n
 
 
 def _failing_relay(demo_root: Path, tmp_path: Path, fault: str) -> tuple[Path, Path, RuntimeError]:
-    """Run tiny sites where the second one fails (``missing`` data folder, or a ``corrupt`` or ``forged`` generator on
-    the wire): three sites for ``missing`` (the third must never train), two for the others (each a process start)."""
+    """Run two tiny sites where one fails: the first (``missing`` data folder), or the second (a ``forged`` generator
+    on the wire, in a signed federation). Each site is a process start, so no third one."""
     from scripts.fl.job import simulate
 
-    order = ["center_a", "center_b", "center_c"] if fault == "missing" else ["center_a", "center_b"]
-    sites = {"center_b": {"center_dir": str(tmp_path / "no_such_center")}} if fault == "missing" else {}
+    order = ["center_a", "center_b"]
+    sites = {"center_a": {"center_dir": str(tmp_path / "no_such_center")}} if fault == "missing" else {}
     if fault == "forged":
         sites = _signing_federation(tmp_path / "keys", order)
     out = tmp_path / "out"
     job = tdgan_job(order, out, SITE_TINY)
-    if fault in ("corrupt", "forged"):
-        from fl_faults import CorruptGenerator, ForgeGenerator
+    if fault == "forged":
+        from fl_faults import ForgeGenerator
         from nvflare.job_config.defs import FilterType
 
-        fault_filter = CorruptGenerator() if fault == "corrupt" else ForgeGenerator()
-        job.to(fault_filter, "center_b", filter_type=FilterType.TASK_DATA, tasks=["train"])
+        job.to(ForgeGenerator(), "center_b", filter_type=FilterType.TASK_DATA, tasks=["train"])
     with pytest.raises(RuntimeError, match="did not complete") as failure:
         simulate(demo_root, out, order=order, job=job, site_settings=sites)
     return out, out / "nvflare", failure.value
@@ -215,27 +214,20 @@ def _failing_relay(demo_root: Path, tmp_path: Path, fault: str) -> tuple[Path, P
 
 def test_site_without_its_data_folder_fails_clearly_and_the_relay_stops(demo_root: Path, tmp_path: Path):
     out, ws, _ = _failing_relay(demo_root, tmp_path, "missing")
-    assert "no_such_center has no dataset.json" in _site_log(ws, "center_b")
-    assert [p.name for p in (out / "handoffs").glob("*.pt")] == ["visit01_center_a.pt"]
-    assert not (out / "sequence.json").exists()
-    assert not (ws / "center_c" / "tdgan_center_c").exists()  # the next site never trained
+    assert "no_such_center has no dataset.json" in _site_log(ws, "center_a")
+    assert not list(out.rglob("*.pt")) and not (out / "sequence.json").exists()
+    assert not (ws / "center_b" / "tdgan_center_b").exists()  # the next site never trained
 
 
-@pytest.mark.parametrize(
-    "fault, refusal",
-    [
-        ("corrupt", "checksum mismatch"),  # a weight changed on the wire
-        ("forged", "not the hand-off that was signed; refused"),  # and its checksum recomputed, in a signed federation
-    ],
-)
-def test_a_generator_changed_in_transit_is_refused_by_the_site_and_the_relay_stops(
-    demo_root: Path, tmp_path: Path, fault: str, refusal: str
-):
-    out, ws, _ = _failing_relay(demo_root, tmp_path, fault)
+def test_a_generator_changed_in_transit_is_refused_by_the_site_and_the_relay_stops(demo_root: Path, tmp_path: Path):
+    """A weight changed on the wire and its checksum recomputed, in a signed federation, refused by the receiving
+    site's process; a weight changed without the checksum ("checksum mismatch") is refused by the same check of the
+    same message (test_message_that_is_not_the_sent_generator_is_refused, ``flip``)."""
+    out, ws, _ = _failing_relay(demo_root, tmp_path, "forged")
     log = _site_log(ws, "center_b")
-    assert f"test fault: {'corrupted' if fault == 'corrupt' else 'forged'}" in log and refusal in log
+    assert "test fault: forged" in log and "not the hand-off that was signed; refused" in log
     assert not list((ws / "center_b").rglob("handoff_*.pt"))  # nothing trained, nothing sent
-    assert [p.name for p in (out / "handoffs").glob("*.pt")] == ["visit01_center_a.pt"]
+    assert [p.name for p in (out / "handoffs").glob("*.pt")] == ["visit01_center_a.pt"]  # what finished is kept
     assert not (out / "sequence.json").exists()
 
 
