@@ -8,7 +8,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Bundle-level checks: metadata against the model-zoo schema, the train workflow's properties, declared networks."""
+"""Bundle-level checks: the metadata, the train workflow's properties, declared networks."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import ast
 import importlib.metadata
 import json
 import re
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -31,18 +30,12 @@ from packaging.version import Version
 from scripts.data.demo import center_name
 from scripts.sequence import handoff_name
 
-SCHEMA = REPO.parent / "shared" / "schemas" / "meta_schema_20240725.json"
 
-
-def test_metadata_passes_the_model_zoo_schema_and_has_a_changelog_entry_for_its_version():
+def test_metadata_has_a_changelog_entry_for_its_version():
+    """The zoo's schema check (``monai.bundle verify_metadata``) runs on this same metadata file in the submission
+    folder that tools/zoo_submission.py writes and checks (tests/test_zoo_submission.py)."""
     meta = json.loads(Path(META).read_text())
     assert meta["version"] in meta["changelog"]
-    schema = SCHEMA if SCHEMA.is_file() else REPO / "tests" / "data" / "meta_schema_20240725.json"
-    cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", META, "--filepath", str(schema)]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "metadata is verified with no error" in done.stdout + done.stderr, done.stderr
-    warned = [s for s in (done.stdout + done.stderr).splitlines() if re.search(r"deprecated|replacing", s, re.I)]
-    assert not warned, f"MONAI reads the metadata other than as written: {warned}"
 
 
 def test_network_data_format_describes_the_released_fully_convolutional_generator():

@@ -41,7 +41,7 @@ _spec.loader.exec_module(zoo)
 
 def _submit(output_dir: Path, *args: str) -> subprocess.CompletedProcess:
     """The documented command from the repository root, without the test run's PYTHONPATH."""
-    schema = SCHEMA if SCHEMA.is_file() else REPO / "tests" / "data" / "meta_schema_20240725.json"  # as test_bundle
+    schema = SCHEMA if SCHEMA.is_file() else REPO / "tests" / "data" / "meta_schema_20240725.json"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "tools/zoo_submission.py", "--output_dir", str(output_dir), "--schema", str(schema), *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
