@@ -16,7 +16,7 @@ import importlib
 import inspect
 import json
 import pkgutil
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -212,10 +212,18 @@ def test_a_workspace_that_admits_every_class_is_refused_in_one_line(tmp_path: Pa
     assert "\n" not in str(err.value)
 
 
-def test_the_allow_command_takes_a_role_and_refuses_without_one(tmp_path: Path):
-    run = [sys.executable, "-m", "scripts.fl.job", "allow"]
-    done = subprocess.run([*run, "site", str(tmp_path)], cwd=REPO, capture_output=True, text=True, check=True)
-    assert "scripts.fl.executor.VisitExecutor" in done.stdout
+def _allow_command(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
+    """``python -m scripts.fl.job allow <args>``, run as ``-m`` runs it (the module as ``__main__``) in this process."""
+    monkeypatch.setattr(sys, "argv", ["scripts.fl.job", "allow", *args])
+    runpy.run_module("scripts.fl.job", run_name="__main__", alter_sys=True)
+
+
+def test_the_allow_command_takes_a_role_and_refuses_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    _allow_command(monkeypatch, "site", str(tmp_path))
+    assert "scripts.fl.executor.VisitExecutor" in capsys.readouterr().out
     assert json.loads((tmp_path / "local" / "resources.json").read_text())["class_allow_list"][-1:] == sorted(SITE)
-    refused = subprocess.run([*run, str(tmp_path)], cwd=REPO, capture_output=True, text=True)
-    assert refused.returncode != 0 and "usage: python -m scripts.fl.job allow server|site" in refused.stderr
+    with pytest.raises(SystemExit) as refused:
+        _allow_command(monkeypatch, str(tmp_path))
+    assert "usage: python -m scripts.fl.job allow server|site" in str(refused.value.code)
