@@ -40,7 +40,6 @@ from scripts.fl.executor import VisitExecutor  # noqa: E402
 from scripts.fl.job import allow_bundle_components, bundle_allow_list, tdgan_job  # noqa: E402
 from scripts.fl.relay import HandoffPersistor, HandoffRelay, RelayController  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 SERVER = {"scripts.fl.relay.HandoffPersistor", "scripts.fl.relay.HandoffRelay", "scripts.fl.relay.RelayController"}
 SITE = {"scripts.fl.executor.VisitExecutor"}
 EXPECTED = {"server": SERVER, "site": SITE, "simulator": SERVER | SITE}
