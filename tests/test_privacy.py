@@ -31,6 +31,7 @@ from scripts.handoff import load_handoff
 from scripts.networks import TDGANGenerator, TemporaryDiscriminators, encode_condition
 from scripts.reminding import Reminder
 from scripts.trainer import LossAverage, TDGANTrainer
+from scripts.visit import run_visit
 from tests.conftest import META, REPO, TINY, visit_workflow
 
 opacus = pytest.importorskip("opacus", reason="the optional DP extra (requirements-dp.txt) is not installed")
@@ -307,7 +308,11 @@ def test_a_dp_visit_with_bank_reminding_is_refused_before_anything_is_written(de
     assert not (tmp_path / "handoff.pt").exists() and not (tmp_path / "checkpoints").exists()
 
 
-def _bundle_run(center: Path, out: Path, *extra: str, fault: str | None = None) -> subprocess.CompletedProcess:
+CLI_KEYS = ("spatial_size", "ngf", "num_blocks", "ndf", "batch_size", "epochs_constant", "epochs_decay")
+"""The tiny settings the DP visits below are given (no more: a checkpoint of one resumes in another)."""
+
+
+def _bundle_run(center: Path, out: Path, fault: str | None = None) -> subprocess.CompletedProcess:
     """``python -m monai.bundle run --config_file configs/train.json`` at the tiny size, as a subprocess (through
     tests/visit_faults.py when ``fault`` is given)."""
     cmd = [
@@ -316,11 +321,18 @@ def _bundle_run(center: Path, out: Path, *extra: str, fault: str | None = None) 
     ]
     cmd += ["run", "--config_file", str(REPO / "configs" / "train.json")]
     cmd += ["--meta_file", META, "--bundle_root", str(REPO), "--dataset_dir", str(center), "--output_dir", str(out)]
-    for key in ("spatial_size", "ngf", "num_blocks", "ndf", "batch_size", "epochs_constant", "epochs_decay"):
+    for key in CLI_KEYS:
         cmd += [f"--{key}", str(TINY[key]).replace(" ", "")]
     cmd += ["--device", "cpu", "--reminding_source", "local", "--dp#enabled", "True", "--dp#noise_multiplier", "1.0"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*cmd, *extra], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _visit_here(center: Path, out: Path, handoff_in: Path | None = None, **dp: Any) -> None:
+    """The visit of :func:`_bundle_run` with the same settings (and ``dp#<key>`` ones), run in this process."""
+    settings = {k: TINY[k] for k in CLI_KEYS} | {"device": "cpu", "reminding_source": "local"}
+    settings |= {"dp#enabled": True, "dp#noise_multiplier": 1.0} | {f"dp#{k}": v for k, v in dp.items()}
+    run_visit([center], out, handoff_in, settings=settings, bundle_root=REPO)
 
 
 @pytest.fixture(scope="module")
@@ -352,13 +364,13 @@ def test_the_recorded_epsilon_equals_opacus_accountant_for_the_same_steps_rate_a
 
 
 def test_a_budget_overrun_stops_the_visit_with_one_line_and_a_valid_handoff(
-    demo_root: Path, dp_first_visit: Path, tmp_path: Path
+    demo_root: Path, dp_first_visit: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
     # the next center from the DP hand-off (local reminding against the arriving generator), with a budget that
     # the planned 8 iterations (epsilon 5.68) exceed
-    done = _bundle_run(demo_root / "center_b", tmp_path, "--handoff_in", str(dp_first_visit), "--dp#max_epsilon", "4.0")
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [ln for ln in (done.stdout + done.stderr).splitlines() if "privacy budget reached" in ln]  # the log
+    with caplog.at_level("INFO"):
+        _visit_here(demo_root / "center_b", tmp_path, dp_first_visit, max_epsilon=4.0)
+    lines = [r.getMessage() for r in caplog.records if "privacy budget reached" in r.getMessage()]  # the log
     assert len(lines) == 1 and "max_epsilon 4.0" in lines[0]
     handoff = load_handoff(tmp_path / "handoff.pt")
     visit = handoff.visits[-1]
@@ -377,8 +389,7 @@ def test_a_resumed_dp_visit_accounts_the_iterations_before_its_checkpoint(
     # the hand-off records what the whole visit spent (it once counted only the iterations after the resume)
     killed = _bundle_run(demo_root / "center_a", tmp_path, fault="kill@checkpoint:1")
     assert killed.returncode != 0 and not (tmp_path / "handoff.pt").exists()
-    done = _bundle_run(demo_root / "center_a", tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _visit_here(demo_root / "center_a", tmp_path)  # resumed, in this process
     resumed, whole = (load_handoff(path).visits[-1] for path in (tmp_path / "handoff.pt", dp_first_visit))
     assert resumed["resumed_from_epoch"] == 1 and resumed["iterations"] == whole["iterations"] == 8
     assert (
