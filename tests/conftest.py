@@ -39,8 +39,12 @@ LONGEST_FIRST = [
     "test_benchmark_step.py",
     "test_fl_poc.py",
     "test_docs_commands.py",
-    "test_segmentation_journey.py",
     "test_cli.py",
+    "test_privacy.py",
+    "test_dp_tradeoff.py",
+    "test_resume.py",
+    "test_segmentation_journey.py",
+    "test_visit.py",
 ]
 """The test files that take longest (``--durations``, 2026-12-07), run first: run_tests.sh gives each file to one of two
 processes as they free up, so a long file started last would leave the other process idle."""
