@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, TINY, run_visit
+from monai.bundle import run
 from visit_faults import visit_command
 
 from scripts.excepthook import DEBUG_ENV, _hook, install_for_bundle_cli
@@ -55,7 +56,6 @@ def runs(demo_root: Path, finished: Path, tmp_path_factory: pytest.TempPathFacto
     kept.mkdir()
     (kept / "marker").write_text("keep me")
     center_a = demo_root / "center_a"
-    inference = REPO / "configs" / "inference.json"
     synthesis = {"handoff": finished / "handoff.pt", "dataset_dir": center_a, "output_dir": kept, "device": "cpu"}
     synthesis |= {"spatial_size": [32, 32], "style": "center_a"}
     commands = {
@@ -74,8 +74,6 @@ def runs(demo_root: Path, finished: Path, tmp_path_factory: pytest.TempPathFacto
             ),
             {},
         ),
-        "overwrite_false": (visit_command(inference, overwrite="false", **synthesis), {}),
-        "finished": (visit_command(dataset_dir=center_a, output_dir=finished, **TINY), {}),
     }
     procs = {
         name: subprocess.Popen(
@@ -87,7 +85,7 @@ def runs(demo_root: Path, finished: Path, tmp_path_factory: pytest.TempPathFacto
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=300)
         results[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    return {"results": results, "tmp": tmp, "kept": kept}
+    return {"results": results, "tmp": tmp, "kept": kept, "synthesis": synthesis}
 
 
 def test_a_bad_boolean_is_refused_in_one_line_before_anything_is_written(runs: dict):
@@ -127,19 +125,30 @@ def test_a_missing_center_folder_is_the_last_line(runs: dict):
     assert not (runs["tmp"] / "m").exists()
 
 
-def test_overwrite_false_keeps_an_existing_synthetic_dataset_and_says_so(runs: dict):
+def test_overwrite_false_keeps_an_existing_synthetic_dataset_and_says_so(
+    runs: dict, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    """Run in this process (MONAI's ``run``, what ``python -m monai.bundle run`` calls, the value as the command line
+    gives it), its refusal through the command line's hook."""
     kept = runs["kept"]
-    done = runs["results"]["overwrite_false"]
-    assert done.returncode != 0
-    assert _last_line(done) == f"error: {kept}: exists; choose another output_dir or pass --overwrite true."
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in runs["synthesis"].items()}
+    with pytest.raises(Exception) as refused:
+        run(config_file=str(REPO / "configs" / "inference.json"), bundle_root=str(REPO), logging_file=False,
+            meta_file=str(REPO / "configs" / "metadata.json"), overwrite="false", **settings)  # fmt: skip
+    lines, fallback = _hooked(refused.value, capsys, monkeypatch)
+    assert not fallback and lines[-1] == f"error: {kept}: exists; choose another output_dir or pass --overwrite true."
     assert (kept / "marker").read_text() == "keep me" and sorted(p.name for p in kept.iterdir()) == ["marker"]
 
 
-def test_rerunning_a_finished_visit_says_so_and_exits_0_without_training(runs: dict, finished: Path):
-    done = runs["results"]["finished"]
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert f"visit already finished: {finished / 'handoff.pt'}" in done.stdout + done.stderr
-    assert "Epoch[1]" not in done.stdout + done.stderr
+def test_rerunning_a_finished_visit_says_so_and_exits_0_without_training(
+    demo_root: Path, finished: Path, caplog: pytest.LogCaptureFixture
+):
+    written = (finished / "handoff.pt").stat().st_mtime_ns
+    with caplog.at_level("INFO"):
+        run_visit([demo_root / "center_a"], finished)  # the same visit again, in this process
+    log = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"visit already finished: {finished / 'handoff.pt'}" in log
+    assert "Epoch[1]" not in log and (finished / "handoff.pt").stat().st_mtime_ns == written  # nothing trained
 
 
 def _wait_for(path_glob: tuple[Path, str], proc: subprocess.Popen, seconds: float = 180) -> list[Path]:
