@@ -17,7 +17,7 @@ if [ ! -x "$root/.venv/bin/python" ] || { [ "$have" != "$want" ] && [ "$have" !=
     echo "[venv] installing the pinned requirements ($req) into $root/.venv ..."
     "$py" -m venv "$root/.venv"
     vpy="$root/.venv/bin/python"
-    # uv (pinned) installs the same pins as pip about four times faster (the test venv: 18 s against 70 s), given
+    # uv (pinned) installs the same pins faster than pip (the test venv: 18 s against 126 s, side by side), given
     # pip's own settings (index, extra indexes with pip's best-version rule, find-links, constraints); where uv cannot
     # be installed or cannot install them, pip does it.
     mapfile -t uv_args < <("$vpy" - <<'PY'
@@ -25,13 +25,13 @@ import ast, subprocess, sys
 listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
 flags = {"index-url": "--index-url", "extra-index-url": "--extra-index-url", "find-links": "--find-links",
          "constraint": "--constraint"}
-args = []
+pairs = {}  # (flag, value) in pip's order, each once (pip lists a setting per scope it is set in)
 for line in listed.splitlines():
     key, _, value = line.partition("=")
     flag = flags.get(key.rsplit(".", 1)[-1])
     for item in ast.literal_eval(value).split() if flag and value else []:
-        if [flag, item] not in [args[i:i + 2] for i in range(0, len(args), 2)]:
-            args += [flag, item]
+        pairs[flag, item] = None
+args = [part for pair in pairs for part in pair]
 if "--extra-index-url" in args:
     args += ["--index-strategy", "unsafe-best-match"]  # pip's rule: the best version over every index
 print("\n".join(args))
