@@ -308,8 +308,11 @@ def test_a_dp_visit_with_bank_reminding_is_refused_before_anything_is_written(de
     assert not (tmp_path / "handoff.pt").exists() and not (tmp_path / "checkpoints").exists()
 
 
-CLI_KEYS = ("spatial_size", "ngf", "num_blocks", "ndf", "batch_size", "epochs_constant", "epochs_decay")
-"""The tiny settings the DP visits below are given (no more: a checkpoint of one resumes in another)."""
+DP_VISIT = {k: TINY[k] for k in ("spatial_size", "ngf", "num_blocks", "ndf", "batch_size", "epochs_constant")}
+DP_VISIT |= {"epochs_decay": TINY["epochs_decay"], "device": "cpu", "reminding_source": "local"}
+DP_VISIT |= {"dp#enabled": True, "dp#noise_multiplier": 1.0}
+"""The settings of the DP visits below, on the command line and in this process alike (no more: a checkpoint of one
+resumes in the other)."""
 
 
 def _bundle_run(center: Path, out: Path, fault: str | None = None) -> subprocess.CompletedProcess:
@@ -321,17 +324,15 @@ def _bundle_run(center: Path, out: Path, fault: str | None = None) -> subprocess
     ]
     cmd += ["run", "--config_file", str(REPO / "configs" / "train.json")]
     cmd += ["--meta_file", META, "--bundle_root", str(REPO), "--dataset_dir", str(center), "--output_dir", str(out)]
-    for key in CLI_KEYS:
-        cmd += [f"--{key}", str(TINY[key]).replace(" ", "")]
-    cmd += ["--device", "cpu", "--reminding_source", "local", "--dp#enabled", "True", "--dp#noise_multiplier", "1.0"]
+    for key, value in DP_VISIT.items():
+        cmd += [f"--{key}", str(value).replace(" ", "")]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 def _visit_here(center: Path, out: Path, handoff_in: Path | None = None, **dp: Any) -> None:
     """The visit of :func:`_bundle_run` with the same settings (and ``dp#<key>`` ones), run in this process."""
-    settings = {k: TINY[k] for k in CLI_KEYS} | {"device": "cpu", "reminding_source": "local"}
-    settings |= {"dp#enabled": True, "dp#noise_multiplier": 1.0} | {f"dp#{k}": v for k, v in dp.items()}
+    settings = DP_VISIT | {f"dp#{k}": v for k, v in dp.items()}
     run_visit([center], out, handoff_in, settings=settings, bundle_root=REPO)
 
 
