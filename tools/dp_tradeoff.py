@@ -40,6 +40,7 @@ from scripts.visit import BUNDLE_ROOT, run_visit
 
 __all__ = [
     "settings_for",
+    "check_variants",
     "method_configs",
     "make_public_center",
     "pretrain",
@@ -69,18 +70,21 @@ def settings_for(
     modes: Sequence[str] = ("both",),
     pretraining: Sequence[bool] = (False,),
     public_label_maps: str | None = None,
+    variants: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict]:
     """The compared settings, all TDGAN with ``local`` reminding (what DP requires): ``no_dp`` (and ``no_dp_pre``, from
     the public hand-off, when pretraining is compared) and one ``dp_eps<E>_<mode>[_pre]`` per target epsilon, DP mode
     and pretraining (the noise chosen by Opacus so that each center's visit spends E; mode ``discriminator`` reads
-    ``public_label_maps``).
+    ``public_label_maps``); then each DP setting again per entry of ``variants`` (:py:func:`check_variants`), as
+    ``dp_eps<E>_<mode>[_pre]_<variant>``: the same epsilon with other knobs.
 
     Raises:
-        ValueError: an unknown mode, or mode ``discriminator`` without public label maps.
+        ValueError: an unknown mode, mode ``discriminator`` without public label maps, or a refused variant.
     """
     unknown = [m for m in modes if m not in MODES]
     if unknown or ("discriminator" in modes and not public_label_maps):
         raise ValueError(f"modes must be of {list(MODES)} (discriminator with public label maps), got {list(modes)}.")
+    variants = check_variants(variants)
     out: dict[str, dict[str, Any]] = {}
     for pre in dict.fromkeys(pretraining):
         tag = ", public pretraining" if pre else ""
@@ -104,13 +108,56 @@ def settings_for(
                 if mode == "discriminator":
                     dp["public_label_maps"] = str(public_label_maps)
                 what = "both updates" if mode == "both" else "discriminator only, public maps"
-                out[f"dp_eps{eps:g}_{SHORT_MODE[mode]}" + ("_pre" if pre else "")] = {
-                    "label": f"TDGAN local, DP epsilon {eps:g} ({what}){', public pretraining' if pre else ''}",
-                    "dp": dp,
-                    "mode": mode,
-                    "pretrained": pre,
-                    "target_epsilon": float(eps),
-                }
+                name = f"dp_eps{eps:g}_{SHORT_MODE[mode]}" + ("_pre" if pre else "")
+                label = f"TDGAN local, DP epsilon {eps:g} ({what}){', public pretraining' if pre else ''}"
+                for variant, knobs in {None: {}, **variants}.items():
+                    out[name + (f"_{variant}" if variant else "")] = {
+                        "label": label + (f", {_describe(knobs)}" if variant else ""),
+                        "dp": {**dp, **{k[len("dp#") :]: v for k, v in knobs.items() if k.startswith("dp#")}},
+                        "visit": {k: v for k, v in knobs.items() if not k.startswith("dp#")},
+                        "variant": variant,
+                        "mode": mode,
+                        "pretrained": pre,
+                        "target_epsilon": float(eps),
+                    }
+    return out
+
+
+VARIANT_KEYS = ("lr", "batch_size", "epochs_constant", "epochs_decay", "dp#max_grad_norm", "dp#accountant")
+"""What a variant may change at a fixed epsilon: the learning rate, the batch (the sampling rate), the number of
+updates (epochs) and the clipping bound; not what the comparison holds fixed (epsilon, mode, reminding, seed)."""
+
+
+def _describe(knobs: dict[str, Any]) -> str:
+    return ", ".join(f"{k.replace('dp#', '')} {v}" for k, v in knobs.items())
+
+
+def check_variants(variants: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``variants`` (name -> {setting: value}) checked: names of letters, digits, ``.`` and ``-``; settings of
+    :py:data:`VARIANT_KEYS` only, with a positive number (an integer for the batch and the epochs) or, for the
+    accountant, ``rdp`` / ``prv``.
+
+    Raises:
+        ValueError: one line naming the refused variant, setting or value.
+    """
+    out = {}
+    for name, knobs in (variants or {}).items():
+        if not isinstance(name, str) or not name or not all(c.isalnum() or c in ".-" for c in name):
+            raise ValueError(f"variant name {name!r}: use letters, digits, '.' and '-' only.")
+        if not isinstance(knobs, dict) or not knobs:
+            raise ValueError(f"variant {name!r} must be a non-empty object of settings, got {knobs!r}.")
+        for key, value in knobs.items():
+            if key not in VARIANT_KEYS:
+                raise ValueError(f"variant {name!r}: setting {key!r} is not one of {list(VARIANT_KEYS)}.")
+            if key == "dp#accountant":
+                ok = value in ("rdp", "prv")
+            elif key in ("batch_size", "epochs_constant", "epochs_decay"):
+                ok = isinstance(value, int) and not isinstance(value, bool) and value >= (key != "epochs_decay")
+            else:
+                ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+            if not ok:
+                raise ValueError(f"variant {name!r}: {key} {value!r} is not an allowed value.")
+        out[name] = dict(knobs)
     return out
 
 
@@ -140,6 +187,8 @@ def method_configs(
             )
         path.write_text(json.dumps(content, indent=4) + "\n")
         methods[name] = {"label": s["label"], "configs": [str(path.resolve())]}
+        if s.get("visit"):  # over the evaluation's visit_overrides, which a config file cannot override
+            methods[name]["visit_overrides"] = dict(s["visit"])
     return methods
 
 
@@ -349,6 +398,7 @@ def curve_points(report: dict[str, Any], settings: dict[str, dict], dice_class: 
                 "mode": s["mode"],
                 "pretrained": s["pretrained"],
                 "target_epsilon": s["target_epsilon"],
+                "variant": s.get("variant"),
                 "epsilon": max(spent) if spent else None,
                 "noise_multiplier": noise[0] if noise else None,
                 **_utility(report, name, dice_class),
@@ -387,6 +437,7 @@ def plot_curve(points: Sequence[dict[str, Any]], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    points = [p for p in points if p.get("variant") is None]  # a variant's knobs are its own table, not the curve
     sizes = sorted({p["pairs_per_center"] for p in points})
     relative = any(p["relative_dice"] is not None for p in points)
     metrics = [("final_test_ssim", "final test SSIM"), ("relative_dice" if relative else "dice", "")]
@@ -450,6 +501,7 @@ def run_tradeoff(
     public_pairs: int = 48,
     public_seed: int = 1000,
     public_anatomy: str | None = None,
+    variants: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the evaluation protocol (``scripts.evaluation.protocol.Evaluation`` through ``configs/compare.json``, by
     default with ``configs/demo.json``) once per training-set size, with every setting of :py:func:`settings_for`
@@ -479,6 +531,8 @@ def run_tradeoff(
         public_pairs: pairs of the public center (pretraining; its label maps are mode discriminator's public maps).
         public_seed: the public center's seed (no demo center's).
         public_anatomy: ``mni152``, ``procedural`` or None (mni152 where nilearn is installed).
+        variants: each DP setting again with other knobs at the same epsilon (:py:func:`check_variants`); a variant
+            may change the number of updates, so with variants every setting keeps its own budget (recorded).
 
     Returns:
         the curve (also in ``curve.json``): ``{"command", "grid", "points"}``.
@@ -514,14 +568,15 @@ def run_tradeoff(
         if needs_public and public_center is None:
             size = int(workflow.parser.get_parsed_content("spatial_size")[0])
             public_center = make_public_center(output_dir / "public", public_pairs, size, public_seed, public_anatomy)
-        settings = settings_for(epsilons, max_grad_norm, accountant, modes, pretraining, public_center)
+        settings = settings_for(epsilons, max_grad_norm, accountant, modes, pretraining, public_center, variants)
         pretrained = output_dir / "public_pretraining"
         methods = method_configs(settings, folder / "settings", pretrained)
         workflow.parser.update(
             {
                 "methods": methods,
                 "segmentation_sets": list(methods),  # every setting's shareable set trains a UNet (the Dice)
-                "budget_reference": next(iter(methods)),  # every setting is TDGAN, local reminding: one budget
+                # every setting is TDGAN, local reminding: one budget, unless a variant changes the epochs or batch
+                "budget_reference": None if variants else next(iter(methods)),
                 "training_map_sets": list(methods) if training_maps else [],
             }
         )
@@ -555,6 +610,7 @@ def run_tradeoff(
             "max_grad_norm": max_grad_norm,
             "accountant": accountant,
             "dice_class": dice_class,
+            "variants": check_variants(variants),
         },
         "points": points,
     }
@@ -584,6 +640,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--no_training_maps", action="store_true", help="skip the sets made from training maps")
     parser.add_argument("--dice_class", default="lesion")
+    parser.add_argument(
+        "--variants",
+        type=json.loads,
+        default=None,
+        help='JSON: each DP setting again with other knobs, e.g. \'{"clip0.1": {"dp#max_grad_norm": 0.1}}\'',
+    )
     args = parser.parse_args(argv)
     overrides = {}
     for item in args.set:
@@ -607,6 +669,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         public_pairs=args.public_pairs,
         public_seed=args.public_seed,
         public_anatomy=args.public_anatomy,
+        variants=args.variants,
     )
     print(render_curve(curve["points"]))
     print(f"curve: {Path(args.output_dir) / 'curve.json'} and curve.png")

@@ -131,7 +131,9 @@ class Evaluation:
         data_root: folder with the center folders and centers.json.
         output_dir: where each method's run goes (``output_dir/seed<k>/<method>``).
         report_dir: where the report goes.
-        methods: method name -> ``{"label": shown name, "configs": override files for the sequence config}``.
+        methods: method name -> ``{"label": shown name, "configs": override files for the sequence config}``, and
+            optionally ``"visit_overrides"``: visit settings of that method alone, applied over ``visit_overrides``
+            (e.g. one setting of a sweep: its learning rate or epochs).
         sequence_config: the sequence workflow config (configs/train_sequential.json).
         inference_config: the synthesis config (configs/inference.json).
         segmentation_config: the segmentation config (configs/segmentation.json).
@@ -327,6 +329,13 @@ class Evaluation:
                 )
         return sets * per_set
 
+    def _own_overrides(self, name: str) -> dict[str, Any]:
+        """The visit settings method ``name`` sets for itself in ``methods`` (over the evaluation's)."""
+        own = self.methods[name].get("visit_overrides") or {}
+        if not isinstance(own, dict):
+            raise ValueError(f"methods[{name!r}]['visit_overrides'] must be a dict of visit settings, got {own!r}.")
+        return dict(own)
+
     def _configs(self, name: str) -> list[str]:
         return [self.sequence_config] + [str(Path(self.bundle_root) / c) for c in self.methods[name].get("configs", [])]
 
@@ -341,7 +350,7 @@ class Evaluation:
         parser = ConfigParser()
         parser.read_config(self._configs(name))
         parser.update({"bundle_root": self.bundle_root, "data_root": str(self.data_root), "run_name": name})
-        parser["visit_overrides"].update(self.visit_overrides)
+        parser["visit_overrides"].update({**self.visit_overrides, **self._own_overrides(name)})
         visits = plan_visits(parser.get_parsed_content("order"), parser.get_parsed_content("centers_per_visit"))
         visit = ConfigParser()
         visit.read_config(parser.get_parsed_content("visit_config"))
@@ -527,7 +536,8 @@ class Evaluation:
         # may itself be a config path such as "discriminators_def#num_layers", which "visit_overrides#<key>" cannot
         # express
         budget = {"train#trainer#epoch_length": plan["epoch_length"]} if plan and plan.get("epoch_length") else {}
-        workflow.parser["visit_overrides"].update({**self.visit_overrides, "seed": seed, **budget})
+        own = self._own_overrides(name)
+        workflow.parser["visit_overrides"].update({**self.visit_overrides, **own, "seed": seed, **budget})
         workflow.initialize()
         workflow.run()
         workflow.finalize()
