@@ -23,7 +23,7 @@ from tests.conftest import REPO, TINY
 
 pytest.importorskip("opacus", reason="the optional DP extra (requirements-dp.txt) is not installed")
 from scripts.handoff import load_handoff  # noqa: E402
-from tools.dp_tradeoff import main, settings_for  # noqa: E402
+from tools.dp_tradeoff import check_variants, main, method_configs, settings_for  # noqa: E402
 
 SETTINGS = ["no_dp", "no_dp_pre", "dp_eps10_both", "dp_eps10_both_pre", "dp_eps10_disc", "dp_eps10_disc_pre"]
 
@@ -87,3 +87,36 @@ def test_the_settings_need_public_maps_for_the_discriminator_mode():
         settings_for([10.0], modes=["discriminator"])
     names = list(settings_for([30.0, 3.0], modes=["both"], pretraining=[False]))
     assert names == ["no_dp", "dp_eps30_both", "dp_eps3_both"]
+
+
+def test_a_variant_repeats_each_dp_setting_with_its_knobs_at_the_same_epsilon(tmp_path: Path):
+    variants = {"clip0.1": {"dp#max_grad_norm": 0.1}, "b16-lr": {"batch_size": 16, "lr": 0.001}}
+    settings = settings_for([10.0], modes=["both"], pretraining=[True], variants=variants)
+    assert list(settings) == ["no_dp_pre", "dp_eps10_both_pre", "dp_eps10_both_pre_clip0.1", "dp_eps10_both_pre_b16-lr"]
+    base, clip, batch = (settings[k] for k in list(settings)[1:])
+    assert base["dp"]["max_grad_norm"] == 1.0 and clip["dp"] == {**base["dp"], "max_grad_norm": 0.1}
+    assert batch["dp"] == base["dp"] and batch["visit"] == {"batch_size": 16, "lr": 0.001} and not clip["visit"]
+    assert all(s["target_epsilon"] == 10.0 for s in (base, clip, batch)) and "batch_size 16" in batch["label"]
+    methods = method_configs(settings, tmp_path / "settings", pretrained=tmp_path / "public")
+    assert methods["dp_eps10_both_pre_b16-lr"]["visit_overrides"] == {"batch_size": 16, "lr": 0.001}
+    assert "visit_overrides" not in methods["dp_eps10_both_pre_clip0.1"]  # its knob is in the dp section of its file
+    written = json.loads(Path(methods["dp_eps10_both_pre_clip0.1"]["configs"][0]).read_text())
+    assert written["visit_overrides#dp"]["max_grad_norm"] == 0.1
+
+
+@pytest.mark.parametrize(
+    "variants, message",
+    [
+        ({"a/b": {"lr": 0.1}}, "use letters, digits"),
+        ({"eps": {"dp#target_epsilon": 100}}, "not one of"),
+        ({"mode": {"dp#mode": "discriminator"}}, "not one of"),
+        ({"seed": {"seed": 3}}, "not one of"),
+        ({"b": {"batch_size": 2.5}}, "batch_size 2.5 is not an allowed value"),
+        ({"lr": {"lr": -1}}, "lr -1 is not an allowed value"),
+        ({"acc": {"dp#accountant": "gdp"}}, "not an allowed value"),
+        ({"empty": {}}, "non-empty object"),
+    ],
+)
+def test_a_variant_may_change_only_the_knobs_at_fixed_epsilon(variants: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        check_variants(variants)

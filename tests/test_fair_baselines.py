@@ -70,9 +70,16 @@ def test_shared_discriminator_input_tells_two_centers_apart_only_with_the_center
     assert torch.equal(real_a.sum(0), real_b.sum(0))  # both encode the same label map
 
 
-def _evaluation(demo_root: Path, out: Path, methods: list[str], budget_reference: str | None = "tdgan_bank"):
+def _evaluation(
+    demo_root: Path,
+    out: Path,
+    methods: list[str],
+    budget_reference: str | None = "tdgan_bank",
+    own: dict[str, dict] | None = None,
+):
     files = {
         "tdgan_bank": [],
+        "tdgan_b4": [],
         "asyndgan": ["asyndgan.json"],
         "joint": ["joint.json"],
         "two_online": ["two_online.json"],
@@ -81,7 +88,11 @@ def _evaluation(demo_root: Path, out: Path, methods: list[str], budget_reference
         data_root=demo_root,
         output_dir=out,
         report_dir=out / "report",
-        methods={m: {"label": m, "configs": [f"configs/baselines/{f}" for f in files[m]]} for m in methods},
+        methods={
+            m: {"label": m, "configs": [f"configs/baselines/{f}" for f in files[m]]}
+            | ({"visit_overrides": own[m]} if own and m in own else {})
+            for m in methods
+        },
         sequence_config=SEQUENTIAL,
         inference_config=str(REPO / "configs" / "inference.json"),
         segmentation_config=str(REPO / "configs" / "segmentation.json"),
@@ -125,3 +136,20 @@ def test_a_multi_visit_method_off_the_budget_is_refused_before_anything_trains(d
     with pytest.raises(ValueError, match="'two_online' makes 16 generator updates in 2 visit"):
         evaluation.budgets()
     assert not list(tmp_path.iterdir())
+
+
+def test_a_methods_own_visit_settings_win_over_the_evaluations_and_are_what_it_trains(demo_root: Path, tmp_path: Path):
+    # a sweep's setting (e.g. a batch size at fixed epsilon): the evaluation's visit_overrides hold batch 2 for all
+    own = {"tdgan_b4": {"batch_size": 4}}
+    with pytest.raises(ValueError, match="'tdgan_b4' makes 12 generator updates in 3 visit"):
+        _evaluation(demo_root, tmp_path, ["tdgan_bank", "tdgan_b4"], own=own).budgets()
+    evaluation = _evaluation(demo_root, tmp_path, ["tdgan_bank", "tdgan_b4"], budget_reference=None, own=own)
+    plans = evaluation.budgets()
+    assert [(p["batch_size"], p["generator_updates"]) for p in plans.values()] == [(2, 24), (4, 12)]
+    sequence = json.loads(evaluation.train_generator("tdgan_b4", seed=0, plan=plans["tdgan_b4"]).read_text())
+    visits = load_handoff(sequence["final_handoff"]).visits
+    assert [v["iterations"] for v in visits] == [4, 4, 4]  # 8 pairs in batches of 4, 2 epochs, per visit
+    assert evaluation.spent("tdgan_b4", sequence, plans["tdgan_b4"], 0)["generator_updates"] == 12
+    bad = _evaluation(demo_root, tmp_path / "bad", ["tdgan_bank"], budget_reference=None, own={"tdgan_bank": [4]})
+    with pytest.raises(ValueError, match="must be a dict of visit settings"):
+        bad.budgets()
