@@ -18,8 +18,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
-from tools.lesion_stats import main
+from tools.lesion_stats import main, unet_reading
 
 
 def _pair(folder: Path, name: str, lesion_side: int, lesion_value: float, seed: int) -> dict[str, str]:
@@ -63,3 +64,46 @@ def test_a_folder_that_is_not_a_synthetic_set_is_refused_in_one_line(tmp_path: P
     with pytest.raises(SystemExit) as e:
         main(["--data_root", str(tmp_path), "--synthetic", str(tmp_path / "none")])
     assert e.value.code == 2 and "no dataset.json" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+class _Threshold(torch.nn.Module):
+    """Calls class 3 wherever the (min-max scaled) image is above ``level``, else class 1: a reader whose answer is
+    known on the pairs above (lesion 3.0 is the brightest value, brain noise rarely reaches it)."""
+
+    def __init__(self, level: float) -> None:
+        super().__init__()
+        self.level = level
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lesion = (x > self.level).float()
+        return torch.cat([torch.zeros_like(x), 1 - lesion, torch.zeros_like(x), lesion], 1)
+
+
+def test_how_a_unet_reads_a_sets_lesions_counts_its_pixels_against_the_labels(tmp_path: Path) -> None:
+    items = [_pair(tmp_path, f"r{i}", 4, 8.0, i) for i in range(2)]  # 16 lesion pixels each, far above the noise
+    items = [{k: str(tmp_path / v) for k, v in item.items()} for item in items]
+    exact = unet_reading(items, _Threshold(0.9))
+    assert exact == {"predicted_pixels": 32, "labelled_pixels": 32, "precision": 1.0, "recall": 1.0}
+    loose = unet_reading(items, _Threshold(-1.0))  # every pixel called lesion: 576 per image
+    assert loose["predicted_pixels"] == 2 * 24 * 24 and loose["recall"] == 1.0
+    assert loose["precision"] == pytest.approx(32 / (2 * 24 * 24), abs=1e-3)
+
+
+def test_the_unet_option_loads_the_evaluations_architecture_from_a_checkpoint(tmp_path: Path, capsys) -> None:
+    # the loading path with RANDOMLY INITIALISED weights of the evaluation's UNet (no trained one is shipped)
+    center = tmp_path / "data" / "center_a"
+    real = [_pair(center, f"r{i}", 4, 3.0, i) for i in range(2)]
+    (center / "dataset.json").write_text(json.dumps({"training": real, "labels": {"0": "background"}}))
+    synthetic = tmp_path / "synthetic"
+    made = [{**_pair(synthetic, "s0", 3, 1.0, 10), "center": "center_a"}]
+    (synthetic / "dataset.json").write_text(json.dumps({"training": made}))
+    from monai.networks.nets import UNet
+
+    random_unet = UNet(2, 1, 4, channels=[16, 32, 64, 128], strides=[2, 2, 2], num_res_units=1, norm="INSTANCE")
+    torch.save({"network": random_unet.state_dict()}, tmp_path / "segmentation.pt")
+    argv = ["--data_root", str(tmp_path / "data"), "--synthetic", str(synthetic)]
+    assert main(argv + ["--segmentation", str(tmp_path / "segmentation.pt")]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert row["real"]["unet"]["labelled_pixels"] == 32 and row["synthetic"]["unet"]["labelled_pixels"] == 9
+    with pytest.raises(SystemExit):
+        main(argv + ["--segmentation", str(tmp_path / "none.pt")])
