@@ -10,7 +10,8 @@
 # limitations under the License.
 """What differential privacy costs: the evaluation protocol for TDGAN without DP and at target epsilons, per DP mode
 (both updates / discriminator only), with or without public pretraining, at several training-set sizes, over seeds;
-one curve (JSON and figure) of utility against epsilon.
+one curve (JSON and figure) of utility against epsilon; and, with ``--variants``, each DP setting again with other
+knobs at the same epsilon (learning rate, batch, epochs, clipping bound), in the same report.
 
 A development tool of the repository, not part of the bundle's package; run from the repository root as
 ``python -m tools.dp_tradeoff``; its results: docs/privacy.md.

@@ -13,15 +13,16 @@ contrast in the images (what a UNet trained on the set learns to find)::
 
     python -m tools.lesion_stats --data_root data/demo --synthetic output/seed0/tdgan_bank/synthetic
 
-Per center and set (the center's real training pairs; the synthetic pairs made in its style): the share of maps with
-a lesion, the lesion area in pixels (median, mean), and the contrast of the lesion against the host tissue around it:
-(mean image value in the lesion - mean in a ``ring``-pixel band of host class around it) / the band's standard
-deviation, the mean over images with a lesion. With ``--segmentation`` (a UNet's ``segmentation.pt`` trained by the
-evaluation with the demo's settings, e.g. ``output/segmentation/seed0/real_all/segmentation.pt``): how that UNet reads
-each set's lesions, pixels it calls lesion against the labelled ones, precision and recall (a real-trained UNet that
-calls more pixels lesion on a synthetic set than its labels hold sees the set's lesions drawn larger than their
-maps). One JSON line per center, then a Markdown table. A development tool of the repository, not part of the
-bundle's package; its results: docs/privacy.md.
+Per center and set (the center's real training pairs, or its test pairs with ``--real_key test``; the synthetic
+pairs made in its style): the share of maps with a lesion, the lesion area in pixels (median, mean), and the contrast
+of the lesion against the host tissue around it: (mean image value in the lesion - mean in a ``ring``-pixel band of
+host class around it) / the band's standard deviation, the mean over images with a lesion. With ``--segmentation`` (a
+UNet's ``segmentation.pt`` trained by the evaluation with the demo's settings, e.g.
+``output/segmentation/seed0/real_all/segmentation.pt``): how that UNet reads each set's lesions, pixels it calls
+lesion against the labelled ones, precision and recall (a real-trained UNet that calls more pixels lesion on a
+synthetic set than its labels hold sees the set's lesions drawn larger than their maps). One JSON line per center,
+then a Markdown table. A development tool of the repository, not part of the bundle's package; its results:
+docs/privacy.md.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--ring", type=int, default=4, help="width of the host band, pixels")
     p.add_argument("--segmentation", help="a UNet's segmentation.pt (demo settings): how it reads each set's lesions")
     p.add_argument("--num_classes", type=int, default=4, help="classes of that UNet (default 4, the demo's)")
+    p.add_argument("--real_key", default="training", help="the centers' pairs to compare: training (default) or test")
     args = p.parse_args(argv)
     if args.segmentation and not Path(args.segmentation).is_file():
         p.error(f"{args.segmentation}: no such file; give a UNet's segmentation.pt.")
@@ -151,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         folder = Path(args.data_root) / center
         if not (folder / "dataset.json").is_file():
             p.error(f"{folder}: no dataset.json; --data_root must hold the center {center!r} the set names.")
-        real = load_decathlon_datalist(str(folder / "dataset.json"), True, "training", base_dir=str(folder))
+        real = load_decathlon_datalist(str(folder / "dataset.json"), True, args.real_key, base_dir=str(folder))
         row = {"center": center}
         for name, pairs in (("real", real), ("synthetic", items)):
             row[name] = lesion_stats(pairs, args.lesion, args.host, args.ring)
