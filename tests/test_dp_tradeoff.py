@@ -120,3 +120,36 @@ def test_a_variant_repeats_each_dp_setting_with_its_knobs_at_the_same_epsilon(tm
 def test_a_variant_may_change_only_the_knobs_at_fixed_epsilon(variants: dict, message: str):
     with pytest.raises(ValueError, match=message):
         check_variants(variants)
+
+
+def _point(pairs: int, method: str, mode: str | None, eps: float | None, ssim: float) -> dict:
+    value = {"mean": ssim, "low": None, "high": None}
+    return {
+        "pairs_per_center": pairs,
+        "method": method,
+        "label": method,
+        "mode": mode,
+        "pretrained": True,
+        "target_epsilon": eps,
+        "variant": None,
+        "epsilon": eps,
+        "final_test_ssim": value,
+        "dice": value,
+        "relative_dice": value,
+        "dice_class": "lesion",
+    }
+
+
+def test_curves_made_by_separate_runs_are_drawn_as_one_figure(tmp_path: Path, capsys):
+    for pairs in (48, 160):
+        points = [_point(pairs, "no_dp_pre", None, None, 0.7)]
+        points += [_point(pairs, f"dp_eps{e}_both_pre", "both", float(e), 0.1 * i) for i, e in enumerate((3, 10))]
+        (tmp_path / f"n{pairs}.json").write_text(json.dumps({"points": points}))
+    curves = [str(tmp_path / "n48.json"), str(tmp_path / "n160.json")]
+    main(["--curves", *curves, "--figure", str(tmp_path / "curve.png")])
+    out = capsys.readouterr().out
+    assert "| 48 | dp_eps3_both_pre |" in out and "| 160 | dp_eps10_both_pre |" in out
+    assert (tmp_path / "curve.png").stat().st_size > 0
+    with pytest.raises(SystemExit) as e:
+        main(["--curves", *curves])
+    assert e.value.code == 2 and "--figure" in capsys.readouterr().err

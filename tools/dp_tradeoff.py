@@ -642,12 +642,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no_training_maps", action="store_true", help="skip the sets made from training maps")
     parser.add_argument("--dice_class", default="lesion")
     parser.add_argument(
+        "--curves",
+        nargs="+",
+        default=None,
+        metavar="CURVE_JSON",
+        help="only draw: one figure (--figure) of the points of these curve.json files (runs made separately)",
+    )
+    parser.add_argument("--figure", default=None, help="with --curves: the figure's path (.png)")
+    parser.add_argument(
         "--variants",
         type=json.loads,
         default=None,
         help='JSON: each DP setting again with other knobs, e.g. \'{"clip0.1": {"dp#max_grad_norm": 0.1}}\'',
     )
     args = parser.parse_args(argv)
+    if args.curves:
+        if not args.figure:
+            parser.error("--curves draws one figure: give its path with --figure.")
+        points = [p for path in args.curves for p in json.loads(Path(path).read_text())["points"]]
+        print(render_curve(points))
+        print(f"figure: {plot_curve(points, args.figure)}")
+        return
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
