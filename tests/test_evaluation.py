@@ -588,6 +588,12 @@ def test_the_time_left_counts_the_training_still_to_do_at_the_rates_measured():
     # the UNet's own rate replaces the assumed one once measured: 200 images in 40 s, 200 left
     progress.stage(100.0, generator=500)
     assert progress.stage(40.0, segmentation=200).endswith("about 42 s left)")
+    # results found finished leave the work to do without counting as time: a run that trains half its generators
+    # and reuses the other half (and its UNets) ends with nothing left
+    resumed = Progress(generator_total=1000, segmentation_total=400)
+    resumed.stage(0.5, reused=(500, 0))
+    assert resumed.stage(100.0, generator=500).endswith("about 16 s left)")  # the UNets: 400 x 0.2 x 0.2 s
+    assert resumed.stage(0.1, reused=(0, 400)).endswith("about 0 s left)")
 
 
 def test_relative_dice_is_taken_seed_by_seed_and_a_site_set_only_at_its_site():

@@ -303,11 +303,13 @@ class Evaluation:
                 logger.info(f"[evaluate] {step}: {self.timings[step]} s")
         return True
 
-    def _timed(self, step: str, t0: float, generator: int = 0, segmentation: int = 0) -> None:
+    def _timed(
+        self, step: str, t0: float, generator: int = 0, segmentation: int = 0, reused: tuple[int, int] = (0, 0)
+    ) -> None:
         """Record a stage's wall time and log it with the progress so far (``generator``/``segmentation``: the
-        training images the stage processed, for :py:class:`Progress`)."""
+        training images the stage processed; ``reused``: those it found finished, for :py:class:`Progress`)."""
         self.timings[step] = round(time.perf_counter() - t0, 1)
-        progress = self.progress.stage(self.timings[step], generator, segmentation)
+        progress = self.progress.stage(self.timings[step], generator, segmentation, reused)
         logger.info(f"[evaluate] {step}: {self.timings[step]} s{progress}")
 
     def _segmentation_images(self, sets: int | None = None) -> int:
@@ -723,7 +725,10 @@ class Evaluation:
             sequences[name] = json.loads(seq_file.read_text())
             spent[name] = self.spent(name, sequences[name], plans[name], seed)
             trained = _written_since(sequences[name]["final_handoff"], since)  # else reused
-            self._timed(f"{tag}train generator: {name}", t0, generator=expected_images(plans[name]) * trained)
+            images = expected_images(plans[name])
+            # a worker's run was counted when the workers finished
+            reused = (images * (not trained and ("generator", name, seed) not in self._prepared), 0)
+            self._timed(f"{tag}train generator: {name}", t0, generator=images * trained, reused=reused)
             t0 = time.perf_counter()
             quality[name] = quality_matrix(seq_file, self.data_root, self.spatial_size, device=self.device)
             forgets[name] = {m: measured_forgetting(quality[name], m) for m in METRICS}
@@ -792,14 +797,15 @@ class Evaluation:
             checkpoints = [self.segmentation_dir / f"seed{seed}" / name / "segmentation.pt" for name in training_sets]
             trained = sum(_written_since(c, since) for c in checkpoints)
             stage = f"{tag}train segmentation networks ({self.workers} workers)"
-            self._timed(stage, t0, segmentation=per_set * trained)
+            self._timed(stage, t0, segmentation=per_set * trained, reused=(0, per_set * (len(checkpoints) - trained)))
         for name, t in training_sets.items():
             t0, since = time.perf_counter(), time.time()
             network, seg_info = self.train_segmentation(name, t["dataset_dir"], seed)
             t["pairs"] = seg_info["pairs"]
             scores[name] = self.segmentation_scores(network, class_names, seed)
             trained = _written_since(seg_info["checkpoint"], since)
-            self._timed(f"{tag}segmentation: {name}", t0, segmentation=per_set * trained)
+            reused = not trained and ("segmentation", name, seed) not in self._prepared
+            self._timed(f"{tag}segmentation: {name}", t0, segmentation=per_set * trained, reused=(0, per_set * reused))
             if name == "real_all":
                 t0 = time.perf_counter()
                 distribution = self.distribution(network, synthetic_dirs, seed)
@@ -843,12 +849,12 @@ class Evaluation:
         # not start last and leave one worker idle at the end
         jobs.sort(key=lambda job: -expected_images(plans[job[1]]))
         if self._in_parallel("train_generator", jobs, self.generator_workers):
+            images = {(name, seed): expected_images(plans[name]) for _, name, seed, _ in jobs}
             trained = sum(
-                expected_images(plans[name])
-                for _, name, seed, _ in jobs
-                if _written_since(self._final_handoff(name, seed), since)
+                n for (name, seed), n in images.items() if _written_since(self._final_handoff(name, seed), since)
             )
-            self._timed(f"train generators ({self.generator_workers} workers)", t0, generator=trained)
+            stage = f"train generators ({self.generator_workers} workers)"
+            self._timed(stage, t0, generator=trained, reused=(sum(images.values()) - trained, 0))
         runs = [self.run_seed(seed, plans, class_names) for seed in self.seeds]
 
         def combined(key: str, **kwargs: Any) -> Any:
@@ -1028,17 +1034,20 @@ class Progress:
     """The time left of a protocol run, estimated from its training work: the generator images and segmentation
     images (iterations x batch) still to process, each at the rate measured so far (a segmentation image at
     :py:data:`SEGMENTATION_IMAGE_COST` generator images until one is measured), plus the other stages (metrics,
-    synthesis, audits) at their share of the time so far. Reused results count as done at no cost, so a resumed run's
-    estimate errs low until new training is measured."""
+    synthesis, audits) at their share of the time so far. Reused results leave the work to do (and the rates) as
+    finished work that was not measured here."""
 
     def __init__(self, generator_total: int, segmentation_total: int) -> None:
         self.generator_total, self.segmentation_total = generator_total, segmentation_total
         self.done = {"generator": [0, 0.0], "segmentation": [0, 0.0], "other": [0, 0.0]}  # images, seconds
         self.t0 = time.perf_counter()
 
-    def stage(self, seconds: float, generator: int = 0, segmentation: int = 0) -> str:
-        """Count one finished stage; returns the log line's tail: the time so far and, once a generator was
+    def stage(self, seconds: float, generator: int = 0, segmentation: int = 0, reused: tuple[int, int] = (0, 0)) -> str:
+        """Count one finished stage (``reused``: generator and segmentation images of results found finished, which
+        leave the work to do untimed); returns the log line's tail: the time so far and, once a generator was
         trained here, the estimate of the time left."""
+        self.generator_total -= reused[0]
+        self.segmentation_total -= reused[1]
         kind = "generator" if generator else "segmentation" if segmentation else "other"
         self.done[kind][0] += generator or segmentation
         self.done[kind][1] += seconds
