@@ -108,6 +108,8 @@ NOT_RUN = {
     "segmentation.md's recipe: run as written at a tiny size in a fresh copy by tests/test_segmentation_journey.py",
     r"python -m tools\.segmentation_noise ": "needs a finished demo run (tests/test_segmentation_noise.py "
     "runs it on a real-image set at a tiny size)",
+    r"python -m tools\.lesion_stats ": "needs a finished demo run's sets and UNets (tests/test_lesion_stats.py runs "
+    "it on NIfTI pairs written there, with a UNet of the evaluation's architecture)",
     r"python -m scripts\.tools\.export_generator ": "needs the demo's final hand-off (run_demo.sh)",
     r"python -m scripts\.fl\.job allow ": "edits an NVFlare POC workspace (tests/test_fl.py)",
     r"(python -m )?pip install ": "installs packages (network); the files it names are checked",

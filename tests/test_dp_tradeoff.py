@@ -153,3 +153,11 @@ def test_curves_made_by_separate_runs_are_drawn_as_one_figure(tmp_path: Path, ca
     with pytest.raises(SystemExit) as e:
         main(["--curves", *curves])
     assert e.value.code == 2 and "--figure" in capsys.readouterr().err
+
+
+def test_the_knob_file_of_the_docs_is_read_as_variants_and_passes_their_allow_list():
+    from tools.dp_tradeoff import _json_or_file
+
+    variants = check_variants(_json_or_file(str(REPO / "tools" / "trials" / "dp_knobs.json")))
+    assert {"clip0.1", "lr1e-3", "ep11", "b16"} <= set(variants)
+    assert _json_or_file('{"b4": {"batch_size": 4}}') == {"b4": {"batch_size": 4}}

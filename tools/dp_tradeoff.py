@@ -621,6 +621,13 @@ def run_tradeoff(
     return curve
 
 
+def _json_or_file(value: str) -> Any:
+    """A command-line value given as JSON text or as the path of a ``.json`` file holding it."""
+    if value.endswith(".json") and Path(value).is_file():
+        return json.loads(Path(value).read_text())
+    return json.loads(value)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: run the trade-off (demo settings by default) and print its curve."""
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__)
@@ -651,9 +658,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--figure", default=None, help="with --curves: the figure's path (.png)")
     parser.add_argument(
         "--variants",
-        type=json.loads,
+        type=_json_or_file,
         default=None,
-        help='JSON: each DP setting again with other knobs, e.g. \'{"clip0.1": {"dp#max_grad_norm": 0.1}}\'',
+        help='each DP setting again with other knobs: JSON, e.g. \'{"clip0.1": {"dp#max_grad_norm": 0.1}}\', or a '
+        ".json file of it (tools/trials/dp_knobs.json)",
     )
     args = parser.parse_args(argv)
     if args.curves:
