@@ -539,6 +539,7 @@ def run_tradeoff(
         the curve (also in ``curve.json``): ``{"command", "grid", "points"}``.
     """
     bundle_root, output_dir = Path(bundle_root), Path(output_dir)
+    variants = check_variants(variants)  # refused before anything runs
     config_files = list(config_files or [str(bundle_root / "configs" / f) for f in ("compare.json", "demo.json")])
     needs_public = "discriminator" in modes or any(pretraining)
     public_center, handoffs = None, None
@@ -611,7 +612,7 @@ def run_tradeoff(
             "max_grad_norm": max_grad_norm,
             "accountant": accountant,
             "dice_class": dice_class,
-            "variants": check_variants(variants),
+            "variants": variants,
         },
         "points": points,
     }

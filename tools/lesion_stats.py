@@ -105,11 +105,9 @@ def unet_reading(items: Sequence[dict[str, Any]], network: torch.nn.Module, lesi
             label = np.asarray(load(item["label"])).squeeze().round().astype(int) == lesion
             image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)
             call = network(image[None, None]).argmax(1)[0].numpy() == lesion
-            predicted, labelled, overlap = (
-                predicted + call.sum(),
-                labelled + label.sum(),
-                overlap + (call & label).sum(),
-            )
+            predicted += call.sum()
+            labelled += label.sum()
+            overlap += (call & label).sum()
     return {
         "predicted_pixels": int(predicted),
         "labelled_pixels": int(labelled),
